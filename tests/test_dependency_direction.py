@@ -54,7 +54,9 @@ def test_imports_follow_dependency_direction(package: str) -> None:
 
 @pytest.mark.parametrize("package", PACKAGES)
 def test_declared_dependencies_follow_direction(package: str) -> None:
-    meta = tomllib.loads((ROOT / "packages" / package.replace("_", "-") / "pyproject.toml").read_text())
+    meta = tomllib.loads(
+        (ROOT / "packages" / package.replace("_", "-") / "pyproject.toml").read_text()
+    )
     deps = meta["project"].get("dependencies", [])
     declared = {
         d.split(">")[0].split("<")[0].split("=")[0].split("[")[0].strip().replace("-", "_")

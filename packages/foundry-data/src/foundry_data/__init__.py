@@ -1,1 +1,57 @@
-"""foundry-data."""
+"""foundry-data: turn raw text into streaming (MDS) datasets for language-model training.
+
+The public Python surface (used by foundry-train and by users):
+
+- :data:`MANIFEST_NAME`, :class:`DatasetManifest`, :func:`read_manifest`: the typed manifest beside
+  ``index.json``.
+- :func:`decode_finetuning_sample` / :class:`FinetuningSample`: fine-tuning samples as model
+  inputs and labels (``-100`` on prompt tokens).
+- :data:`PRETRAINING_COLUMNS` / :data:`FINETUNING_COLUMNS`: the MDS column layouts.
+- :class:`FoundryError`: a user error (bad input); its message says what to fix.
+
+The conversions themselves are run through the ``foundry-data`` command (``foundry_data.cli``).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from foundry_data.errors import FoundryError
+from foundry_data.finetuning_format import (
+    FINETUNING_COLUMNS,
+    IGNORE_INDEX,
+    FinetuningSample,
+    decode_finetuning_sample,
+)
+from foundry_data.manifest import (
+    MANIFEST_NAME,
+    DatasetManifest,
+    FinetuningInfo,
+    SeparatorInfo,
+    SourceInfo,
+    read_manifest,
+)
+
+try:
+    __version__ = version("foundry-data")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0"
+
+PRETRAINING_COLUMNS: dict[str, str] = {"tokens": "ndarray:int32"}
+"""MDS columns of a pretraining dataset: exactly ``seq_len`` int32 token ids per sample."""
+
+__all__ = [
+    "FINETUNING_COLUMNS",
+    "IGNORE_INDEX",
+    "MANIFEST_NAME",
+    "PRETRAINING_COLUMNS",
+    "DatasetManifest",
+    "FinetuningInfo",
+    "FinetuningSample",
+    "FoundryError",
+    "SeparatorInfo",
+    "SourceInfo",
+    "__version__",
+    "decode_finetuning_sample",
+    "read_manifest",
+]

@@ -1,1 +1,49 @@
-"""foundry-models."""
+"""foundry-models: MPT-style causal LMs with torch, flash and Triton attention.
+
+Importing the package registers `MPTConfig` / `MPTForCausalLM` with transformers' Auto classes
+under `model_type="foundry_mpt"`.
+"""
+
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from foundry_models.config import MPTConfig
+from foundry_models.errors import (
+    AttentionUnavailableError,
+    ExportError,
+    FoundryError,
+    MPTConfigError,
+)
+from foundry_models.hf_export import export_blockers, export_hf, to_native_state_dict
+from foundry_models.hf_import import import_hf
+from foundry_models.modeling import MPTForCausalLM, MPTModel
+from foundry_models.presets import PRESETS, PUBLISHED_PARAMS, preset_config
+
+__all__ = [
+    "PRESETS",
+    "PUBLISHED_PARAMS",
+    "AttentionUnavailableError",
+    "ExportError",
+    "FoundryError",
+    "MPTConfig",
+    "MPTConfigError",
+    "MPTForCausalLM",
+    "MPTModel",
+    "export_blockers",
+    "export_hf",
+    "import_hf",
+    "preset_config",
+    "to_native_state_dict",
+]
+
+__version__ = "0.1.0"
+
+
+def _register() -> None:
+    try:
+        AutoConfig.register(MPTConfig.model_type, MPTConfig)
+        AutoModelForCausalLM.register(MPTConfig, MPTForCausalLM)
+    except ValueError:  # already registered (e.g. the module was reloaded)
+        pass
+
+
+_register()

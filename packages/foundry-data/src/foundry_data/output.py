@@ -1,0 +1,292 @@
+"""Writing a dataset so that nothing half-written ever looks complete.
+
+Local output: shards go to ``OUT.tmp-<pid>`` beside OUT; ``index.json`` and then the manifest are
+written there last and the folder is renamed to OUT. A run that was killed leaves only the
+``.tmp-<pid>`` folder, which the next run removes before it starts again.
+
+Object-store output (``s3://bucket/prefix`` and the other schemes streaming knows): shards are
+written to a local staging folder (``--local`` or a temporary one) and uploaded as each is
+finished, with streaming's own uploader; when every shard is up, ``index.json`` is uploaded, then
+the manifest. Until then the prefix holds no index, so nothing reads it as a dataset.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from foundry_data.errors import FoundryError
+from foundry_data.manifest import MANIFEST_NAME, DatasetManifest, is_remote, write_manifest
+
+if TYPE_CHECKING:
+    from streaming import MDSWriter
+
+__all__ = ["DatasetWriter", "OutputTarget", "prepare_output"]
+
+INDEX_NAME = "index.json"
+UPLOAD_THREADS = 4
+
+
+class OutputTarget:
+    """Where a dataset goes: a local folder, or an object-store prefix with a local staging
+    folder."""
+
+    def __init__(
+        self,
+        out: str,
+        staging: Path,
+        final_local: Path | None,
+        remote: str | None,
+        uploader: Any = None,
+    ) -> None:
+        self.out = out
+        self.staging = staging
+        self.final_local = final_local
+        self.remote = remote
+        self.uploader = uploader
+
+    def abort(self) -> None:
+        """Remove what this run wrote locally (the remote prefix still has no index)."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def commit(self) -> None:
+        """Move the finished local folder into place (replacing an old one, if any)."""
+        if self.final_local is None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return
+        final = self.final_local
+        if final.exists():
+            old = final.with_name(f"{final.name}.old-{os.getpid()}")
+            os.replace(final, old)
+            os.replace(self.staging, final)
+            _remove(old)
+        else:
+            os.replace(self.staging, final)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clear_stale_staging(final: Path) -> None:
+    """Remove ``FINAL.tmp-<pid>`` folders left by killed runs; refuse if a live run owns one."""
+    if not final.parent.is_dir():
+        return
+    for candidate in final.parent.glob(f"{final.name}.tmp-*"):
+        suffix = candidate.name.rsplit(".tmp-", 1)[1]
+        if not suffix.isdigit():
+            continue
+        pid = int(suffix)
+        if pid != os.getpid() and _pid_alive(pid):
+            raise FoundryError(
+                f"another process (pid {pid}) is writing {final} right now (its work folder is "
+                f"{candidate}). Wait for it to finish, or stop it and run again."
+            )
+        shutil.rmtree(candidate, ignore_errors=True)
+
+
+def _check_local_free(final: Path, overwrite: bool, what: str) -> None:
+    if not final.exists():
+        return
+    if final.is_dir() and not any(final.iterdir()):
+        return
+    if overwrite:
+        return
+    kind = "a dataset" if (final / INDEX_NAME).exists() else "a non-empty path"
+    raise FoundryError(
+        f"{what} {final} already exists ({kind}). Pass --overwrite to replace it, or choose "
+        "another output."
+    )
+
+
+def _local_staging(final: Path, overwrite: bool, what: str) -> Path:
+    _check_local_free(final, overwrite, what)
+    _clear_stale_staging(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(staging, ignore_errors=True)
+    return staging
+
+
+def prepare_output(out: str, *, overwrite: bool, local: str | None = None) -> OutputTarget:
+    """Check OUT and set up where shards are written.
+
+    Raises:
+        FoundryError: OUT exists (without ``overwrite``), the object store is unreachable, or a
+            live run is writing the same OUT.
+    """
+    if not is_remote(out):
+        if local is not None:
+            raise FoundryError("--local is for object-store outputs only (OUT like s3://...).")
+        final = Path(out).expanduser().absolute()
+        return OutputTarget(out, _local_staging(final, overwrite, "output"), final, None)
+    remote = out.rstrip("/")
+    if local is not None:
+        final_local: Path | None = Path(local).expanduser().absolute()
+        staging = _local_staging(final_local, overwrite, "--local folder")
+    else:
+        final_local = None
+        staging = Path(tempfile.mkdtemp(prefix="foundry-data-staging-"))
+    staging.mkdir(parents=True, exist_ok=True)
+    try:
+        uploader = _connect(remote, staging, keep_local=final_local is not None)
+        _check_remote_free(uploader, remote, overwrite)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return OutputTarget(out, staging, final_local, remote, uploader)
+
+
+def _connect(remote: str, staging: Path, *, keep_local: bool) -> Any:
+    from streaming.base.storage.upload import CloudUploader
+
+    try:
+        uploader = CloudUploader.get(
+            out=(str(staging), remote), keep_local=keep_local, exist_ok=True
+        )
+        uploader.list_objects()
+    except Exception as exc:  # botocore / google / azure errors: report them alike
+        endpoint = os.environ.get("S3_ENDPOINT_URL")
+        hint = f" (S3_ENDPOINT_URL={endpoint})" if endpoint and remote.startswith("s3://") else ""
+        raise FoundryError(
+            f"cannot reach the object store for {remote}{hint}: {type(exc).__name__}: "
+            f"{_first_line(exc)}. Check that the bucket exists, the endpoint is up and the "
+            "credentials are set (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, and "
+            "S3_ENDPOINT_URL for S3-compatible stores)."
+        ) from None
+    return uploader
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "(no message)"
+
+
+def _top_level(keys: list[str], remote: str) -> list[str]:
+    """The keys directly under the prefix of ``remote`` (not in deeper 'folders')."""
+    prefix = remote.split("://", 1)[1].partition("/")[2].strip("/")
+    start = len(prefix) + 1 if prefix else 0
+    return [k for k in keys if "/" not in k[start:]]
+
+
+def _check_remote_free(uploader: Any, remote: str, overwrite: bool) -> None:
+    keys = _top_level(uploader.list_objects() or [], remote)
+    finished = [k for k in keys if k.rsplit("/", 1)[-1] in (INDEX_NAME, MANIFEST_NAME)]
+    if not finished:
+        return  # empty, or shards of an interrupted run: this run replaces them
+    if not overwrite:
+        raise FoundryError(
+            f"{remote} already holds a dataset ({finished[0].rsplit('/', 1)[-1]} is there). "
+            "Pass --overwrite to replace it, or choose another prefix."
+        )
+    client = getattr(uploader, "s3", None)
+    if client is None:
+        raise FoundryError(
+            f"--overwrite of an existing dataset is supported for s3:// outputs; delete {remote} "
+            "first, or write to another prefix."
+        )
+    bucket = remote.split("://", 1)[1].split("/", 1)[0]
+    # Index and manifest first: from then on nothing reads the old shards as a dataset. Only the
+    # prefix's own files go; datasets in deeper prefixes are left alone.
+    for key in finished + [k for k in keys if k not in finished]:
+        client.delete_object(Bucket=bucket, Key=key)
+
+
+class DatasetWriter:
+    """An MDSWriter whose output appears (locally or remotely) only when it is complete."""
+
+    def __init__(
+        self,
+        target: OutputTarget,
+        *,
+        columns: dict[str, str],
+        compression: str | None,
+        hashes: list[str],
+        size_limit: int,
+    ) -> None:
+        from streaming import MDSWriter
+
+        self.target = target
+        self._writer: MDSWriter = MDSWriter(
+            out=str(target.staging),
+            columns=columns,
+            compression=compression,
+            hashes=hashes,
+            size_limit=size_limit,
+            exist_ok=True,
+        )
+        self._uploaded_shards = 0
+        self._pool = ThreadPoolExecutor(UPLOAD_THREADS) if target.remote else None
+        self._uploads: list[Future[None]] = []
+
+    def write(self, sample: dict[str, Any]) -> None:
+        self._writer.write(sample)
+        if self._pool is not None and len(self._writer.shards) > self._uploaded_shards:
+            self._upload_new_shards()
+
+    def _upload_new_shards(self) -> None:
+        assert self._pool is not None
+        self._raise_failed_upload()
+        for shard in self._writer.shards[self._uploaded_shards :]:
+            basename = (shard.get("zip_data") or shard["raw_data"])["basename"]
+            self._uploads.append(self._pool.submit(self.target.uploader.upload_file, basename))
+        self._uploaded_shards = len(self._writer.shards)
+
+    def _raise_failed_upload(self, wait: bool = False) -> None:
+        for future in self._uploads:
+            if (wait or future.done()) and future.exception() is not None:
+                exc = future.exception()
+                assert exc is not None
+                raise FoundryError(
+                    f"uploading to {self.target.remote} failed: {type(exc).__name__}: "
+                    f"{_first_line(exc)}. Check the object store and run the command again; it "
+                    "starts over and replaces the partial upload."
+                )
+        self._uploads = [f for f in self._uploads if not f.done()]
+
+    def finish(self, manifest: Callable[[], DatasetManifest]) -> None:
+        """Write the last shard and ``index.json``, then the manifest; publish the dataset."""
+        self._writer.finish()
+        write_manifest(manifest(), self.target.staging)
+        if self._pool is not None:
+            self._upload_new_shards()
+            self._raise_failed_upload(wait=True)
+            self._pool.shutdown(wait=True)
+            self._upload_final(INDEX_NAME)
+            self._upload_final(MANIFEST_NAME)
+        self.target.commit()
+
+    def _upload_final(self, name: str) -> None:
+        try:
+            self.target.uploader.upload_file(name)
+        except Exception as exc:
+            raise FoundryError(
+                f"uploading {name} to {self.target.remote} failed: {type(exc).__name__}: "
+                f"{_first_line(exc)}. Run the command again to finish the dataset."
+            ) from None
+
+    def abort(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            self._writer.cancel_future_jobs()
+        finally:
+            self.target.abort()

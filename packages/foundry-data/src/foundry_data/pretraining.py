@@ -1,0 +1,281 @@
+"""``foundry-data convert``: documents -> token stream -> fixed-length MDS samples.
+
+The main process reads the source in blocks and hands them to worker processes, which parse,
+tokenize and add separators; results come back in input order (at most a few blocks in flight, so
+memory stays flat however large the input). The main process cuts the token stream into samples
+of exactly ``seq_len`` tokens and writes them. Since the stream does not depend on how the work
+was split, any ``--workers`` gives byte-identical shards.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from foundry_data.errors import FoundryError
+from foundry_data.manifest import DatasetManifest, SeparatorInfo, SourceInfo
+from foundry_data.mds_options import DEFAULT_HASHES
+from foundry_data.output import DatasetWriter, prepare_output
+from foundry_data.progress import ConversionProgress
+from foundry_data.records import Unit
+from foundry_data.sources import ResolvedSource, iter_units, resolve_source
+from foundry_data.tokenize_worker import (
+    Tokenization,
+    TokenizedUnit,
+    init_worker,
+    make_inline_tokenizer,
+    tokenize_in_worker,
+)
+from foundry_data.tokenizer_loading import LoadedTokenizer, load_tokenizer
+
+__all__ = ["ConversionReport", "PretrainingOptions", "convert_pretraining"]
+
+PRETRAINING_COLUMNS = {"tokens": "ndarray:int32"}
+IN_FLIGHT_PER_WORKER = 3
+
+
+@dataclass(frozen=True)
+class PretrainingOptions:
+    source: str
+    out: str
+    tokenizer: str
+    seq_len: int
+    text_column: str = "text"
+    bos_text: str = ""
+    eos_text: str | None = None  # None: the tokenizer's EOS token
+    wrap: bool = True
+    compression: str | None = "zstd"
+    hashes: list[str] = field(default_factory=lambda: list(DEFAULT_HASHES))
+    workers: int = 0  # 0: all cores
+    shard_size: int = 1 << 26
+    overwrite: bool = False
+    local: str | None = None
+    reader: Literal["auto", "datasets"] = "auto"
+    subset: str | None = None
+    split: str = "train"
+    txt_unit: Literal["file", "line"] = "file"
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    out: str
+    manifest: DatasetManifest
+    num_bytes: int
+    seconds: float
+
+    def summary(self) -> str:
+        from foundry_data.progress import human_bytes, human_count
+
+        m = self.manifest
+        secs = max(self.seconds, 1e-9)
+        return (
+            f"converted {m.num_documents:,} documents ({human_bytes(self.num_bytes)}) into "
+            f"{m.num_samples:,} samples of {m.seq_len} tokens ({human_count(m.num_tokens)} "
+            f"tokens, {human_count(m.num_dropped_tokens)} left over) in {self.seconds:.1f} s: "
+            f"{human_count(m.num_tokens / secs)} tokens/s, {human_bytes(self.num_bytes / secs)}/s "
+            f"-> {self.out}"
+        )
+
+
+def default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _separators(tok: LoadedTokenizer, bos_text: str, eos_text: str | None) -> SeparatorInfo:
+    if eos_text is None:
+        eos = tok.hf.eos_token
+        eos_text = eos if isinstance(eos, str) else ""
+    if not bos_text and not eos_text:
+        raise FoundryError(
+            f"tokenizer {tok.name!r} has no EOS token, so documents would run together with "
+            "nothing between them. Pass --eos-text TEXT (e.g. '<|endoftext|>') or --bos-text TEXT."
+        )
+    return SeparatorInfo(
+        bos_text=bos_text,
+        eos_text=eos_text,
+        bos_tokens=tok.encode_plain(bos_text) if bos_text else [],
+        eos_tokens=tok.encode_plain(eos_text) if eos_text else [],
+        wrap=True,
+    )
+
+
+def tokenized_units(
+    units: Iterable[tuple[Unit, int]], spec: Tokenization, workers: int
+) -> Iterator[TokenizedUnit]:
+    """Tokenize ``units`` with ``workers`` processes; results in input order."""
+    if workers <= 1:
+        inline = make_inline_tokenizer(spec)
+        for unit, num_bytes in units:
+            yield inline.tokenize(unit, num_bytes)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=init_worker, initargs=(spec,)) as pool:
+        pending: deque = deque()
+        for unit, num_bytes in units:
+            pending.append(pool.apply_async(tokenize_in_worker, (unit, num_bytes)))
+            if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
+                yield pending.popleft().get()
+        while pending:
+            yield pending.popleft().get()
+
+
+class SamplePacker:
+    """Cuts a stream of tokenized documents into samples of exactly ``seq_len`` tokens.
+
+    ``wrap=True``: the stream is cut every ``seq_len`` tokens, documents cross sample boundaries.
+    ``wrap=False``: documents are gathered until they fill a sample, which is then cut and the
+    rest of the last document dropped, so every sample starts at a document start
+    (llm-foundry's ``--no_wrap``). The tail shorter than ``seq_len`` is dropped either way.
+    """
+
+    def __init__(self, seq_len: int, wrap: bool) -> None:
+        self.seq_len = seq_len
+        self.wrap = wrap
+        self.dropped = 0
+        self._carry = np.empty(0, dtype=np.int32)
+        self._parts: list[np.ndarray] = []
+        self._parts_len = 0
+
+    def add(self, unit: TokenizedUnit) -> Iterator[np.ndarray]:
+        if self.wrap:
+            yield from self._add_wrapped(unit.tokens)
+        else:
+            yield from self._add_unwrapped(unit)
+
+    def _add_wrapped(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
+        stream = np.concatenate([self._carry, tokens]) if self._carry.size else tokens
+        full = stream.shape[0] // self.seq_len
+        for i in range(full):
+            yield stream[i * self.seq_len : (i + 1) * self.seq_len]
+        self._carry = stream[full * self.seq_len :].copy()
+
+    def _add_unwrapped(self, unit: TokenizedUnit) -> Iterator[np.ndarray]:
+        start = 0
+        for length in unit.doc_lengths.tolist():
+            self._parts.append(unit.tokens[start : start + length])
+            self._parts_len += length
+            start += length
+            if self._parts_len >= self.seq_len:
+                sample = np.concatenate(self._parts)
+                self.dropped += self._parts_len - self.seq_len
+                self._parts, self._parts_len = [], 0
+                yield sample[: self.seq_len]
+
+    def finish(self) -> int:
+        """Tokens left over (dropped) at the end; returns the total dropped."""
+        self.dropped += self._carry.shape[0] + self._parts_len
+        self._carry = np.empty(0, dtype=np.int32)
+        self._parts, self._parts_len = [], 0
+        return self.dropped
+
+
+def _source_info(source: ResolvedSource, text_column: str) -> SourceInfo:
+    return SourceInfo(
+        spec=source.spec,
+        reader=source.reader,
+        num_files=len(source.files) if source.files else None,
+        text_column=text_column,
+        subset=source.subset,
+        split=source.split if not source.files else None,
+    )
+
+
+def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
+    """Run a pretraining conversion. Raises FoundryError on bad input."""
+    from foundry_data import __version__
+
+    if options.seq_len < 1:
+        raise FoundryError(
+            f"--concat-tokens must be a positive number of tokens, not {options.seq_len}."
+        )
+    source = resolve_source(
+        options.source, reader=options.reader, subset=options.subset, split=options.split
+    )
+    target = prepare_output(options.out, overwrite=options.overwrite, local=options.local)
+    writer: DatasetWriter | None = None
+    progress = ConversionProgress(total_bytes=source.total_bytes, enabled=False, desc="convert")
+    try:
+        tok = load_tokenizer(options.tokenizer)
+        tok.check_backend_agrees()
+        separator = _separators(tok, options.bos_text, options.eos_text).model_copy(
+            update={"wrap": options.wrap}
+        )
+        spec = Tokenization(
+            tokenizer_json=tok.backend_json(),
+            text_column=options.text_column,
+            bos_tokens=tuple(separator.bos_tokens),
+            eos_tokens=tuple(separator.eos_tokens),
+        )
+        workers = options.workers or default_workers()
+        writer = DatasetWriter(
+            target,
+            columns=PRETRAINING_COLUMNS,
+            compression=options.compression,
+            hashes=options.hashes,
+            size_limit=options.shard_size,
+        )
+        progress = ConversionProgress(
+            total_bytes=source.total_bytes, enabled=options.progress, desc="convert"
+        )
+        packer = SamplePacker(options.seq_len, options.wrap)
+        num_samples = 0
+        units = iter_units(source, text_column=options.text_column, txt_unit=options.txt_unit)
+        for chunk in tokenized_units(units, spec, workers):
+            for sample in packer.add(chunk):
+                writer.write({"tokens": sample})
+                num_samples += 1
+            progress.update(
+                documents=int(chunk.doc_lengths.shape[0]),
+                tokens=int(chunk.tokens.shape[0]),
+                num_bytes=chunk.num_bytes,
+            )
+        dropped = packer.finish()
+        if progress.documents == 0:
+            raise FoundryError(f"source {options.source!r} holds no documents.")
+        if num_samples == 0:
+            raise FoundryError(
+                f"source {options.source!r} gives only {progress.tokens:,} tokens, fewer than one "
+                f"sample of --concat-tokens {options.seq_len}. Use a smaller --concat-tokens or "
+                "more text."
+            )
+        manifest = DatasetManifest(
+            kind="pretraining",
+            tokenizer=tok.name,
+            vocab_size=tok.vocab_size,
+            seq_len=options.seq_len,
+            eos_token_id=tok.eos_token_id,
+            bos_token_id=tok.bos_token_id,
+            pad_token_id=tok.pad_token_id,
+            separator=separator,
+            source=_source_info(source, options.text_column),
+            num_samples=num_samples,
+            num_tokens=num_samples * options.seq_len,
+            num_documents=progress.documents,
+            num_dropped_tokens=dropped,
+            columns=PRETRAINING_COLUMNS,
+            compression=options.compression,
+            hashes=options.hashes,
+            foundry_data_version=__version__,
+        )
+        writer.finish(lambda: manifest)
+    except BaseException:
+        progress.close()
+        if writer is not None:
+            writer.abort()
+        else:
+            target.abort()
+        raise
+    progress.close()
+    return ConversionReport(
+        out=options.out, manifest=manifest, num_bytes=progress.bytes, seconds=progress.seconds
+    )

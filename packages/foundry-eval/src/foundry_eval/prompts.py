@@ -1,0 +1,301 @@
+"""Turning task rows into token requests, with llm-foundry's prompt and few-shot semantics.
+
+Few-shot examples are drawn with one ``random.Random(fewshot_random_seed)`` consumed in dataset
+order, excluding the example itself; the prompt is ``prompt_string`` + few-shot examples (each
+``example_delimiter`` + ``question_prelimiter`` + context + ``continuation_delimiter`` + answer) +
+the example's own context. The preamble and the context are tokenized separately (the preamble
+with the tokenizer's special tokens), and continuations get a leading space when the tokenizer is
+a GPT-2 style BPE that needs one.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from foundry_eval.config import TaskConfig
+
+__all__ = [
+    "GenerationRequest",
+    "LoglikelihoodQuestion",
+    "Tokenizer",
+    "build_generation_requests",
+    "build_loglikelihood_questions",
+    "fewshot_indices",
+    "needs_prefix_space",
+    "render_prompts",
+    "strip_row",
+]
+
+# Extra generated tokens allowed beyond the longest chain-of-thought answer (llm-foundry: 10).
+_ANSWER_BUFFER = 10
+
+
+class Tokenizer(Protocol):
+    """The part of a Hugging Face tokenizer foundry-eval uses."""
+
+    eos_token_id: int | None
+    pad_token_id: int | None
+
+    def __call__(self, text: Any, add_special_tokens: bool = True) -> Any: ...
+
+    def decode(self, ids: Any, skip_special_tokens: bool = False) -> str: ...
+
+
+@dataclass
+class LoglikelihoodQuestion:
+    """One example scored by log-likelihood.
+
+    ``contexts`` holds one shared context (language modeling, multiple choice) or one per option
+    (schema); ``continuations`` one per choice (multiple choice) or one shared (schema, LM).
+    """
+
+    index: int
+    contexts: list[list[int]]
+    continuations: list[list[int]]
+    gold: int
+    choice_texts: list[str]
+    category: str | None = None
+
+
+@dataclass
+class GenerationRequest:
+    """One example scored on generated text."""
+
+    index: int
+    prompt_ids: list[int]
+    answers: list[str] = field(default_factory=list)
+    category: str | None = None
+    prompt_text: str = ""
+    row: dict[str, Any] = field(default_factory=dict)
+
+
+def strip_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Strip surrounding whitespace from string fields (lists are kept as they are)."""
+    return {k: v.strip() if isinstance(v, str) else v for k, v in row.items()}
+
+
+def needs_prefix_space(tokenizer: Tokenizer) -> bool:
+    """GPT-2 style BPE encodes ' a' as one token and needs a space before continuations."""
+    return len(_encode(tokenizer, " a", special=False)) == 1
+
+
+def _encode(tokenizer: Tokenizer, text: str, *, special: bool) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=special)["input_ids"])
+
+
+def fewshot_indices(size: int, num_fewshot: int, example_idx: int, rng: random.Random) -> set[int]:
+    """Few-shot example indices for ``example_idx``, sampled without replacement and excluding it."""
+    num_fewshot = min(size - 1, num_fewshot)
+    chosen = set(rng.sample(range(0, size), num_fewshot))
+    if example_idx in chosen:
+        chosen.remove(example_idx)
+        if len(chosen) >= size - 1:
+            return chosen
+        replacement = rng.choice(range(0, size))
+        while replacement in chosen or replacement == example_idx:
+            replacement = rng.choice(range(0, size))
+        chosen.add(replacement)
+    return chosen
+
+
+def _with_space(text: str, prefix_space: bool) -> str:
+    return f" {text}" if prefix_space and not text.startswith(" ") else text
+
+
+class _PromptBuilder:
+    """Builds few-shot text and contexts for one task."""
+
+    def __init__(self, task: TaskConfig, rows: list[dict[str, Any]], tokenizer: Tokenizer):
+        self.task = task
+        self.rows = rows
+        self.tokenizer = tokenizer
+        self.prefix_space = needs_prefix_space(tokenizer)
+        self.rng = random.Random(task.fewshot_random_seed)
+        self.has_cot = any("chain_of_thought" in r for r in rows)
+
+    # -- answers and contexts ------------------------------------------------------------
+    def answer(self, row: dict[str, Any]) -> str:
+        kind = self.task.icl_task_type
+        if kind == "multiple_choice":
+            return row["choices"][row["gold"]]
+        if kind == "generation_task_with_answers":
+            if self.has_cot:
+                return f"{row.get('chain_of_thought', '')}{self.task.cot_delimiter}{row['answer']}"
+            return row["answer"]
+        if kind == "code_evaluation":
+            return row.get("canonical_solution", "")
+        return row["continuation"]
+
+    def context(self, row: dict[str, Any], preceding: str, add_answer: bool) -> str:
+        t = self.task
+        if t.icl_task_type == "schema":
+            text = row["context_options"][row["gold"]]
+            if preceding:
+                text = f"{t.example_delimiter}{text}"
+            return f"{t.question_prelimiter}{text}{t.continuation_delimiter}{row['continuation']}"
+        key = "query" if t.icl_task_type == "multiple_choice" else "context"
+        text = f"{t.question_prelimiter}{row[key]}"
+        if preceding:
+            text = f"{t.example_delimiter}{text}"
+        text = f"{text}{t.continuation_delimiter}"
+        if add_answer:
+            text = f"{text}{self.answer(row)}"
+        return text
+
+    def preamble(self, idx: int) -> str:
+        text = self.task.prompt_string
+        if self.task.num_fewshot > 0:
+            for j in fewshot_indices(len(self.rows), self.task.num_fewshot, idx, self.rng):
+                text += self.context(self.rows[j], text, add_answer=True)
+        return text
+
+    def preamble_ids(self, text: str) -> list[int]:
+        ids = _encode(self.tokenizer, text, special=True)
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and len(ids) > 1 and ids[-1] == eos:
+            ids = ids[:-1]
+        return ids
+
+    def encode(self, text: str) -> list[int]:
+        return _encode(self.tokenizer, text, special=False)
+
+
+def build_loglikelihood_questions(
+    task: TaskConfig, rows: list[dict[str, Any]], tokenizer: Tokenizer, count: int
+) -> list[LoglikelihoodQuestion]:
+    """Requests for the first ``count`` rows of a language_modeling, multiple_choice or schema task."""
+    rows = [strip_row(r) for r in rows]
+    b = _PromptBuilder(task, rows, tokenizer)
+    out: list[LoglikelihoodQuestion] = []
+    for idx in range(count):
+        row = rows[idx]
+        pre_text = b.preamble(idx)
+        pre = b.preamble_ids(pre_text)
+        category = row.get("category") if task.has_categories else None
+        if task.icl_task_type == "schema":
+            out.append(_schema_question(b, idx, row, pre_text, pre, category))
+            continue
+        ctx = pre + b.encode(b.context(row, pre_text, add_answer=False).rstrip())
+        if task.icl_task_type == "multiple_choice":
+            texts = list(row["choices"])
+            conts = [b.encode(_with_space(c, b.prefix_space)) for c in texts]
+            gold = row["gold"]
+        else:
+            texts = [row["continuation"]]
+            conts = [b.encode(_with_space(row["continuation"], b.prefix_space))]
+            gold = 0
+        out.append(LoglikelihoodQuestion(idx, [ctx], conts, gold, texts, category))
+    return out
+
+
+def _schema_question(
+    b: _PromptBuilder,
+    idx: int,
+    row: dict[str, Any],
+    pre_text: str,
+    pre: list[int],
+    category: str | None,
+) -> LoglikelihoodQuestion:
+    t = b.task
+    if pre_text:
+        delim = t.continuation_delimiter.rstrip()
+        options = [
+            f"{t.question_prelimiter}{t.example_delimiter}{c}{delim}"
+            for c in row["context_options"]
+        ]
+    else:
+        options = [f"{t.question_prelimiter}{c}" for c in row["context_options"]]
+    contexts = [pre + b.encode(o) for o in options]
+    cont = b.encode(_with_space(row["continuation"], b.prefix_space))
+    return LoglikelihoodQuestion(
+        idx, contexts, [cont], row["gold"], list(row["context_options"]), category
+    )
+
+
+def build_generation_requests(
+    task: TaskConfig, rows: list[dict[str, Any]], tokenizer: Tokenizer, count: int
+) -> tuple[list[GenerationRequest], int]:
+    """Prompts for the first ``count`` rows of a generation or code task, and max new tokens."""
+    code = task.icl_task_type == "code_evaluation"
+    if not code:
+        rows = [strip_row(r) for r in rows]
+    b = _PromptBuilder(task, rows, tokenizer)
+    out: list[GenerationRequest] = []
+    for idx in range(count):
+        row = rows[idx]
+        pre_text = b.preamble(idx)
+        pre = b.preamble_ids(pre_text)
+        if code:
+            text = f"{task.question_prelimiter}{row['prompt']}"
+            ids = pre + b.encode(text)
+            answers: list[str] = []
+        else:
+            text = b.context(row, pre_text, add_answer=False).rstrip()
+            ids = pre + b.encode(text)
+            answers = list(dict.fromkeys([row["answer"], *row.get("aliases", [])]))
+        category = row.get("category") if task.has_categories else None
+        out.append(GenerationRequest(idx, ids, answers, category, pre_text + text, row))
+    return out, _max_new_tokens(b, rows, code)
+
+
+def _max_new_tokens(b: _PromptBuilder, rows: list[dict[str, Any]], code: bool) -> int:
+    if b.task.max_new_tokens is not None:
+        return b.task.max_new_tokens
+    longest = 0
+    for row in rows:
+        if code:
+            texts = [row.get("canonical_solution", "")]
+        else:
+            texts = [row["answer"], *row.get("aliases", [])]
+            if b.has_cot:
+                texts = [
+                    f"{row.get('chain_of_thought', '')}{b.task.cot_delimiter}{a}" for a in texts
+                ]
+        for text in texts:
+            longest = max(longest, len(b.encode(text)))
+    buffer = _ANSWER_BUFFER if (code or b.task.cot_delimiter) else 0
+    return max(longest + buffer, 1)
+
+
+def render_prompts(
+    task: TaskConfig, rows: list[dict[str, Any]], tokenizer: Tokenizer, count: int
+) -> list[dict[str, Any]]:
+    """The text prompts foundry-eval scores for the first ``count`` rows (few-shot included).
+
+    Useful to feed exactly the same prompts to another harness: language_modeling and
+    multiple_choice rows get ``context`` (+ ``continuation`` / ``choices``, ``gold``), schema rows
+    get the full ``context_options`` (+ ``continuation``, ``gold``). Continuations and choices are
+    given without the leading space the scorer adds.
+    """
+    rows = [strip_row(r) for r in rows]
+    b = _PromptBuilder(task, rows, tokenizer)
+    out: list[dict[str, Any]] = []
+    for idx in range(count):
+        row = rows[idx]
+        pre = b.preamble(idx)
+        if task.icl_task_type == "schema":
+            t = task
+            if pre:
+                delim = t.continuation_delimiter.rstrip()
+                opts = [
+                    f"{t.question_prelimiter}{t.example_delimiter}{c}{delim}"
+                    for c in row["context_options"]
+                ]
+            else:
+                opts = [f"{t.question_prelimiter}{c}" for c in row["context_options"]]
+            out.append(
+                {
+                    "context_options": [pre + o for o in opts],
+                    "continuation": row["continuation"],
+                    "gold": row["gold"],
+                }
+            )
+            continue
+        context = pre + b.context(row, pre, add_answer=False).rstrip()
+        if task.icl_task_type == "multiple_choice":
+            out.append({"context": context, "choices": list(row["choices"]), "gold": row["gold"]})
+        else:
+            out.append({"context": context, "continuation": row["continuation"]})
+    return out

@@ -1,0 +1,202 @@
+"""Eval results and their reports: terminal table, JSON, Markdown and an optional PNG chart."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from foundry_eval.errors import FoundryError
+from foundry_eval.gauntlet import GauntletResult
+
+__all__ = ["EvalResults", "TaskResult", "write_atomic"]
+
+
+@dataclass
+class TaskResult:
+    name: str
+    label: str
+    num_fewshot: int
+    task_type: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    categories: dict[str, dict[str, float]] = field(default_factory=dict)
+    num_examples: int = 0
+    seconds: float = 0.0
+    missing: str | None = None
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class EvalResults:
+    """Results of one eval run. ``to_dict()`` gives ``{task_name: {metric: value}}`` (+ gauntlet)."""
+
+    tasks: dict[str, TaskResult] = field(default_factory=dict)
+    gauntlet: GauntletResult | None = None
+    model: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            n: dict(t.metrics) for n, t in self.tasks.items() if t.missing is None
+        }
+        if self.gauntlet is not None:
+            out["gauntlet"] = self.gauntlet.to_dict()
+        return out
+
+    def to_json_dict(self, log_samples: bool = False) -> dict[str, Any]:
+        tasks = {}
+        for n, t in self.tasks.items():
+            entry: dict[str, Any] = {
+                "label": t.label,
+                "num_fewshot": t.num_fewshot,
+                "task_type": t.task_type,
+                "metrics": t.metrics,
+                "num_examples": t.num_examples,
+                "seconds": round(t.seconds, 3),
+            }
+            if t.categories:
+                entry["categories"] = t.categories
+            if t.missing:
+                entry["missing"] = t.missing
+            if log_samples:
+                entry["samples"] = t.examples
+            tasks[n] = entry
+        out: dict[str, Any] = {"model": self.model, "tasks": tasks}
+        if self.gauntlet is not None:
+            out["gauntlet"] = {
+                "averages": self.gauntlet.averages,
+                "categories": self.gauntlet.categories,
+                "benchmark_scores": self.gauntlet.benchmark_scores,
+                "missing": self.gauntlet.missing,
+            }
+        return out
+
+    # -- rendering -------------------------------------------------------------------------
+    def _rows(self) -> list[list[str]]:
+        rows = []
+        for n, t in self.tasks.items():
+            if t.missing:
+                rows.append([n, t.task_type, "-", "missing: " + t.missing])
+                continue
+            metrics = "  ".join(f"{k}={v:.4f}" for k, v in t.metrics.items())
+            rows.append([n, t.task_type, str(t.num_examples), metrics])
+        return rows
+
+    def _gauntlet_rows(self) -> list[list[str]]:
+        if self.gauntlet is None:
+            return []
+        rows = []
+        for name, v in {**self.gauntlet.averages, **self.gauntlet.categories}.items():
+            note = ""
+            missing = self.gauntlet.missing.get(name, [])
+            if missing:
+                more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+                note = f"{len(missing)} without results: " + ", ".join(missing[:3]) + more
+            rows.append([name, "n/a" if v is None else f"{v:.4f}", note])
+        return rows
+
+    def to_table(self) -> str:
+        header = ["task", "type", "n", "metrics"]
+        lines = _text_table(header, self._rows())
+        g = self._gauntlet_rows()
+        if g:
+            lines += ["", *_text_table(["gauntlet", "score", "note"], g)]
+        return "\n".join(lines)
+
+    def to_markdown(self) -> str:
+        out = [
+            f"# Eval results: {self.model}",
+            "",
+            *_md_table(["task", "type", "n", "metrics"], self._rows()),
+        ]
+        g = self._gauntlet_rows()
+        if g:
+            out += ["", "## Gauntlet", "", *_md_table(["name", "score", "note"], g)]
+        return "\n".join(out) + "\n"
+
+    def write(
+        self,
+        *,
+        json_path: str | None = None,
+        markdown: str | None = None,
+        png: str | None = None,
+        log_samples: bool = False,
+        overwrite: bool = False,
+    ) -> list[Path]:
+        """Write the requested reports atomically; refuses existing files unless ``overwrite``."""
+        targets = [p for p in (json_path, markdown, png) if p]
+        for p in targets:
+            if Path(p).exists() and not overwrite:
+                raise FoundryError(f"{p} already exists. Pass --overwrite or choose another path.")
+        written = []
+        if json_path:
+            text = json.dumps(self.to_json_dict(log_samples), indent=2, default=_jsonable)
+            written.append(write_atomic(Path(json_path), text.encode()))
+        if markdown:
+            written.append(write_atomic(Path(markdown), self.to_markdown().encode()))
+        if png:
+            written.append(self._write_png(Path(png)))
+        return written
+
+    def _write_png(self, path: Path) -> Path:
+        try:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            raise FoundryError(
+                "a PNG chart needs matplotlib. Install it with pip install 'foundry-eval[plot]'."
+            ) from None
+        names, values = [], []
+        for n, t in self.tasks.items():
+            if t.missing is None and t.metrics:
+                names.append(n)
+                values.append(next(iter(t.metrics.values())))
+        fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.5))
+        ax.barh(names, values)
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("score (first metric of each task)")
+        ax.invert_yaxis()
+        fig.tight_layout()
+        tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.png")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        os.replace(tmp, path)
+        return path
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, set):
+        return sorted(obj)
+    return str(obj)
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write to ``<path>.tmp-<pid>`` and rename into place when complete."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return path
+
+
+def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return [
+        fmt.format(*header),
+        fmt.format(*["-" * w for w in widths]),
+        *(fmt.format(*r) for r in rows),
+    ]
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    esc = [[c.replace("|", "\\|") for c in r] for r in rows]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(r) + " |" for r in esc),
+    ]

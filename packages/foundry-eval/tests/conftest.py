@@ -1,0 +1,128 @@
+"""Shared fixtures: a byte-level BPE tokenizer and a tiny Llama trained on eval text (session scope)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+DATA_ROOT = (Path(__file__).resolve().parents[3] / "../shared/eval-data").resolve()
+TRAIN_FILES = [
+    "language_understanding/lambada_openai.jsonl",
+    "commonsense_reasoning/piqa.jsonl",
+    "world_knowledge/arc_easy.jsonl",
+    "language_understanding/winograd_wsc.jsonl",
+]
+
+
+def _training_text(limit_per_file: int = 1500) -> list[str]:
+    texts = []
+    for rel in TRAIN_FILES:
+        with (DATA_ROOT / rel).open(encoding="utf-8") as fh:
+            for i, line in enumerate(fh):
+                if i >= limit_per_file:
+                    break
+                row = json.loads(line)
+                if "context" in row:
+                    texts.append(row["context"] + " " + row["continuation"])
+                elif "query" in row:
+                    texts.append(row["query"].strip() + "\nAnswer: " + row["choices"][row["gold"]])
+                else:
+                    texts.append(row["context_options"][row["gold"]] + " " + row["continuation"])
+    return texts
+
+
+def _train_tokenizer(texts: list[str]):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
+    )
+
+
+def _train_model(tokenizer, texts: list[str], steps: int = 200):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=176,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.eos_token_id,
+    )
+    model = LlamaForCausalLM(cfg)
+    ids: list[int] = []
+    for t in texts:
+        ids += tokenizer(t)["input_ids"] + [tokenizer.eos_token_id]
+    data = torch.tensor(ids)
+    seq, batch = 64, 16
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(0)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        starts = torch.randint(0, len(data) - seq - 1, (batch,), generator=gen)
+        x = torch.stack([data[s : s + seq] for s in starts])
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    model.eval()
+    return model, losses
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not DATA_ROOT.is_dir():
+        pytest.skip(f"eval data not found at {DATA_ROOT}")
+    return DATA_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A Llama with a trained BPE tokenizer, trained >= 200 steps, saved as an HF directory."""
+    import torch
+
+    torch.set_num_threads(1)  # the CI box has 2 shared cores; more threads thrash
+    start = time.perf_counter()
+    texts = _training_text()
+    tokenizer = _train_tokenizer(texts)
+    model, losses = _train_model(tokenizer, texts)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "train_log.json").write_text(
+        json.dumps({"losses": losses, "seconds": time.perf_counter() - start})
+    )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype="float32")
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)

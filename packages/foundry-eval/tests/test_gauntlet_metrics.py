@@ -1,0 +1,106 @@
+"""Gauntlet aggregation and metric helpers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from foundry_eval.config import GauntletConfig
+from foundry_eval.gauntlet import compute_gauntlet
+from foundry_eval.metrics import generation_record, normalize_answer, pass_at_k
+
+
+def _gauntlet(**kw) -> GauntletConfig:
+    return GauntletConfig.model_validate(
+        {
+            "categories": [
+                {
+                    "name": "a",
+                    "benchmarks": [
+                        {"name": "mc", "num_fewshot": 0, "random_baseline": 0.25},
+                        {"name": "lm", "num_fewshot": 3, "random_baseline": 0.0},
+                    ],
+                },
+                {
+                    "name": "b",
+                    "benchmarks": [{"name": "gone", "num_fewshot": 0, "random_baseline": 0.5}],
+                },
+            ],
+            "averages": {"core": ["a", "b"]},
+            **kw,
+        }
+    )
+
+
+METRICS = {
+    "mc/0-shot": {"acc": 0.4, "acc_foundry": 0.55, "acc_norm": 0.5},
+    "lm/3-shot": {"acc": 0.3},
+}
+TYPES = {"mc/0-shot": "multiple_choice", "lm/3-shot": "language_modeling"}
+
+
+def test_baseline_subtraction_rescaling_and_missing():
+    res = compute_gauntlet(_gauntlet(), METRICS, TYPES, {"mc/0-shot": 100, "lm/3-shot": 10})
+    mc = (0.55 - 0.25) / 0.75  # llm-foundry's MC metric by default
+    assert res.benchmark_scores["mc/0-shot"] == pytest.approx(mc)
+    assert res.categories["a"] == pytest.approx((mc + 0.3) / 2)
+    assert res.categories["b"] is None and res.missing == {"b": ["gone/0-shot"]}
+    assert res.averages["core"] == pytest.approx((mc + 0.3) / 2)
+
+
+def test_weighting_and_metric_choice():
+    res = compute_gauntlet(
+        _gauntlet(weighting="SAMPLE_SZ", mc_metric="acc", rescale_accuracy=False),
+        METRICS,
+        TYPES,
+        {"mc/0-shot": 30, "lm/3-shot": 10},
+    )
+    assert res.categories["a"] == pytest.approx(((0.4 - 0.25) * 30 + 0.3 * 10) / 40)
+    log = compute_gauntlet(
+        _gauntlet(weighting="LOG_SAMPLE_SZ"), METRICS, TYPES, {"mc/0-shot": 100, "lm/3-shot": 10}
+    )
+    mc = (0.55 - 0.25) / 0.75
+    assert log.categories["a"] == pytest.approx(
+        (mc * math.log(100) + 0.3 * math.log(10)) / math.log(1000)
+    )
+
+
+def test_normalize_and_exact_match():
+    assert normalize_answer("The  Eiffel-Tower!") == "eiffel tower"
+    rec = generation_record(
+        0,
+        [" Paris, France\nQuestion: x"],
+        ["paris"],
+        cot_delimiter="",
+        stop_strings=["\n"],
+        normalize=True,
+        category=None,
+    )
+    assert rec["correct"]["exact_match"] and rec["answer"] == " Paris, France"
+    cot = generation_record(
+        1,
+        ["3 + 4 = 7. The answer is 7\n\nQ"],
+        ["7"],
+        cot_delimiter="The answer is ",
+        stop_strings=["\n\n"],
+        normalize=False,
+        category="x",
+    )
+    assert cot["correct"]["exact_match"] and cot["category"] == "x"
+    wrong = generation_record(
+        2,
+        ["The answer is 8"],
+        ["7"],
+        cot_delimiter="The answer is ",
+        stop_strings=None,
+        normalize=False,
+        category=None,
+    )
+    assert not wrong["correct"]["exact_match"]
+
+
+def test_pass_at_k_estimator():
+    assert pass_at_k(5, 0, 1) == 0.0
+    assert pass_at_k(5, 5, 1) == 1.0
+    assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - math.comb(7, 5) / math.comb(10, 5))

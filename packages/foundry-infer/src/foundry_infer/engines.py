@@ -1,0 +1,216 @@
+"""Back ends that run one decoder step with a key/value cache: torch and ONNX Runtime.
+
+Both expose the same :class:`Engine` protocol over numpy inputs; their caches stay in the back
+end's own array type (torch tensors on the model's device, numpy arrays for ONNX Runtime) and
+are handled by :mod:`foundry_infer.kv_batch`.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import numpy as np
+
+from .errors import FoundryError
+from .kv_batch import Past
+from .kv_graph import CacheLayout, cache_layout, input_names
+from .model_dir import ONNX_MODEL_NAME, OnnxManifest, detect_model_kind
+
+__all__ = ["Engine", "OrtEngine", "TorchEngine", "load_engine", "ort_providers"]
+
+Provider = Literal["auto", "cpu", "cuda"]
+
+
+class Engine(Protocol):
+    """One decoder step over a batch, with the cache in and out."""
+
+    name: str
+    layout: CacheLayout
+
+    def empty_past(self, batch: int) -> Past: ...
+
+    def step(
+        self,
+        input_ids: np.ndarray,  # (B, T) int64
+        attention_mask: np.ndarray,  # (B, P + T) int64
+        position_ids: np.ndarray,  # (B, T) int64
+        past: Past,
+    ) -> tuple[np.ndarray, Past]:  # logits (B, V) float32, present
+        ...
+
+
+class TorchEngine:
+    """Runs a transformers causal LM through :class:`~foundry_infer.kv_graph.FlatCacheStep`."""
+
+    def __init__(self, model_dir: str | Path, device: str = "cpu", dtype: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self._torch = torch
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise FoundryError(
+                "--device cuda was given but torch sees no CUDA GPU. Use --device cpu."
+            )
+        torch_dtype = _torch_dtype(dtype, self.device.type)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+            raise FoundryError(
+                f"cannot load a causal LM from {model_dir}: {exc}. Give a Hugging Face model "
+                "directory with config.json and weights."
+            ) from exc
+        model = model.to(self.device).eval()  # type: ignore[arg-type]
+        from .kv_graph import FlatCacheStep
+
+        self.model = model
+        self.step_module = FlatCacheStep(model).eval()
+        self.layout = self.step_module.layout
+        self.dtype = torch_dtype
+        self.name = f"torch-{self.device.type}"
+
+    def empty_past(self, batch: int) -> Past:
+        shape = (batch, self.layout.num_kv_heads, 0, self.layout.head_dim)
+        return [
+            self._torch.zeros(shape, dtype=self.dtype, device=self.device)
+            for _ in range(2 * self.layout.num_layers)
+        ]
+
+    def step(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: Past,
+    ) -> tuple[np.ndarray, Past]:
+        torch = self._torch
+        with torch.inference_mode():
+            outputs = self.step_module(
+                torch.from_numpy(input_ids).to(self.device),
+                torch.from_numpy(attention_mask).to(self.device),
+                torch.from_numpy(position_ids).to(self.device),
+                *past,
+            )
+        logits = outputs[0].float().cpu().numpy()
+        return logits, list(outputs[1:])
+
+
+def _torch_dtype(dtype: str, device_type: str) -> Any:
+    import torch
+
+    table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype == "auto":
+        return torch.bfloat16 if device_type == "cuda" else torch.float32
+    if dtype not in table:
+        raise FoundryError(f"unknown dtype {dtype!r}. Choose one of auto, {', '.join(table)}.")
+    return table[dtype]
+
+
+def ort_providers(provider: Provider = "auto") -> list[str]:
+    """The ONNX Runtime execution providers to use: CUDA where onnxruntime-gpu offers it."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    if provider == "cuda":
+        if "CUDAExecutionProvider" not in available:
+            raise FoundryError(
+                "the CUDA provider was requested but this onnxruntime has none (available: "
+                f"{', '.join(available)}). Install foundry-infer[gpu] (onnxruntime-gpu)."
+            )
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    if provider == "auto" and "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+class OrtEngine:
+    """Runs an ONNX directory written by ``export-onnx`` with ONNX Runtime."""
+
+    def __init__(
+        self, onnx_dir: str | Path, provider: Provider = "auto", threads: int | None = None
+    ) -> None:
+        import onnxruntime as ort
+
+        directory = Path(onnx_dir)
+        self.manifest = OnnxManifest.read(directory)
+        m = self.manifest
+        self.layout = CacheLayout(
+            num_layers=m.num_layers,
+            num_kv_heads=m.num_kv_heads,
+            head_dim=m.head_dim,
+            vocab_size=m.vocab_size,
+            max_positions=m.max_positions,
+            model_type=m.model_type,
+        )
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        threads = threads or int(os.environ.get("FOUNDRY_INFER_THREADS", "0"))
+        if threads:
+            options.intra_op_num_threads = threads
+        providers = ort_providers(provider)
+        self.session = ort.InferenceSession(
+            str(directory / ONNX_MODEL_NAME), sess_options=options, providers=providers
+        )
+        graph_inputs = {i.name for i in self.session.get_inputs()}
+        self._past_names = input_names(m.num_layers)[3:]
+        self._feeds_position_ids = "position_ids" in graph_inputs
+        self._feeds_mask = "attention_mask" in graph_inputs
+        self.provider = self.session.get_providers()[0]
+        quant = "-int8" if m.quantization == "int8" else ""
+        self.name = f"onnxruntime{quant}-{'cuda' if 'CUDA' in self.provider else 'cpu'}"
+
+    def empty_past(self, batch: int) -> Past:
+        shape = (batch, self.layout.num_kv_heads, 0, self.layout.head_dim)
+        return [np.zeros(shape, dtype=np.float32) for _ in range(2 * self.layout.num_layers)]
+
+    def step(
+        self,
+        input_ids: np.ndarray,
+        attention_mask: np.ndarray,
+        position_ids: np.ndarray,
+        past: Past,
+    ) -> tuple[np.ndarray, Past]:
+        feed: dict[str, Any] = {"input_ids": input_ids}
+        if self._feeds_mask:
+            feed["attention_mask"] = attention_mask
+        if self._feeds_position_ids:
+            feed["position_ids"] = position_ids
+        feed.update(zip(self._past_names, past, strict=True))
+        outputs: list[Any] = list(self.session.run(None, feed))
+        return outputs[0], outputs[1:]
+
+
+def load_engine(
+    model: str | Path,
+    backend: Literal["auto", "torch", "onnx"] = "auto",
+    *,
+    device: str = "cpu",
+    provider: Provider = "auto",
+) -> Engine:
+    """Open MODEL (an HF or ONNX directory) with the matching back end."""
+    kind = detect_model_kind(model)
+    if backend == "auto":
+        backend = "onnx" if kind == "onnx" else "torch"
+    if backend == "onnx" and kind != "onnx":
+        raise FoundryError(
+            f"--backend onnx needs an ONNX directory, but {model} is a Hugging Face directory. "
+            f"Export it first: foundry-infer export-onnx {model} OUT_DIR."
+        )
+    if backend == "torch" and kind != "hf":
+        raise FoundryError(
+            f"--backend torch needs a Hugging Face directory, but {model} is an ONNX directory. "
+            "Use --backend onnx (or auto)."
+        )
+    if backend == "onnx":
+        return OrtEngine(model, provider=provider)
+    return TorchEngine(model, device=device)
+
+
+def layout_of(model_dir: str | Path) -> CacheLayout:
+    """The cache geometry of an HF directory, without loading weights."""
+    from transformers import AutoConfig
+
+    return cache_layout(AutoConfig.from_pretrained(str(model_dir)))

@@ -1,0 +1,328 @@
+"""``export-onnx``: a causal LM as an ONNX graph with dynamic shapes and a key/value cache.
+
+The graph is :class:`~foundry_infer.kv_graph.FlatCacheStep` exported with ``torch.onnx.export``
+(the torch.export-based exporter) with batch, sequence and past length all dynamic, so one graph
+serves prefill (past length 0) and each one-token decode step. It is run once against torch
+before the directory is published (the largest absolute difference is reported), and may then be
+quantised to int8 weights with ONNX Runtime's dynamic quantisation for CPU serving. The
+tokenizer and generation config are saved beside it, so the directory stands alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ExportError, FoundryError
+from .kv_graph import FlatCacheStep, input_names, output_names
+from .model_dir import ONNX_MODEL_NAME, OnnxManifest, detect_model_kind, load_tokenizer
+
+__all__ = ["ExportReport", "export_onnx", "quantize_onnx"]
+
+# Graphs above this size keep their weights in an external data file (protobuf's 2 GiB limit).
+_EXTERNAL_DATA_BYTES = 1_800_000_000
+FP32_TOLERANCE = 1e-3
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out_dir: Path
+    max_abs_diff: float  # fp32 graph vs torch
+    int8_max_abs_diff: float | None  # int8 graph vs torch, when quantised
+    int8_top1_agreement: float | None  # on the check batch
+    onnx_bytes: int
+
+
+def export_onnx(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    int8: bool = False,
+    overwrite: bool = False,
+    opset: int = 18,
+    progress: bool = True,
+) -> ExportReport:
+    """Export the HF causal LM in ``model_dir`` to a standalone ONNX directory ``out_dir``."""
+    from tqdm import tqdm
+
+    source, out = Path(model_dir), Path(out_dir)
+    if detect_model_kind(source) != "hf":
+        raise FoundryError(f"{source} is already an ONNX directory; export-onnx needs an HF one.")
+    _check_output(out, overwrite)
+    stages = tqdm(total=5 if int8 else 4, desc="export-onnx", disable=not progress, unit="stage")
+    stages.set_postfix_str("loading")
+    model, tokenizer = _load(source)
+    step = FlatCacheStep(model).eval()
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    try:
+        stages.update()
+        stages.set_postfix_str("tracing")
+        fp32_path = work / ONNX_MODEL_NAME
+        _trace(step, fp32_path, opset, _param_bytes(model) > _EXTERNAL_DATA_BYTES)
+        stages.update()
+        stages.set_postfix_str("checking against torch")
+        check = _check_inputs(step)
+        expected = _torch_outputs(step, check)
+        diff, _ = _compare(fp32_path, check, expected)
+        if diff > FP32_TOLERANCE * max(1.0, float(np.abs(expected[0]).max())):
+            raise ExportError(
+                f"the exported graph disagrees with torch (max abs diff {diff:.3g}). This "
+                "architecture is not exported faithfully; please report it with the config."
+            )
+        stages.update()
+        int8_diff = agreement = None
+        if int8:
+            stages.set_postfix_str("quantising to int8")
+            quant_dir = work / "int8"
+            quant_dir.mkdir()
+            _quantise(fp32_path, quant_dir / ONNX_MODEL_NAME)
+            int8_diff, agreement = _compare(quant_dir / ONNX_MODEL_NAME, check, expected)
+            for item in list(work.iterdir()):
+                if item != quant_dir:
+                    _remove(item)
+            for item in quant_dir.iterdir():
+                item.rename(work / item.name)
+            quant_dir.rmdir()
+            stages.update()
+        stages.set_postfix_str("saving tokenizer and configs")
+        _save_side_files(model, tokenizer, source, work, step, diff, int8)
+        _publish(work, out, overwrite)
+        stages.update()
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    finally:
+        stages.close()
+    size = sum(p.stat().st_size for p in out.iterdir() if p.name.startswith(ONNX_MODEL_NAME))
+    return ExportReport(out, diff, int8_diff, agreement, size)
+
+
+def _check_output(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise FoundryError(f"output {out} already exists. Choose another path or pass --overwrite.")
+    if not out.parent.exists():
+        raise FoundryError(f"the parent directory of {out} does not exist. Create it first.")
+
+
+def _load(source: Path) -> tuple[Any, Any]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise FoundryError(f"cannot load a causal LM from {source}: {exc}.") from exc
+    return model.eval(), load_tokenizer(source)
+
+
+def _param_bytes(model: Any) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
+
+
+def _example_inputs(step: FlatCacheStep, batch: int, seq: int, past: int, seed: int = 0) -> tuple:
+    import torch
+
+    layout = step.layout
+    gen = torch.Generator().manual_seed(seed)
+    ids = torch.randint(0, layout.vocab_size, (batch, seq), generator=gen)
+    mask = torch.ones(batch, past + seq, dtype=torch.int64)
+    positions = torch.arange(past, past + seq).expand(batch, seq).contiguous()
+    shape = (batch, layout.num_kv_heads, past, layout.head_dim)
+    cache = tuple(torch.randn(shape, generator=gen) for _ in range(2 * layout.num_layers))
+    return (ids, mask, positions, *cache)
+
+
+def _trace(step: FlatCacheStep, path: Path, opset: int, external: bool) -> None:
+    import torch
+
+    layers = step.layout.num_layers
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    seq = torch.export.Dim("sequence", min=1, max=65536)
+    free = torch.export.Dim.DYNAMIC  # attention-mask and past lengths (past may be 0)
+    shapes = {
+        "input_ids": {0: batch, 1: seq},
+        "attention_mask": {0: batch, 1: free},
+        "position_ids": {0: batch, 1: seq},
+        "past": tuple({0: batch, 2: free} for _ in range(2 * layers)),
+    }
+    with warnings.catch_warnings(), _quiet_stdout():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                step,
+                _example_inputs(step, batch=2, seq=3, past=4),
+                str(path),
+                dynamo=True,
+                dynamic_shapes=shapes,
+                input_names=input_names(layers),
+                output_names=output_names(layers),
+                opset_version=opset,
+                external_data=external,
+                optimize=True,
+                verbose=False,
+            )
+        except Exception as exc:  # the exporter raises many types; name the model in the message
+            raise ExportError(
+                f"torch.onnx could not export {type(step.model).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Supported are "
+                "transformers causal LMs whose forward takes a Cache (GPT-2, Llama, MPT, ...)."
+            ) from exc
+
+
+class _quiet_stdout:
+    """The exporter prints progress lines on stdout; keep stdout for the user's output."""
+
+    def __enter__(self) -> None:
+        self._saved = sys.stdout
+        sys.stdout = (
+            sys.stderr if os.environ.get("FOUNDRY_INFER_VERBOSE") else open(os.devnull, "w")
+        )  # noqa: SIM115
+
+    def __exit__(self, *exc: object) -> None:
+        if sys.stdout is not sys.stderr:
+            sys.stdout.close()
+        sys.stdout = self._saved
+
+
+def _check_inputs(step: FlatCacheStep) -> list[tuple]:
+    """A prefill (past 0) and a decode step (past 5) with a left-padded row, batch 2."""
+    prefill = _example_inputs(step, batch=2, seq=6, past=0, seed=1)
+    decode = list(_example_inputs(step, batch=2, seq=1, past=5, seed=2))
+    decode[1][0, :2] = 0  # first row is left padded
+    decode[2][0, 0] = 3
+    return [prefill, tuple(decode)]
+
+
+def _torch_outputs(step: FlatCacheStep, inputs: list[tuple]) -> list[np.ndarray]:
+    import torch
+
+    outputs: list[np.ndarray] = []
+    with torch.inference_mode():
+        for args in inputs:
+            outputs += [t.numpy() for t in step(*args)]
+    return outputs
+
+
+def _compare(path: Path, inputs: list[tuple], expected: list[np.ndarray]) -> tuple[float, float]:
+    """Largest abs difference to torch over all outputs, and top-1 agreement of the logits."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    wanted = {i.name for i in session.get_inputs()}
+    names = input_names((len(inputs[0]) - 3) // 2)
+    got: list[np.ndarray] = []
+    for args in inputs:
+        feed = {n: a.numpy() for n, a in zip(names, args, strict=True) if n in wanted}
+        got += [np.asarray(x) for x in session.run(None, feed)]
+    diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
+    per_call = len(expected) // len(inputs)
+    logits = [(got[i], expected[i]) for i in range(0, len(expected), per_call)]
+    agree = np.concatenate([g.argmax(-1) == e.argmax(-1) for g, e in logits])
+    return diff, float(agree.mean())
+
+
+def _quantise(src: Path, dst: Path) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    external = (src.parent / f"{src.name}.data").exists()
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # it logs advice about pre-processing at WARNING
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            use_external_data_format=external,
+        )
+    finally:
+        root.setLevel(level)
+
+
+def _save_side_files(
+    model: Any,
+    tokenizer: Any,
+    source: Path,
+    work: Path,
+    step: FlatCacheStep,
+    diff: float,
+    int8: bool,
+) -> None:
+    import onnxruntime
+    import torch
+    import transformers
+    from transformers import GenerationConfig
+
+    tokenizer.save_pretrained(str(work))
+    model.config.save_pretrained(str(work))
+    try:
+        generation = GenerationConfig.from_pretrained(str(source))
+    except OSError:
+        generation = GenerationConfig.from_model_config(model.config)
+    generation.save_pretrained(str(work))
+    layout = step.layout
+    OnnxManifest(
+        num_layers=layout.num_layers,
+        num_kv_heads=layout.num_kv_heads,
+        head_dim=layout.head_dim,
+        vocab_size=layout.vocab_size,
+        max_positions=layout.max_positions,
+        uses_position_ids=step.uses_position_ids,
+        model_type=layout.model_type,
+        quantization="int8" if int8 else "none",
+        source=str(source.resolve()),
+        max_abs_diff=diff,
+        versions={
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "onnxruntime": onnxruntime.__version__,
+        },
+    ).write(work)
+
+
+def _publish(work: Path, out: Path, overwrite: bool) -> None:
+    if out.exists() and overwrite:
+        _remove(out)
+    os.replace(work, out)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def quantize_onnx(onnx_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
+    """Write an int8 (dynamic, per-channel weights) copy of an fp32 ONNX directory."""
+    import dataclasses
+
+    source, out = Path(onnx_dir), Path(out_dir)
+    if detect_model_kind(source) != "onnx":
+        raise FoundryError(f"{source} is not an ONNX directory written by export-onnx.")
+    manifest = OnnxManifest.read(source)
+    if manifest.quantization != "none":
+        raise FoundryError(f"{source} is already quantised ({manifest.quantization}).")
+    _check_output(out, overwrite)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    try:
+        for item in source.iterdir():
+            if not item.name.startswith(ONNX_MODEL_NAME) and item.is_file():
+                shutil.copy2(item, work / item.name)
+        _quantise(source / ONNX_MODEL_NAME, work / ONNX_MODEL_NAME)
+        dataclasses.replace(manifest, quantization="int8").write(work)
+        _publish(work, out, overwrite)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return out

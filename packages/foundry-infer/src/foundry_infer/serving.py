@@ -1,0 +1,88 @@
+"""Starting and stopping the HTTP server for ``foundry-infer serve``."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+from .engines import load_engine
+from .errors import FoundryError
+from .model_dir import load_tokenizer, read_generation_defaults
+from .server import InferenceService, ServerSettings, create_app
+
+__all__ = ["build_service", "run_server"]
+
+
+def build_service(args: argparse.Namespace) -> InferenceService:
+    """Load the model named by the serve arguments and wrap it in a service."""
+    for name in ("max_batch_size", "max_queue", "max_new_tokens"):
+        if getattr(args, name) < 1:
+            raise FoundryError(f"--{name.replace('_', '-')} must be at least 1.")
+    engine = load_engine(args.model, args.backend, device=args.device, provider=args.provider)
+    tokenizer = load_tokenizer(args.model)
+    settings = ServerSettings(
+        model_name=args.model_name or Path(args.model).resolve().name,
+        api_key=args.api_key or None,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_new_tokens=args.max_new_tokens,
+        max_batch_size=args.max_batch_size,
+        max_queue=args.max_queue,
+    )
+    return InferenceService(
+        engine, tokenizer, read_generation_defaults(args.model, tokenizer), settings
+    )
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise FoundryError(
+                f"cannot listen on {host}:{port} ({exc.strerror}). Choose another --port or stop "
+                "the process using it."
+            ) from exc
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(args: argparse.Namespace) -> None:
+    """Serve until SIGINT/SIGTERM, then finish in-flight requests and stop the scheduler."""
+    import uvicorn
+
+    _check_port(args.host, args.port)
+    if not _is_loopback(args.host) and not args.api_key:
+        print(
+            f"warning: serving on {args.host} without an API key; anyone who can reach this "
+            "port can use the model. Pass --api-key.",
+            file=sys.stderr,
+        )
+    service = build_service(args)
+    app = create_app(service)
+    print(
+        f"serving {service.settings.model_name!r} ({service.engine.name}) on "
+        f"http://{args.host}:{args.port}  (OpenAPI: /docs)",
+        file=sys.stderr,
+    )
+    try:
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=30,
+        )
+    finally:
+        service.close()

@@ -1,0 +1,132 @@
+"""The foundry-infer command line, run in-process through ``main``."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from foundry_infer import OrtEngine
+from foundry_infer.cli import main
+
+
+def test_generate_streams_same_text_from_hf_and_onnx(trained_llama_dir, llama_onnx_dir, capsys):
+    texts = []
+    for model in (trained_llama_dir, llama_onnx_dir):
+        assert (
+            main(
+                [
+                    "generate",
+                    str(model),
+                    "--prompt",
+                    "def main(",
+                    "--max-new-tokens",
+                    "16",
+                    "--temperature",
+                    "0",
+                ]
+            )
+            == 0
+        )
+        out, err = capsys.readouterr()
+        texts.append(out)
+        assert "tokens in" in err
+    assert texts[0] == texts[1] and texts[0].strip()
+
+
+def test_generate_sampling_is_reproducible_with_seed(llama_onnx_dir, capsys):
+    args = [
+        "generate",
+        str(llama_onnx_dir),
+        "--prompt",
+        "class ",
+        "--max-new-tokens",
+        "12",
+        "--temperature",
+        "0.9",
+        "--top-p",
+        "0.9",
+        "--top-k",
+        "50",
+        "--seed",
+        "3",
+    ]
+    outs = []
+    for _ in range(2):
+        assert main(args) == 0
+        outs.append(capsys.readouterr().out)
+    assert outs[0] == outs[1]
+
+
+def test_chat_reads_turns_and_streams_replies(llama_onnx_dir, monkeypatch, capsys):
+    monkeypatch.setattr("sys.stdin", io.StringIO("def engine\n\nclass Batch\n/exit\nnever read\n"))
+    assert (
+        main(["chat", str(llama_onnx_dir), "--max-new-tokens", "8", "--system", "Be brief."]) == 0
+    )
+    out = capsys.readouterr().out
+    assert len([line for line in out.split("\n") if line.strip()]) >= 1
+    assert out.count("\n") >= 2  # one line per reply
+
+
+def test_export_onnx_int8_cli_for_gpt2_then_generate(gpt2_dir, tmp_path, capsys):
+    out_dir = tmp_path / "gpt2-int8"
+    assert main(["export-onnx", str(gpt2_dir), str(out_dir), "--int8"]) == 0
+    printed = capsys.readouterr().out
+    assert "max abs diff vs torch (fp32 graph)" in printed and "int8 graph" in printed
+    assert OrtEngine(out_dir, provider="cpu").manifest.quantization == "int8"
+    assert not list(tmp_path.glob(".gpt2-int8.tmp-*"))  # no half-written output left behind
+    assert main(["generate", str(out_dir), "--prompt", "x", "--max-new-tokens", "4"]) == 0
+
+
+def test_bench_reports_rows(llama_onnx_dir, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert (
+        main(
+            [
+                "bench",
+                str(llama_onnx_dir),
+                "--batch-sizes",
+                "1,3",
+                "--prompt-tokens",
+                "8",
+                "--new-tokens",
+                "6",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(out.read_text())
+    assert [r["batch"] for r in rows] == [1, 3]
+    assert all(r["tokens_per_s"] > 0 and r["ttft_ms"] > 0 and r["per_token_ms"] > 0 for r in rows)
+    assert "tokens/s" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["generate", "/no/such/model", "--prompt", "x"], "does not exist"),
+        (["generate", "{tmp}", "--prompt", "x"], "neither a Hugging Face"),
+        (["export-onnx", "{hf}", "{onnx}"], "already exists"),
+        (["generate", "{onnx}", "--prompt", "x", "--top-p", "2"], "top_p"),
+        (["generate", "{onnx}", "--prompt", "x", "--max-new-tokens", "100000"], "exceeds"),
+        (["generate", "{onnx}", "--backend", "torch", "--prompt", "x"], "--backend torch"),
+        (["bench", "{onnx}", "--backends", "tpu"], "unknown backend"),
+    ],
+)
+def test_user_errors_are_one_paragraph_exit_2(
+    argv, message, trained_llama_dir, llama_onnx_dir, tmp_path, capsys
+):
+    values = {"tmp": str(tmp_path), "hf": str(trained_llama_dir), "onnx": str(llama_onnx_dir)}
+    assert main([a.format(**values) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["generate", "chat", "export-onnx", "serve", "bench"])
+def test_help_has_examples(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "example" in capsys.readouterr().out

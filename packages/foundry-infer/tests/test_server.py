@@ -1,0 +1,316 @@
+"""The OpenAI-compatible server over real HTTP, with the official openai client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import openai
+import pytest
+import uvicorn
+from foundry_infer import OrtEngine, SequenceState, generate_tokens, read_generation_defaults
+from foundry_infer.server import InferenceService, ServerSettings, create_app
+
+KEY = "test-key"
+NAME = "tiny-llama"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ServerThread:
+    """uvicorn serving an app on 127.0.0.1 in a background thread."""
+
+    def __init__(self, service: InferenceService) -> None:
+        self.service = service
+        self.port = free_port()
+        config = uvicorn.Config(
+            create_app(service), host="127.0.0.1", port=self.port, log_level="warning"
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture(scope="session")
+def engine(llama_onnx_dir):
+    return OrtEngine(llama_onnx_dir, provider="cpu")
+
+
+def _service(engine, tokenizer, onnx_dir, **limits) -> InferenceService:
+    settings = ServerSettings(model_name=NAME, api_key=KEY, **limits)
+    return InferenceService(
+        engine, tokenizer, read_generation_defaults(onnx_dir, tokenizer), settings
+    )
+
+
+@pytest.fixture(scope="session")
+def server(engine, tokenizer, llama_onnx_dir):
+    running = ServerThread(
+        _service(engine, tokenizer, llama_onnx_dir, max_prompt_tokens=128, max_new_tokens=96)
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key=KEY, max_retries=0, timeout=60)
+
+
+def _local_greedy(engine, tokenizer, ids: list[int], n: int) -> str:
+    """What the server should answer at temperature 0, computed without it."""
+    eos = frozenset({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end|>")})
+    seq = SequenceState(ids, n, eos_token_ids=eos)
+    return tokenizer.decode(list(generate_tokens(engine, seq)), skip_special_tokens=True)
+
+
+def test_completion_matches_local_greedy_and_stream(client, engine, tokenizer):
+    prompt = "def render_chat("
+    resp = client.completions.create(model=NAME, prompt=prompt, max_tokens=20, temperature=0)
+    expected = _local_greedy(engine, tokenizer, tokenizer(prompt).input_ids, 20)
+    assert resp.choices[0].text == expected
+    assert resp.usage is not None and resp.usage.prompt_tokens == len(tokenizer(prompt).input_ids)
+    chunks = list(
+        client.completions.create(
+            model=NAME, prompt=prompt, max_tokens=20, temperature=0, stream=True
+        )
+    )
+    assert "".join(c.choices[0].text for c in chunks) == expected
+    assert chunks[-1].choices[0].finish_reason in {"length", "stop"}
+
+
+def test_chat_completion_and_stream(client, engine, tokenizer):
+    messages = [
+        {"role": "system", "content": "You write Python."},
+        {"role": "user", "content": "class Engine"},
+    ]
+    resp = client.chat.completions.create(
+        model=NAME, messages=messages, max_tokens=24, temperature=0
+    )
+    message = resp.choices[0].message
+    assert message.role == "assistant"
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(rendered, add_special_tokens=False).input_ids
+    assert message.content == _local_greedy(engine, tokenizer, ids, 24)
+    stream = client.chat.completions.create(
+        model=NAME,
+        messages=messages,
+        max_tokens=24,
+        temperature=0,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == message.content
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens >= 1
+
+
+def test_sampling_with_seed_is_reproducible_and_n_choices(client):
+    kwargs = dict(model=NAME, prompt="import ", max_tokens=12, temperature=1.0, seed=5, n=2)
+    first, second = client.completions.create(**kwargs), client.completions.create(**kwargs)
+    assert [c.text for c in first.choices] == [c.text for c in second.choices]
+    assert len(first.choices) == 2
+
+
+def test_models_health_and_openapi(client, server):
+    assert [m.id for m in client.models.list().data] == [NAME]
+    health = httpx.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["model"] == NAME
+    spec = httpx.get(f"{server.url}/openapi.json").json()
+    assert {"/v1/completions", "/v1/chat/completions", "/v1/models", "/health"} <= set(
+        spec["paths"]
+    )
+
+
+def test_concurrent_requests_are_batched_and_exact(client, server):
+    prompts = ["def ", "class ", "import ", "from .", "return ", "    if ", "# The ", "raise "]
+    sequential = [
+        client.completions.create(model=NAME, prompt=p, max_tokens=48, temperature=0)
+        .choices[0]
+        .text
+        for p in prompts
+    ]
+    barrier = threading.Barrier(len(prompts))
+
+    def ask(prompt: str) -> str:
+        barrier.wait()
+        return (
+            client.completions.create(model=NAME, prompt=prompt, max_tokens=48, temperature=0)
+            .choices[0]
+            .text
+        )
+
+    with ThreadPoolExecutor(len(prompts)) as pool:
+        concurrent = list(pool.map(ask, prompts))
+    assert concurrent == sequential
+    assert httpx.get(f"{server.url}/health").json()["largest_batch"] >= 2
+
+
+BAD_COMPLETIONS = [
+    ({"model": NAME, "prompt": "x", "max_tokens": "lots"}, 400),
+    ({"model": NAME, "prompt": 5}, 400),
+    ({"model": NAME, "prompt": "x", "temperature": -1}, 400),
+    ({"model": NAME}, 400),
+    ({"model": NAME, "prompt": []}, 400),
+    ({"model": NAME, "prompt": [99999]}, 400),
+    ({"model": NAME, "prompt": "x", "n": 100}, 400),
+    ({"model": NAME, "prompt": "x", "logprobs": 3}, 400),
+    ({"model": NAME, "prompt": "x", "max_tokens": 10_000}, 400),
+    ({"model": NAME, "prompt": "x " * 2000}, 400),
+    ({"model": "gpt-4", "prompt": "x"}, 404),
+]
+
+
+def test_bad_requests_get_4xx_json_and_server_keeps_serving(client, server):
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.url, headers=auth, timeout=30) as http:
+        for body, status in BAD_COMPLETIONS:
+            r = http.post("/v1/completions", json=body)
+            assert r.status_code == status, (body, r.text)
+            assert r.json()["error"]["message"]
+        raw = [
+            http.post(
+                "/v1/completions",
+                content=b"{not json",
+                headers={"content-type": "application/json"},
+            ),
+            http.post("/v1/chat/completions", json={"model": NAME, "messages": []}),
+            http.post(
+                "/v1/chat/completions",
+                json={"model": NAME, "messages": [{"role": "robot", "content": "x"}]},
+            ),
+            http.post("/v1/completions", json={"model": NAME, "prompt": "x" * 5_000_000}),
+            http.get("/v1/completions"),
+            http.get("/v1/nothing-here"),
+        ]
+        assert [r.status_code for r in raw] == [400, 400, 400, 413, 405, 404]
+        assert all(r.json()["error"]["message"] for r in raw)
+        assert http.get("/v1/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{server.url}/v1/models").status_code == 401
+    with pytest.raises(openai.NotFoundError):
+        client.completions.create(model="nope", prompt="x", max_tokens=2)
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{server.url}/v1", api_key="bad", max_retries=0).models.list()
+    with pytest.raises(openai.BadRequestError, match="at most 128"):
+        client.completions.create(model=NAME, prompt="word " * 400, max_tokens=2)
+    ok = client.completions.create(model=NAME, prompt="def ", max_tokens=4, temperature=0)
+    assert ok.choices[0].finish_reason in {"length", "stop"}
+
+
+class SlowEngine:
+    """The real engine, 20 ms slower per step, so a request is surely still running."""
+
+    def __init__(self, engine) -> None:
+        self.inner, self.name, self.layout = engine, engine.name, engine.layout
+
+    def empty_past(self, batch: int):
+        return self.inner.empty_past(batch)
+
+    def step(self, *args):
+        time.sleep(0.02)
+        return self.inner.step(*args)
+
+
+def test_queue_full_is_429_and_shutdown_is_503(engine, tokenizer, llama_onnx_dir):
+    running = ServerThread(
+        _service(
+            SlowEngine(engine),
+            tokenizer,
+            llama_onnx_dir,
+            max_batch_size=1,
+            max_queue=1,
+            max_new_tokens=200,
+        )
+    )
+    scheduler = running.service.scheduler
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"model": NAME, "prompt": "def ", "max_tokens": 40, "temperature": 0}
+    try:
+        with httpx.Client(base_url=running.url, headers=headers, timeout=60) as http:
+            with http.stream("POST", "/v1/completions", json={**body, "stream": True}) as first:
+                lines = first.iter_lines()
+                next(lines)  # the first request now occupies the only batch slot
+                with ThreadPoolExecutor(1) as pool:
+                    waiting = pool.submit(http.post, "/v1/completions", json=body)
+                    deadline = time.monotonic() + 30
+                    while scheduler.waiting < 1:
+                        assert time.monotonic() < deadline, "second request never queued"
+                        time.sleep(0.005)
+                    rejected = http.post("/v1/completions", json=body)
+                    assert rejected.status_code == 429
+                    assert rejected.json()["error"]["type"] == "rate_limit_error"
+                    assert waiting.result().status_code == 200
+                assert any(line.startswith("data: [DONE]") for line in lines)
+            scheduler.close()
+            assert http.post("/v1/completions", json=body).status_code == 503
+            assert http.get("/health").status_code == 503
+    finally:
+        running.stop()
+
+
+def test_cli_serve_over_http_and_clean_shutdown(llama_onnx_dir):
+    port = free_port()
+    env = {**os.environ, "FOUNDRY_INFER_API_KEY": "k", "FOUNDRY_INFER_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "foundry_infer",
+            "serve",
+            str(llama_onnx_dir),
+            "--port",
+            str(port),
+            "--model-name",
+            "m",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0)
+        assert client.completions.create(model="m", prompt="def ", max_tokens=3).choices
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

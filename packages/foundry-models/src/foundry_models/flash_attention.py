@@ -1,0 +1,241 @@
+"""`attn_impl="flash"`: FlashAttention-4 (`flash_attn.cute`) or, failing that, flash-attn 2.
+
+FlashAttention-4 (PyPI `flash-attn-4`, Hopper/Blackwell) gets ALiBi through a `score_mod`
+compiled into the kernel: the slope is computed from the head index (MPT's formula, interleaved
+for non-power-of-two head counts), so no bias tensor is read. Packed sequences (`sequence_id`)
+run through the variable-length entry point, one segment per run of equal ids. flash-attn 2 has
+ALiBi slopes, windows and varlen natively. Both are optional: `pip install
+"foundry-models[flash]"`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import weakref
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from foundry_models.errors import AttentionUnavailableError
+
+__all__ = ["flash_attention", "flash_backend", "varlen_layout"]
+
+_INSTALL_HINT = (
+    "attn_impl='flash' needs FlashAttention: install flash-attn-4 with "
+    '`pip install "foundry-models[flash]"` (Hopper/Blackwell GPUs, CUDA 12.9+), or on Ampere '
+    "the flash-attn 2 package (`pip install flash-attn --no-build-isolation`). Otherwise use "
+    "attn_impl='triton' or 'torch'."
+)
+
+
+@functools.cache
+def flash_backend(device_index: int = 0) -> str:
+    """'fa4' or 'fa2', whichever can run on this GPU; raises `AttentionUnavailableError`."""
+    if not torch.cuda.is_available():
+        raise AttentionUnavailableError(_INSTALL_HINT + " (No CUDA GPU is visible.)")
+    major = torch.cuda.get_device_capability(device_index)[0]
+    errors = []
+    order = ("fa4", "fa2") if major >= 9 else ("fa2", "fa4")
+    for name in order:
+        try:
+            if name == "fa4":
+                import flash_attn.cute  # noqa: F401  # pyright: ignore[reportMissingImports]
+            else:
+                from flash_attn import (  # noqa: F401  # pyright: ignore[reportMissingImports]
+                    flash_attn_func,
+                )
+            return name
+        except ImportError as exc:
+            errors.append(f"{name}: {exc}")
+    raise AttentionUnavailableError(_INSTALL_HINT + f" (Import errors: {'; '.join(errors)}.)")
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    causal: bool = True,
+    alibi_slopes: torch.Tensor | None = None,
+    window: int | None = None,
+    sequence_id: torch.Tensor | None = None,
+    softmax_scale: float | None = None,
+) -> torch.Tensor:
+    """FlashAttention on q (B, T, H, D), k/v (B, S, Hkv, D); semantics of `attention.attention`."""
+    if q.device.type != "cuda":
+        raise AttentionUnavailableError(
+            f"attn_impl='flash' runs on CUDA tensors, got {q.device}; use attn_impl='torch' here."
+        )
+    if q.dtype not in (torch.float16, torch.bfloat16):
+        raise ValueError(f"attn_impl='flash' needs fp16 or bf16 inputs, got {q.dtype}")
+    backend = flash_backend(q.device.index or 0)
+    run = _fa4 if backend == "fa4" else _fa2
+    if sequence_id is None:
+        return run(q, k, v, causal, alibi_slopes, window, softmax_scale, None)
+    b, t = q.shape[:2]
+    cu_seqlens, max_len = _per_tensor("varlen", sequence_id, varlen_layout)
+    fq, fk, fv = (x.reshape(b * t, *x.shape[2:]) for x in (q, k, v))
+    out = run(fq, fk, fv, causal, alibi_slopes, window, softmax_scale, (cu_seqlens, max_len))
+    return out.reshape(q.shape)
+
+
+_T = TypeVar("_T")
+_PER_TENSOR: dict[tuple[str, int], tuple[weakref.ref, Any]] = {}
+
+
+def _per_tensor(kind: str, tensor: torch.Tensor, compute: Callable[[torch.Tensor], _T]) -> _T:
+    """`compute(tensor)`, remembered while `tensor` lives.
+
+    Every layer of a forward pass passes the same slopes / sequence ids; their host-side
+    summaries (which need a device sync) are computed once instead of once per layer.
+    """
+    key = (kind, id(tensor))
+    hit = _PER_TENSOR.get(key)
+    if hit is not None and hit[0]() is tensor:
+        return hit[1]
+    value = compute(tensor)
+    for stale in [k for k, (ref, _) in _PER_TENSOR.items() if ref() is None]:
+        del _PER_TENSOR[stale]
+    _PER_TENSOR[key] = (weakref.ref(tensor), value)
+    return value
+
+
+def varlen_layout(sequence_id: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Cumulative segment boundaries (int32) over the flattened (B*T) tokens and the longest segment.
+
+    A segment is a run of equal ids within one row; each row starts a new segment.
+    """
+    b, t = sequence_id.shape
+    starts = torch.ones_like(sequence_id, dtype=torch.bool)
+    starts[:, 1:] = sequence_id[:, 1:] != sequence_id[:, :-1]
+    begins = starts.reshape(-1).nonzero().squeeze(1)
+    end = torch.tensor([b * t], device=begins.device, dtype=begins.dtype)
+    cu_seqlens = torch.cat([begins, end]).to(torch.int32)
+    max_len = int((cu_seqlens[1:] - cu_seqlens[:-1]).max())
+    return cu_seqlens, max_len
+
+
+def _fa4(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    alibi_slopes: torch.Tensor | None,
+    window: int | None,
+    softmax_scale: float | None,
+    varlen: tuple[torch.Tensor, int] | None,
+) -> torch.Tensor:
+    from flash_attn.cute import (  # pyright: ignore[reportMissingImports]
+        flash_attn_func,
+        flash_attn_varlen_func,
+    )
+
+    kwargs: dict[str, Any] = {
+        "softmax_scale": softmax_scale,
+        "causal": causal,
+        "window_size": (window, 0 if causal else window) if window is not None else (None, None),
+    }
+    if alibi_slopes is not None:
+        n_heads, bias_max = _per_tensor("alibi", alibi_slopes, _alibi_params)
+        kwargs["score_mod"], kwargs["score_mod_bwd"] = _alibi_score_mods(n_heads, bias_max)
+    if varlen is None:
+        result = flash_attn_func(q, k, v, **kwargs)
+    else:
+        cu, max_len = varlen
+        result = flash_attn_varlen_func(
+            q,
+            k,
+            v,
+            cu_seqlens_q=cu,
+            cu_seqlens_k=cu,
+            max_seqlen_q=max_len,
+            max_seqlen_k=max_len,
+            **kwargs,
+        )
+    return result[0] if isinstance(result, tuple) else result
+
+
+def _fa2(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    causal: bool,
+    alibi_slopes: torch.Tensor | None,
+    window: int | None,
+    softmax_scale: float | None,
+    varlen: tuple[torch.Tensor, int] | None,
+) -> torch.Tensor:
+    from flash_attn import (  # pyright: ignore[reportMissingImports]
+        flash_attn_func,
+        flash_attn_varlen_func,
+    )
+
+    slopes = None if alibi_slopes is None else alibi_slopes.to(q.device, torch.float32)
+    kwargs: dict[str, Any] = {
+        "softmax_scale": softmax_scale,
+        "causal": causal,
+        "window_size": (window, 0 if causal else window) if window is not None else (-1, -1),
+        "alibi_slopes": slopes,
+    }
+    if varlen is None:
+        return flash_attn_func(q, k, v, **kwargs)
+    cu, max_len = varlen
+    return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, **kwargs)
+
+
+def _alibi_params(slopes: torch.Tensor) -> tuple[int, float]:
+    """Recover (n_heads, alibi_bias_max) from MPT slopes; other slope sets are rejected."""
+    from foundry_models.attention import alibi_slopes as mpt_slopes
+
+    if slopes.dim() != 1:
+        raise ValueError("attn_impl='flash' (flash-attn-4) takes per-head slopes of shape (H,)")
+    n_heads = slopes.shape[0]
+    padded = 2 ** math.ceil(math.log2(n_heads))
+    smallest_exponent = 2 if padded != n_heads else 1  # first slope: exponent index 2 or 1
+    bias_max = -math.log2(float(slopes[0])) * padded / smallest_exponent
+    expected = mpt_slopes(n_heads, bias_max, device=slopes.device)
+    if not torch.allclose(slopes.float(), expected, rtol=1e-5, atol=0):
+        raise ValueError(
+            "attn_impl='flash' computes ALiBi slopes in the kernel with MPT's formula; the "
+            "given slopes do not follow it (use foundry_models.attention.alibi_slopes)"
+        )
+    return n_heads, bias_max
+
+
+@functools.cache
+def _alibi_score_mods(n_heads: int, bias_max: float) -> tuple[Callable, Callable]:
+    """CuTe score_mod (and its backward) adding -slope[h] * |q_idx - kv_idx| to the scores."""
+    import cutlass  # pyright: ignore[reportMissingImports]
+    import cutlass.cute as cute  # pyright: ignore[reportMissingImports]
+    from cutlass._mlir.dialects import math as mlir_math  # pyright: ignore[reportMissingImports]
+
+    padded = 2 ** math.ceil(math.log2(n_heads))
+    step = bias_max / padded
+    interleaved = padded != n_heads
+    half = padded // 2
+
+    @cute.jit
+    def alibi_score_mod(score, b_idx, h_idx, q_idx, kv_idx, seqlen_info=None, aux_tensors=None):
+        h = h_idx.to(cutlass.Float32)
+        one = cute.full_like(h, 1.0)
+        if cutlass.const_expr(interleaved):
+            # heads [0, half) take exponents 2, 4, ...; heads [half, n) take 1, 3, ...
+            low = (h + one) * cute.full_like(h, 2.0)
+            high = (h - cute.full_like(h, float(half))) * cute.full_like(h, 2.0) + one
+            exponent = cute.where(h < cute.full_like(h, float(half)), low, high)
+        else:
+            exponent = h + one
+        slope = cute.math.exp2(exponent * cute.full_like(h, -step))
+        diff = q_idx - kv_idx
+        dist = cute.TensorSSA(mlir_math.absi(diff), diff.shape, diff.dtype).to(cutlass.Float32)
+        return score - slope * dist
+
+    @cute.jit
+    def alibi_score_mod_bwd(
+        grad, score, b_idx, h_idx, q_idx, kv_idx, seqlen_info=None, aux_tensors=None
+    ):
+        return grad  # the bias does not depend on the score
+
+    return alibi_score_mod, alibi_score_mod_bwd

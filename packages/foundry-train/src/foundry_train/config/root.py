@@ -1,0 +1,233 @@
+"""The root training config and its run-level sections (FSDP, callbacks, loggers, launcher)."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from foundry_train.config.sections import (
+    GradientClippingConfig,
+    LoaderConfig,
+    ModelConfig,
+    OptimizerConfig,
+    SchedulerConfig,
+    Section,
+    TokenizerConfig,
+)
+
+__all__ = [
+    "FSDPSection",
+    "SpeedMonitorConfig",
+    "LossSpikeConfig",
+    "HFCheckpointerConfig",
+    "CallbacksConfig",
+    "LoggersConfig",
+    "LauncherConfig",
+    "ICLEvalConfig",
+    "TrainConfig",
+]
+
+_TIME = re.compile(r"^\d+(\.\d+)?(ba|ep|tok|sp|dur)$")
+
+
+def check_time(value: str) -> str:
+    """Check a composer time string ('100ba', '1ep', '1000tok', '0.5dur')."""
+    if not _TIME.match(value):
+        raise ValueError(f"'{value}' is not a duration like '100ba', '1ep', '2000tok' or '0.1dur'")
+    return value
+
+
+class FSDPSection(Section):
+    """FSDP (needs CUDA); passed to composer's parallelism_config."""
+
+    sharding_strategy: Literal["FULL_SHARD", "SHARD_GRAD_OP", "HYBRID_SHARD", "NO_SHARD"] = Field(
+        "FULL_SHARD", description="How parameters, gradients and optimizer state are sharded."
+    )
+    mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = Field(
+        "DEFAULT", description="FSDP mixed precision (composer's names)."
+    )
+    activation_checkpointing: bool = Field(False, description="Recompute each block's activations.")
+    activation_checkpointing_reentrant: bool = Field(False, description="Reentrant checkpointing.")
+    activation_cpu_offload: bool = Field(False, description="Offload saved activations to CPU.")
+    limit_all_gathers: bool = Field(True, description="Rate-limit all-gathers (less memory).")
+    state_dict_type: Literal["full", "sharded"] = Field(
+        "full", description="'sharded' saves a torch.distributed.checkpoint directory per rank."
+    )
+    use_orig_params: bool = Field(True, description="Needed for LoRA (frozen and trained params).")
+    data_parallel_replicate_degree: int | None = Field(
+        None, ge=1, description="HYBRID_SHARD: number of replicas (default: number of nodes)."
+    )
+
+
+class SpeedMonitorConfig(Section):
+    """Throughput (tokens/s, samples/s) and MFU."""
+
+    window_size: int = Field(10, ge=1, description="Batches averaged.")
+    peak_tflops: float = Field(989.0, gt=0, description="Peak TFLOP/s per GPU for MFU (H100 bf16).")
+
+
+class LossSpikeConfig(Section):
+    """Stops the run on a NaN/inf loss, and logs (or stops on) loss spikes."""
+
+    window: int = Field(50, ge=2, description="Batches in the running mean.")
+    spike_ratio: float = Field(
+        3.0, gt=1, description="A loss above ratio x running mean is a spike."
+    )
+    stop_on_spike: bool = Field(False, description="Stop the run after `patience` spikes in a row.")
+    patience: int = Field(5, ge=1, description="Consecutive spikes tolerated.")
+
+
+class HFCheckpointerConfig(Section):
+    """Writes Hugging Face directories during and at the end of training."""
+
+    save_folder: str = Field(description="Directory that receives one HF directory per save.")
+    save_interval: str = Field("1ep", description="How often (composer time); always at the end.")
+
+    _t = field_validator("save_interval")(check_time)
+
+
+class CallbacksConfig(Section):
+    """Callbacks; a section that is present (even `{}`) is on."""
+
+    speed_monitor: SpeedMonitorConfig | None = Field(
+        default_factory=lambda: SpeedMonitorConfig.model_validate({}),
+        description="Throughput and MFU.",
+    )
+    lr_monitor: bool = Field(True, description="Log the learning rate.")
+    memory_monitor: bool = Field(False, description="Log GPU memory (CUDA only).")
+    loss_spike: LossSpikeConfig | None = Field(
+        default_factory=lambda: LossSpikeConfig.model_validate({}),
+        description="NaN guard and loss-spike detection.",
+    )
+    hf_checkpointer: HFCheckpointerConfig | None = Field(None, description="HF checkpointer.")
+    plot: bool = Field(True, description="Write loss_throughput.png in save_folder at the end.")
+
+
+class LoggersConfig(Section):
+    """Loggers beyond the console; each needs its package installed."""
+
+    tensorboard: dict[str, str] | None = Field(
+        None, description="{log_dir: ...}; needs tensorboard."
+    )
+    mlflow: dict[str, str] | None = Field(
+        None, description="{experiment_name, tracking_uri}; needs mlflow."
+    )
+    wandb: dict[str, str] | None = Field(None, description="{project, entity}; needs wandb.")
+    metrics_file: str | None = Field(
+        None,
+        description="JSON-lines file of every logged metric (default: save_folder/metrics.jsonl).",
+    )
+
+
+class LauncherConfig(Section):
+    """How many processes to start on this node."""
+
+    nproc: int | None = Field(
+        None, ge=1, description="Processes per node; default one per GPU (1 on a CPU machine)."
+    )
+    master_port: int | None = Field(None, ge=1, le=65535, description="Rendezvous port.")
+
+
+class ICLEvalConfig(Section):
+    """In-context-learning evaluation during training (foundry-eval)."""
+
+    tasks: str = Field(description="foundry-eval task YAML.")
+    data_root: str = Field(description="Directory holding the task data files.")
+    interval: str = Field("1ep", description="How often to evaluate (composer time).")
+    batch_size: int = Field(4, ge=1, description="Eval batch size per process.")
+    limit: int | None = Field(None, ge=1, description="Examples per task (None: all).")
+
+    _t = field_validator("interval")(check_time)
+
+
+class TrainConfig(Section):
+    """A whole training run."""
+
+    run_name: str | None = Field(None, description="Run name (default: derived from the config).")
+    seed: int = Field(17, description="Global seed.")
+    max_seq_len: int = Field(2048, ge=1, description="Sequence length used for training.")
+    model: ModelConfig = Field(description="The model.")
+    tokenizer: TokenizerConfig = Field(description="The tokenizer.")
+    train_loader: LoaderConfig = Field(description="Training data.")
+    eval_loader: LoaderConfig | None = Field(None, description="Held-out data for eval loss.")
+    eval_interval: str = Field("1ep", description="How often eval_loader runs.")
+    eval_subset_num_batches: int = Field(-1, description="Eval batches per evaluation (-1 all).")
+    optimizer: OptimizerConfig = Field(
+        default_factory=lambda: OptimizerConfig.model_validate({}), description="Optimizer."
+    )
+    scheduler: SchedulerConfig = Field(
+        default_factory=lambda: SchedulerConfig.model_validate({}), description="LR schedule."
+    )
+    gradient_clipping: GradientClippingConfig | None = Field(None, description="Gradient clipping.")
+    max_duration: str = Field(description="Training length, e.g. '4800ba', '1ep', '2000000tok'.")
+    global_train_batch_size: int = Field(ge=1, description="Samples per optimizer step, all ranks.")
+    device_train_microbatch_size: int | Literal["auto"] = Field(
+        "auto", description="Samples per forward pass per rank, or 'auto' (CUDA only)."
+    )
+    device_eval_batch_size: int = Field(8, ge=1, description="Eval samples per rank per batch.")
+    precision: Literal["amp_bf16", "amp_fp16", "fp32"] = Field(
+        "amp_bf16", description="Training precision (CPU runs use fp32)."
+    )
+    fsdp_config: FSDPSection | None = Field(
+        None, description="FSDP; null uses DDP on several ranks."
+    )
+    compile: Literal["none", "blocks", "model"] = Field(
+        "none",
+        description=(
+            "torch.compile: 'blocks' compiles each transformer block (works with FSDP), 'model' "
+            "the whole model, head and loss included (fastest on one GPU)."
+        ),
+    )
+    callbacks: CallbacksConfig = Field(
+        default_factory=lambda: CallbacksConfig.model_validate({}), description="Callbacks."
+    )
+    loggers: LoggersConfig = Field(
+        default_factory=lambda: LoggersConfig.model_validate({}), description="Loggers."
+    )
+    progress_bar: bool = Field(True, description="Console progress bar.")
+    log_to_console: bool = Field(False, description="Also print metrics to the console.")
+    console_log_interval: str = Field("1ba", description="How often to print metrics.")
+    save_folder: str | None = Field(None, description="Checkpoint folder or object-store URI.")
+    save_interval: str = Field("1ep", description="Checkpoint interval (composer time).")
+    save_num_checkpoints_to_keep: int = Field(-1, description="Local checkpoints kept (-1: all).")
+    save_overwrite: bool = Field(False, description="Overwrite existing checkpoints.")
+    autoresume: bool = Field(False, description="Resume from the latest complete checkpoint.")
+    load_path: str | None = Field(None, description="Checkpoint to start from.")
+    load_weights_only: bool = Field(False, description="Load only the weights from load_path.")
+    icl_eval: ICLEvalConfig | None = Field(None, description="ICL evaluation during training.")
+    launcher: LauncherConfig = Field(
+        default_factory=lambda: LauncherConfig.model_validate({}), description="Processes."
+    )
+    deterministic: bool = Field(False, description="Deterministic kernels (bit-identical resumes).")
+    dist_timeout: float = Field(600.0, gt=0, description="Seconds before a collective times out.")
+    python_log_level: str | None = Field("info", description="Python logging level for composer.")
+
+    _times = field_validator(
+        "max_duration", "eval_interval", "save_interval", "console_log_interval"
+    )(check_time)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> TrainConfig:
+        mb = self.device_train_microbatch_size
+        if isinstance(mb, int) and mb > self.global_train_batch_size:
+            raise ValueError(
+                f"device_train_microbatch_size ({mb}) is larger than global_train_batch_size "
+                f"({self.global_train_batch_size})"
+            )
+        if self.autoresume and not self.save_folder:
+            raise ValueError("autoresume needs save_folder (where the checkpoints are)")
+        if self.autoresume and self.save_folder and "://" in self.save_folder:
+            raise ValueError(
+                "autoresume needs a local save_folder (checkpoints are scanned before loading); "
+                "save to a shared filesystem, or download the checkpoint and set load_path"
+            )
+        if self.train_loader.packing and self.model.name != "mpt":
+            raise ValueError(
+                "train_loader.packing needs model.name 'mpt' (HF models take no sequence_id); "
+                "turn packing off for hf_causal_lm"
+            )
+        if self.callbacks.plot and not self.save_folder:
+            self.callbacks.plot = False
+        return self

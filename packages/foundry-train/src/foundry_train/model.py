@@ -1,0 +1,187 @@
+"""Building the model (foundry MPT or any HF causal LM) and its composer wrapper."""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import torch
+from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
+from composer.models import ComposerModel
+from torch import nn
+
+from foundry_train.config.sections import LoraConfig, ModelConfig
+from foundry_train.errors import FoundryError
+
+__all__ = ["FoundryComposerModel", "build_network", "build_composer_model", "flops_per_token"]
+
+
+def _hf_flops_per_token(config: Any, n_params: int, seq_len: int) -> int:
+    """6N + 12 L d S for a transformers config (the project's MFU convention)."""
+    layers = int(getattr(config, "num_hidden_layers", 0) or getattr(config, "n_layers", 0))
+    width = int(getattr(config, "hidden_size", 0) or getattr(config, "d_model", 0))
+    return 6 * n_params + 12 * layers * width * seq_len
+
+
+def flops_per_token(network: nn.Module, seq_len: int) -> int:
+    """Training FLOPs per token of ``network`` at sequence length ``seq_len``."""
+    fn = getattr(network, "flops_per_token", None)
+    if callable(fn):
+        value: Any = fn(seq_len)
+        return int(value)
+    n_params = sum(p.numel() for p in network.parameters())
+    return _hf_flops_per_token(getattr(network, "config", None), n_params, seq_len)
+
+
+def _block_classes(network: nn.Module) -> tuple[type[nn.Module], ...]:
+    names = set(getattr(network, "_no_split_modules", None) or [])
+    return tuple({type(m) for m in network.modules() if type(m).__name__ in names})
+
+
+def _attach_fsdp_hooks(network: nn.Module) -> None:
+    """Give an HF model the fsdp_wrap_fn / activation_checkpointing_fn composer looks for."""
+    if callable(getattr(network, "fsdp_wrap_fn", None)):
+        return
+    blocks = _block_classes(network)
+
+    def is_block(module: nn.Module) -> bool:
+        return isinstance(module, blocks) if blocks else False
+
+    network.fsdp_wrap_fn = is_block  # type: ignore[attr-defined]
+    network.activation_checkpointing_fn = is_block  # type: ignore[attr-defined]
+
+
+def _build_hf(cfg: ModelConfig) -> nn.Module:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    path = cfg.pretrained_model_name_or_path
+    assert path is not None
+    try:
+        hf_config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        raise FoundryError(
+            f"model.pretrained_model_name_or_path '{path}' is not a loadable HF model directory "
+            f"({exc}). Point it at a directory with config.json."
+        ) from None
+    for key, value in cfg.config_overrides.items():
+        setattr(hf_config, key, value)
+    if cfg.pretrained:
+        try:
+            network = AutoModelForCausalLM.from_pretrained(path, config=hf_config)
+        except (OSError, ValueError, pickle.UnpicklingError) as exc:
+            raise FoundryError(
+                f"cannot load the weights of model.pretrained_model_name_or_path '{path}' "
+                f"({exc}). Give a directory with safetensors (or weights torch loads with "
+                "weights_only=True), or set pretrained: false."
+            ) from None
+    else:
+        network = AutoModelForCausalLM.from_config(hf_config)
+    _attach_fsdp_hooks(network)
+    return network
+
+
+def _build_mpt(cfg: ModelConfig, max_seq_len: int) -> nn.Module:
+    import foundry_models
+
+    if cfg.pretrained_model_name_or_path:
+        if cfg.pretrained:
+            return foundry_models.MPTForCausalLM.from_pretrained(cfg.pretrained_model_name_or_path)
+        mpt_cfg = foundry_models.MPTConfig.from_pretrained(cfg.pretrained_model_name_or_path)
+        for key, value in cfg.config_overrides.items():
+            setattr(mpt_cfg, key, value)
+    else:
+        assert cfg.preset is not None
+        overrides = {"max_seq_len": max_seq_len, **cfg.config_overrides}
+        try:
+            mpt_cfg = foundry_models.preset_config(cfg.preset, **overrides)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise FoundryError(
+                f"model.preset '{cfg.preset}' with config_overrides {cfg.config_overrides} "
+                f"is not a valid MPT config ({exc}). Presets: {', '.join(foundry_models.PRESETS)}."
+            ) from None
+    if cfg.init_device == "meta":
+        with torch.device("meta"):
+            network = foundry_models.MPTForCausalLM(mpt_cfg)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        network.to_empty(device=device)
+        network.init_weights_()
+        return network
+    return foundry_models.MPTForCausalLM(mpt_cfg)
+
+
+def _apply_lora(network: nn.Module, lora: LoraConfig) -> nn.Module:
+    try:
+        import peft
+    except ImportError:
+        raise FoundryError(
+            "model.lora is set but peft is not installed. Install it with `pip install peft`."
+        ) from None
+    peft_cfg = peft.LoraConfig(
+        task_type=peft.TaskType.CAUSAL_LM,
+        r=lora.r,
+        lora_alpha=lora.lora_alpha,
+        lora_dropout=lora.lora_dropout,
+        target_modules=lora.target_modules,
+        bias=lora.bias,
+    )
+    wrapped = peft.get_peft_model(network, peft_cfg)  # type: ignore[arg-type]
+    base = wrapped.get_base_model()
+    for name in ("fsdp_wrap_fn", "activation_checkpointing_fn"):
+        fn = getattr(base, name, None)
+        if callable(fn):
+            setattr(wrapped, name, fn)
+    return wrapped
+
+
+def build_network(cfg: ModelConfig, max_seq_len: int) -> nn.Module:
+    """The bare torch model (with LoRA adapters when configured)."""
+    network = _build_hf(cfg) if cfg.name == "hf_causal_lm" else _build_mpt(cfg, max_seq_len)
+    if cfg.lora is not None:
+        network = _apply_lora(network, cfg.lora)
+    return network
+
+
+class FoundryComposerModel(ComposerModel):
+    """Wraps an HF-style causal LM for composer: loss from ``labels``, eval cross-entropy."""
+
+    def __init__(self, network: nn.Module, seq_len: int, accepts_sequence_id: bool) -> None:
+        super().__init__()
+        self.model = network
+        self.accepts_sequence_id = accepts_sequence_id
+        self._flops_per_token = flops_per_token(network, seq_len)
+        self.train_metrics: dict[str, Any] = {}
+        self.eval_metrics = {
+            "LanguageCrossEntropy": LanguageCrossEntropy(),
+            "LanguagePerplexity": LanguagePerplexity(),
+        }
+
+    def flops_per_batch(self, batch: dict[str, torch.Tensor]) -> int:
+        """FLOPs of one training batch (for composer's SpeedMonitor MFU)."""
+        return self._flops_per_token * int(batch["input_ids"].numel())
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> Any:  # type: ignore[override]
+        kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch}
+        if "sequence_id" in batch and self.accepts_sequence_id:
+            kwargs["sequence_id"] = batch["sequence_id"]
+        return self.model(**kwargs)
+
+    def loss(self, outputs: Any, batch: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
+        return outputs.loss
+
+    def eval_forward(self, batch: Any, outputs: Any | None = None) -> Any:
+        return outputs if outputs is not None else self.forward(batch)
+
+    def get_metrics(self, is_train: bool = False) -> dict[str, Any]:
+        return self.train_metrics if is_train else self.eval_metrics
+
+    def update_metric(self, batch: Any, outputs: Any, metric: Any) -> None:
+        # Composer's metrics .view() their inputs: the shifted slices must be contiguous.
+        logits = outputs.logits[:, :-1].float().contiguous()  # (B, T-1, V)
+        target = batch["labels"][:, 1:].contiguous()  # (B, T-1)
+        metric.update(logits, target)
+
+
+def build_composer_model(cfg: ModelConfig, max_seq_len: int) -> FoundryComposerModel:
+    """The network wrapped for composer."""
+    network = build_network(cfg, max_seq_len)
+    return FoundryComposerModel(network, max_seq_len, accepts_sequence_id=cfg.name == "mpt")

@@ -1,0 +1,116 @@
+"""Optimizers (incl. our decoupled LionW) and learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from composer.core import State
+from composer.optim import (
+    ComposerScheduler,
+    ConstantWithWarmupScheduler,
+    CosineAnnealingWithWarmupScheduler,
+    DecoupledAdamW,
+    LinearWithWarmupScheduler,
+)
+
+from foundry_train.config.sections import OptimizerConfig, SchedulerConfig
+from foundry_train.errors import FoundryError
+
+__all__ = ["DecoupledLionW", "InverseSqrtWithWarmupScheduler", "build_optimizer", "build_scheduler"]
+
+
+class DecoupledLionW(torch.optim.Optimizer):
+    """Lion (Chen et al. 2023, "Symbolic Discovery of Optimization Algorithms").
+
+    update = sign(beta1 * m + (1 - beta1) * g);  p -= lr * update;  m = beta2 * m + (1 - beta2) * g.
+    Weight decay is decoupled from the gradient and scaled by lr / initial lr, so `weight_decay`
+    is an absolute per-step shrink at peak lr (composer's "decoupled" convention).
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 0.0,
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        super().__init__(params, {"lr": lr, "betas": betas, "weight_decay": weight_decay})
+        for group in self.param_groups:
+            group["initial_lr"] = group["lr"]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            lr, (beta1, beta2), wd = group["lr"], group["betas"], group["weight_decay"]
+            initial_lr = group.get("initial_lr", lr)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if wd != 0:
+                    p.mul_(1 - wd * lr / initial_lr)
+                state = self.state[p]
+                if "exp_avg" not in state:
+                    state["exp_avg"] = torch.zeros_like(p)
+                m = state["exp_avg"]
+                update = m.mul(beta1).add_(p.grad, alpha=1 - beta1).sign_()
+                p.add_(update, alpha=-lr)
+                m.mul_(beta2).add_(p.grad, alpha=1 - beta2)
+        return loss
+
+
+def build_optimizer(cfg: OptimizerConfig, params: Iterable[Any]) -> torch.optim.Optimizer:
+    """The configured optimizer over the trainable ``params``."""
+    trainable = [p for p in params if p.requires_grad]
+    if cfg.name == "adamw":
+        return torch.optim.AdamW(
+            trainable, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    if cfg.name == "decoupled_adamw":
+        return DecoupledAdamW(
+            trainable, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+        )
+    return DecoupledLionW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _batches(value: str, what: str) -> int:
+    if not value.endswith("ba"):
+        raise FoundryError(
+            f"scheduler.{what} is '{value}', but inv_sqrt_with_warmup needs batches ('100ba')."
+        )
+    return int(float(value[:-2]))
+
+
+class InverseSqrtWithWarmupScheduler(ComposerScheduler):
+    """Linear warmup, then lr multiplier sqrt(t_scale / max(t, t_scale)) (batches)."""
+
+    def __init__(self, t_warmup: str, t_scale: str) -> None:
+        self.warmup = _batches(t_warmup, "t_warmup")
+        self.scale = max(_batches(t_scale, "t_scale"), 1)
+
+    def __call__(self, state: State, ssr: float = 1.0) -> float:
+        step = int(state.timestamp.batch)
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        return math.sqrt(self.scale / max(step, self.scale))
+
+
+def build_scheduler(cfg: SchedulerConfig) -> ComposerScheduler:
+    """The configured learning-rate schedule."""
+    if cfg.name == "cosine_with_warmup":
+        return CosineAnnealingWithWarmupScheduler(t_warmup=cfg.t_warmup, alpha_f=cfg.alpha_f)
+    if cfg.name == "linear_decay_with_warmup":
+        return LinearWithWarmupScheduler(t_warmup=cfg.t_warmup, alpha_f=cfg.alpha_f)
+    if cfg.name == "constant_with_warmup":
+        return ConstantWithWarmupScheduler(t_warmup=cfg.t_warmup)
+    return InverseSqrtWithWarmupScheduler(cfg.t_warmup, cfg.t_scale)

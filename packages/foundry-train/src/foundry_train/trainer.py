@@ -1,0 +1,236 @@
+"""Wiring a TrainConfig into a composer Trainer and running it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from composer import Trainer
+from composer.algorithms import GradientClipping
+from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
+from composer.core import Callback
+from composer.utils import dist, reproducibility
+
+from foundry_train.callbacks import LossPlot, LossSpikeGuard, MetricsFileLogger
+from foundry_train.checkpoint_safety import scan_checkpoint
+from foundry_train.config import TrainConfig, dump_config
+from foundry_train.data import build_dataloader
+from foundry_train.errors import FoundryError
+from foundry_train.export import CONFIG_NAME
+from foundry_train.loggers import build_tracking_loggers
+from foundry_train.model import build_composer_model
+from foundry_train.optim import build_optimizer, build_scheduler
+from foundry_train.resume import find_latest_checkpoint, remove_newer_than
+
+__all__ = ["build_trainer", "train", "resolve_load_path"]
+
+log = logging.getLogger("foundry_train")
+
+
+def _device() -> str:
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _init_dist(cfg: TrainConfig) -> None:
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from composer.devices import DeviceCPU, DeviceGPU
+
+        device = DeviceGPU() if torch.cuda.is_available() else DeviceCPU()
+        dist.initialize_dist(device, timeout=cfg.dist_timeout)
+
+
+def resolve_load_path(cfg: TrainConfig) -> str | None:
+    """The checkpoint this run starts from (autoresume first), scanned before composer sees it."""
+    chosen: str | None = None
+    if cfg.autoresume and cfg.save_folder:
+        picked = None
+        if dist.get_global_rank() == 0:
+            found = find_latest_checkpoint(cfg.save_folder)
+            picked = str(found) if found else None
+            if found is not None:
+                from foundry_train.resume import checkpoint_batch
+
+                for stale in remove_newer_than(cfg.save_folder, checkpoint_batch(found) or 0):
+                    log.warning("removed incomplete checkpoint %s", stale)
+        box = [picked]
+        dist.broadcast_object_list(box, src=0)
+        chosen = box[0]
+        if chosen:
+            log.info("autoresume: resuming from %s", chosen)
+    if chosen is None and cfg.load_path:
+        chosen = cfg.load_path
+    if chosen is not None and "://" not in chosen:
+        scan_checkpoint(chosen)
+    elif chosen is not None:
+        raise FoundryError(
+            f"load_path '{chosen}' is remote; download it first so it can be scanned for unsafe "
+            "pickles (composer would unpickle it without checks)."
+        )
+    return chosen
+
+
+def _callbacks(cfg: TrainConfig, metrics_path: Path | None) -> list[Callback]:
+    cb = cfg.callbacks
+    out: list[Callback] = []
+    if cb.speed_monitor is not None:
+        peak = cb.speed_monitor.peak_tflops * 1e12
+        out.append(SpeedMonitor(window_size=cb.speed_monitor.window_size, gpu_flops_available=peak))
+    if cb.lr_monitor:
+        out.append(LRMonitor())
+    if cb.memory_monitor and torch.cuda.is_available():
+        out.append(MemoryMonitor())
+    if cb.loss_spike is not None:
+        out.append(LossSpikeGuard(cb.loss_spike))
+    if cb.hf_checkpointer is not None:
+        from foundry_train.hf_checkpointer import HFCheckpointer
+
+        hc = cb.hf_checkpointer
+        out.append(HFCheckpointer(cfg, hc.save_folder, hc.save_interval))
+    if cfg.icl_eval is not None:
+        from foundry_train.icl import ICLEvalCallback
+
+        out.append(ICLEvalCallback(cfg))
+    if cb.plot and metrics_path is not None and cfg.save_folder:
+        out.append(LossPlot(metrics_path, Path(cfg.save_folder) / "loss_throughput.png"))
+    return out
+
+
+def _fsdp(cfg: TrainConfig) -> dict[str, Any] | None:
+    if cfg.fsdp_config is None:
+        return None
+    return {"fsdp": cfg.fsdp_config.model_dump()}
+
+
+def _check_existing_checkpoints(cfg: TrainConfig) -> None:
+    if not cfg.save_folder or cfg.autoresume or cfg.save_overwrite or "://" in cfg.save_folder:
+        return
+    folder = Path(cfg.save_folder)
+    if folder.is_dir() and find_latest_checkpoint(folder) is not None:
+        raise FoundryError(
+            f"save_folder '{folder}' already holds checkpoints. Set autoresume: true to continue "
+            "that run, save_overwrite: true to replace it, or choose another save_folder."
+        )
+
+
+def _write_run_config(cfg: TrainConfig) -> None:
+    if not cfg.save_folder or "://" in cfg.save_folder or dist.get_global_rank() != 0:
+        return
+    folder = Path(cfg.save_folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / f"{CONFIG_NAME}.tmp-{os.getpid()}"
+    tmp.write_text(dump_config(cfg))
+    os.replace(tmp, folder / CONFIG_NAME)
+
+
+def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = None) -> Trainer:
+    """A composer Trainer for ``cfg`` (distributed init, data, model, checkpoints)."""
+    from transformers import AutoTokenizer
+
+    _check_existing_checkpoints(cfg)  # before the rendezvous: no rank can have saved yet
+    _init_dist(cfg)
+    world = dist.get_world_size()
+    log.info(
+        "foundry-train: world size %d, rank %d, device %s", world, dist.get_global_rank(), _device()
+    )
+    if cfg.global_train_batch_size % world:
+        raise FoundryError(
+            f"global_train_batch_size {cfg.global_train_batch_size} is not divisible by the world "
+            f"size {world}."
+        )
+    device_batch = cfg.global_train_batch_size // world
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
+    pad_id = (
+        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    )
+    pad_id = int(pad_id or 0)
+    reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
+    model = build_composer_model(cfg.model, cfg.max_seq_len)
+    if cfg.compile == "blocks":
+        compile_blocks(model.model)
+    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    train_dl = build_dataloader(
+        cfg.train_loader,
+        device_batch_size=device_batch,
+        max_seq_len=cfg.max_seq_len,
+        pad_token_id=pad_id,
+    )
+    eval_dl = None
+    if cfg.eval_loader is not None:
+        eval_dl = build_dataloader(
+            cfg.eval_loader,
+            device_batch_size=cfg.device_eval_batch_size,
+            max_seq_len=cfg.max_seq_len,
+            pad_token_id=pad_id,
+        )
+    metrics_path = None
+    if cfg.loggers.metrics_file or (cfg.save_folder and "://" not in cfg.save_folder):
+        metrics_path = Path(
+            cfg.loggers.metrics_file or Path(str(cfg.save_folder)) / "metrics.jsonl"
+        )
+    loggers: list[Any] = build_tracking_loggers(cfg.loggers)
+    if metrics_path is not None:
+        loggers.append(MetricsFileLogger(metrics_path))
+    load_path = resolve_load_path(cfg)
+    _write_run_config(cfg)
+    precision = cfg.precision if torch.cuda.is_available() else "fp32"
+    mb = cfg.device_train_microbatch_size
+    algorithms = []
+    if cfg.gradient_clipping is not None:
+        gc = cfg.gradient_clipping
+        algorithms.append(GradientClipping(gc.clipping_type, gc.clipping_threshold))
+    return Trainer(
+        run_name=cfg.run_name or "foundry-run",
+        model=model,
+        train_dataloader=train_dl,
+        eval_dataloader=eval_dl,
+        eval_interval=cfg.eval_interval if eval_dl is not None else 1,
+        eval_subset_num_batches=cfg.eval_subset_num_batches,
+        optimizers=optimizer,
+        schedulers=build_scheduler(cfg.scheduler),
+        step_schedulers_every_batch=True,
+        algorithms=algorithms,
+        max_duration=cfg.max_duration,
+        device_train_microbatch_size=mb
+        if isinstance(mb, int) or torch.cuda.is_available()
+        else device_batch,
+        precision=precision,
+        parallelism_config=_fsdp(cfg),
+        compile_config={} if cfg.compile == "model" else None,
+        callbacks=[*_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
+        loggers=loggers,
+        progress_bar=cfg.progress_bar,
+        log_to_console=cfg.log_to_console,
+        console_log_interval=cfg.console_log_interval,
+        save_folder=cfg.save_folder,
+        save_interval=cfg.save_interval,
+        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
+        save_overwrite=cfg.save_overwrite or cfg.autoresume,
+        load_path=load_path,
+        load_weights_only=cfg.load_weights_only and load_path == cfg.load_path,
+        seed=cfg.seed,
+        deterministic_mode=cfg.deterministic,
+        dist_timeout=cfg.dist_timeout,
+        python_log_level=cfg.python_log_level,
+    )
+
+
+def compile_blocks(network: torch.nn.Module) -> int:
+    """torch.compile each transformer block in place (the modules FSDP wraps); returns the count."""
+    wrap = getattr(network, "fsdp_wrap_fn", None)
+    blocks = [m for m in network.modules() if callable(wrap) and m is not network and wrap(m)]
+    for block in blocks:
+        block.compile()
+    return len(blocks)
+
+
+def train(cfg: TrainConfig, extra_callbacks: list[Callback] | None = None) -> Trainer:
+    """Train to ``max_duration`` (in this process; the CLI launches processes first)."""
+    trainer = build_trainer(cfg, extra_callbacks)
+    try:
+        trainer.fit()
+    finally:
+        trainer.close()
+    return trainer

@@ -1,0 +1,106 @@
+"""GPU checks (run by the lead on an H100/H200 host; skipped without CUDA).
+
+  pytest -q -m gpu packages/foundry-train/tests/gpu_checks -s
+The multi-GPU tests need >= 2 GPUs and skip on one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.gpu
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+needs_two = pytest.mark.skipif(
+    not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs >= 2 GPUs"
+)
+
+
+def _gpu_config(h: object, assets: dict, folder: Path, **extra: object) -> dict:
+    cfg = h.base_config(assets, folder, **extra)  # type: ignore[attr-defined]
+    cfg["precision"] = "amp_bf16"
+    cfg["global_train_batch_size"] = 4 * max(torch.cuda.device_count(), 1)
+    cfg["deterministic"] = False
+    return cfg
+
+
+@needs_two
+def test_plain_python_m_uses_every_gpu(assets: dict, h: object, tmp_path: Path) -> None:
+    cfg = _gpu_config(h, assets, tmp_path / "run", max_duration="4ba")
+    path = h.write_config(tmp_path / "cfg.yaml", cfg)  # type: ignore[attr-defined]
+    result = h.run_cli([str(path)])  # type: ignore[attr-defined]  # no launcher flags at all
+    assert result.returncode == 0, result.stderr[-3000:]
+    n = torch.cuda.device_count()
+    assert f"world size {n}, rank 0" in result.stderr
+    print(f"plain `python -m foundry_train` -> world size {n}")
+
+
+@needs_two
+def test_fsdp_trains_saves_sharded_resumes_and_exports(
+    assets: dict, h: object, tmp_path: Path
+) -> None:
+    from transformers import AutoModelForCausalLM
+
+    folder = tmp_path / "run"
+    cfg = _gpu_config(h, assets, folder, max_duration="4ba", autoresume=True)
+    cfg["fsdp_config"] = {
+        "sharding_strategy": "FULL_SHARD",
+        "mixed_precision": "PURE",
+        "state_dict_type": "sharded",
+        "activation_checkpointing": True,
+    }
+    path = h.write_config(tmp_path / "cfg.yaml", cfg)  # type: ignore[attr-defined]
+    first = h.run_cli([str(path)])  # type: ignore[attr-defined]
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (folder / "ep0-ba4" / ".metadata").is_file()  # sharded checkpoint directory
+    second = h.run_cli([str(path), "max_duration=8ba"])  # type: ignore[attr-defined]
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from" in second.stderr and "ep0-ba4" in second.stderr
+    losses = h.losses(folder)  # type: ignore[attr-defined]
+    assert sorted(losses) == list(range(8))
+    export = h.run_cli(["export-hf", str(folder / "ep0-ba8"), str(tmp_path / "hf")])  # type: ignore[attr-defined]
+    assert export.returncode == 0, export.stderr[-3000:]
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "hf")
+    assert type(model).__module__.startswith("transformers.models.")
+
+
+@needs_two
+def test_lora_with_fsdp_trains(assets: dict, h: object, tmp_path: Path) -> None:
+    folder = tmp_path / "run"
+    cfg = _gpu_config(h, assets, folder, max_duration="6ba")
+    cfg["model"] = {
+        "name": "hf_causal_lm",
+        "pretrained_model_name_or_path": str(assets["llama"]),
+        "pretrained": True,
+        "lora": {"r": 4, "lora_alpha": 8},
+    }
+    cfg["train_loader"] = {"name": "finetuning", "dataset": {"local": str(assets["finetune"])}}
+    cfg["fsdp_config"] = {
+        "sharding_strategy": "FULL_SHARD",
+        "mixed_precision": "PURE",
+        "use_orig_params": True,
+    }
+    cfg["callbacks"] = {
+        "hf_checkpointer": {"save_folder": str(tmp_path / "hf"), "save_interval": "3ba"}
+    }
+    path = h.write_config(tmp_path / "cfg.yaml", cfg)  # type: ignore[attr-defined]
+    result = h.run_cli([str(path)])  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(h.losses(folder)) == 6  # type: ignore[attr-defined]
+    assert (tmp_path / "hf" / "ba6" / "config.json").is_file()
+
+
+@needs_cuda
+def test_single_gpu_debug_run_with_auto_microbatch(assets: dict, h: object, tmp_path: Path) -> None:
+    cfg = _gpu_config(
+        h, assets, tmp_path / "run", max_duration="6ba", device_train_microbatch_size="auto"
+    )
+    cfg["launcher"] = {"nproc": 1}
+    path = h.write_config(tmp_path / "cfg.yaml", cfg)  # type: ignore[attr-defined]
+    result = h.run_cli([str(path)])  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr[-3000:]
+    loss = h.losses(tmp_path / "run")  # type: ignore[attr-defined]
+    assert loss[5] < loss[0]

@@ -1,0 +1,118 @@
+"""Fine-tuning data: prompt tokens (and only they, plus padding) are masked; packing; LoRA run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from foundry_train.config import parse_config
+from foundry_train.data import FinetuningCollator, TokenDataset
+from foundry_train.trainer import train
+from streaming import StreamingDataset
+
+
+def _raw(ds: TokenDataset, idx: int) -> dict:
+    return StreamingDataset.__getitem__(ds, idx)
+
+
+def test_finetuning_masks_exactly_the_prompt_tokens(assets: dict) -> None:
+    ds = TokenDataset(
+        kind="finetuning",
+        max_seq_len=64,
+        local=str(assets["finetune"]),
+        shuffle=False,
+        batch_size=4,
+    )
+    samples = [ds[i] for i in range(4)]
+    batch = FinetuningCollator(pad_token_id=1, max_seq_len=64, rows=4, packing=False)(samples)
+    for row in range(4):
+        turn = _raw(ds, row)["turns"][0]
+        prompt, response = list(turn["input_ids"]), list(turn["labels"])
+        n_p, n_r = len(prompt), len(response)
+        ids = batch["input_ids"][row].tolist()
+        labels = batch["labels"][row].tolist()
+        assert ids[: n_p + n_r] == prompt + response
+        assert labels[:n_p] == [-100] * n_p  # every prompt token masked
+        assert labels[n_p : n_p + n_r] == response  # no response token masked
+        assert all(x == -100 for x in labels[n_p + n_r :])  # padding masked
+        assert batch["attention_mask"][row].sum().item() == n_p + n_r
+
+
+def test_packing_keeps_samples_apart_with_sequence_id() -> None:
+    def sample(n: int, p: int) -> dict:
+        ids = np.arange(10, 10 + n)
+        labels = ids.copy()
+        labels[:p] = -100
+        return {"input_ids": ids, "labels": labels}
+
+    batch = FinetuningCollator(0, 16, rows=2, packing=True)(
+        [sample(10, 3), sample(6, 2), sample(5, 1), sample(9, 4)]
+    )
+    seq = batch["sequence_id"]
+    assert batch["input_ids"].shape == (2, 16)
+    # 10+6 fill row 0 exactly, 9+5 go to row 1
+    assert seq[0].tolist() == [0] * 10 + [1] * 6
+    assert seq[1].tolist() == [0] * 9 + [1] * 5 + [-1] * 2
+    assert (batch["labels"][1, 14:] == -100).all() and (batch["attention_mask"][1, 14:] == 0).all()
+    assert (batch["labels"][0, 10:12] == -100).all() and (batch["labels"][0, 12:16] >= 0).all()
+
+
+def test_lora_finetuning_run_and_hf_checkpointer(assets: dict, h: object, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    cfg = h.base_config(assets, tmp_path / "run", max_duration="3ba", save_interval="3ba")  # type: ignore[attr-defined]
+    cfg["model"] = {
+        "name": "hf_causal_lm",
+        "pretrained_model_name_or_path": str(assets["llama"]),
+        "pretrained": True,
+        "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+    }
+    cfg["train_loader"] = {"name": "finetuning", "dataset": {"local": str(assets["finetune"])}}
+    cfg["callbacks"] = {
+        "hf_checkpointer": {"save_folder": str(tmp_path / "hf"), "save_interval": "2ba"}
+    }
+    trainer = train(parse_config(cfg))
+    network = trainer.state.model.model
+    trainable = {n for n, p in network.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+    assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["ba2", "ba3"]
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "hf" / "ba3")
+    merged = network.merge_and_unload()
+    ids = torch.randint(0, 512, (1, 12), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        torch.testing.assert_close(
+            exported(input_ids=ids).logits, merged(input_ids=ids).logits, atol=1e-4, rtol=1e-4
+        )
+
+
+def test_icl_eval_during_training(assets: dict, h: object, tmp_path: Path) -> None:
+    from foundry_train.icl import ICLEvalCallback
+
+    data_root = Path(__file__).resolve().parents[3] / "../shared/eval-data"
+    if not (data_root / "language_understanding" / "lambada_openai_small.jsonl").is_file():
+        import pytest
+
+        pytest.skip("eval data not beside the checkout")
+    tasks = tmp_path / "tasks.yaml"
+    tasks.write_text(
+        "icl_tasks:\n- label: lambada\n  dataset_uri: language_understanding/lambada_openai_small.jsonl\n"
+        "  num_fewshot: [0]\n  icl_task_type: language_modeling\n"
+    )
+    cfg = h.base_config(assets, tmp_path / "run", max_duration="2ba")  # type: ignore[attr-defined]
+    cfg["icl_eval"] = {
+        "tasks": str(tasks),
+        "data_root": str(data_root),
+        "interval": "1ba",
+        "limit": 4,
+    }
+    cfg["callbacks"] = {"plot": False}
+    trainer = train(parse_config(cfg))
+    icl = next(c for c in trainer.state.callbacks if isinstance(c, ICLEvalCallback))
+    assert icl.last_batch == 2
+    scores = [v for m in icl.results.values() if isinstance(m, dict) for v in m.values()]
+    assert scores and all(0.0 <= float(s) <= 1.0 for s in scores if isinstance(s, int | float))
+    logged = h.losses(tmp_path / "run")  # type: ignore[attr-defined]
+    assert len(logged) == 2
+    text = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert "icl/lambada" in text
