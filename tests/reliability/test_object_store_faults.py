@@ -140,13 +140,6 @@ def test_store_down_for_a_read_then_back(s3, uploaded: str, capsys) -> None:
     assert code == 0 and "sample 3 of" in out, err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing in foundry-train: preflight skips remote streams and nothing wraps the "
-    "object-store errors streaming raises while building the loader, so training from an "
-    "s3:// dataset whose store is down ends with a botocore traceback instead of exit 2 and "
-    "an error: paragraph naming the URL",
-)
 def test_training_from_a_store_that_is_down_is_a_clear_error(
     s3, uploaded: str, capsys, tokenizer_dir: Path, tmp_path: Path
 ) -> None:

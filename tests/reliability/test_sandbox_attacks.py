@@ -12,7 +12,6 @@ through their Python modules, and the temp working directory.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -42,12 +41,6 @@ def _score(code: str) -> list[bool]:
     return run_python_tests(code, "f", ["()"], ["True"], LIMITS)
 
 
-@pytest.mark.xfail(
-    condition=not _user_namespaces(),
-    strict=True,
-    reason="missing in foundry-eval (hosts without user namespaces): the sandbox then blocks the "
-    "network only by replacing socket.socket in Python, which `import _socket` bypasses",
-)
 def test_network_through_the_low_level_socket_module_is_blocked() -> None:
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
@@ -68,12 +61,6 @@ def test_network_through_the_low_level_socket_module_is_blocked() -> None:
             server.accept()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing in foundry-eval: the sandbox limits file size but not where files are "
-    "written; candidate code can create or overwrite any file the evaluating user can "
-    "(needs e.g. a mount namespace with a read-only root and only its temp dir writable)",
-)
 def test_writing_outside_the_sandbox_temp_dir_is_blocked(tmp_path: Path) -> None:
     target = tmp_path / "outside.txt"
     code = (
@@ -88,13 +75,6 @@ def test_writing_outside_the_sandbox_temp_dir_is_blocked(tmp_path: Path) -> None
     assert not target.exists()
 
 
-@pytest.mark.xfail(
-    condition=os.geteuid() == 0,
-    strict=True,
-    reason="missing in foundry-eval when run as root: RLIMIT_NPROC does not bind root and only "
-    "os.fork is replaced, so `posix.fork()` still creates processes (a fork bomb is not "
-    "stopped); as a normal user the limit holds",
-)
 def test_fork_bomb_is_stopped() -> None:
     # A bounded fork bomb (16 forks, each child exits at once), so a sandbox that fails this test
     # cannot take the machine down; the candidate passes only if it could create a process.
@@ -116,11 +96,6 @@ def test_fork_bomb_is_stopped() -> None:
     assert _score(code) == [False]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing in foundry-eval: only os.kill is replaced; `posix.kill` can signal any "
-    "process of the evaluating user (e.g. the evaluator itself)",
-)
 def test_signalling_a_process_outside_the_sandbox_is_blocked() -> None:
     victim = subprocess.Popen(["sleep", "60"])
     try:
@@ -133,13 +108,6 @@ def test_signalling_a_process_outside_the_sandbox_is_blocked() -> None:
         victim.wait()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="missing in foundry-eval: the verdict is computed inside the sandboxed process, so "
-    "candidate code can print a forged result line and exit, or return an object whose __eq__ "
-    "is always True; the expected outputs should stay in the parent, which should compare a "
-    "plain serialised return value",
-)
 def test_candidate_cannot_report_its_own_success() -> None:
     forged = (
         "import sys, posix\n"

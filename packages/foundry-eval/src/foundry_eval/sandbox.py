@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -64,6 +65,57 @@ for name in ("fork", "forkpty", "system", "popen", "execv", "execve", "execvp", 
     if hasattr(os, name):
         setattr(os, name, _no_network)
 subprocess.Popen = _no_network
+sys.dont_write_bytecode = True
+_nonce = cfg.pop("nonce")
+_out = sys.__stdout__
+_dumps = json.dumps
+_sandbox = os.path.realpath(os.getcwd())
+_SCALARS = (int, float, complex, str, bytes, bool, type(None))
+_NUMBERS = (int, float, complex, bool)
+def _same(got, want):
+    # Built-in types all the way down (numbers compare across int/float/bool, as == does): an
+    # object whose __eq__ always says True never matches.
+    if type(got) in _NUMBERS and type(want) in _NUMBERS:
+        return got == want
+    if type(got) is not type(want):
+        return False
+    if isinstance(got, (list, tuple)):
+        return len(got) == len(want) and all(_same(a, b) for a, b in zip(got, want))
+    if isinstance(got, dict):
+        return got.keys() == want.keys() and all(_same(got[k], want[k]) for k in got)
+    if isinstance(got, (set, frozenset)):
+        return all(type(x) in _SCALARS for x in got) and got == want
+    return type(got) in _SCALARS and got == want
+_BLOCKED = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_spawn", "os.spawn",
+            "subprocess.Popen", "os.kill", "os.killpg", "pty.spawn", "socket.__new__",
+            "socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo",
+            "ctypes.dlopen", "ctypes.dlsym", "ctypes.call_function", "ctypes.cdata"}
+_PATH_EVENTS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown",
+                "os.truncate", "os.link", "os.symlink", "os.utime", "shutil.rmtree",
+                "os.chdir", "os.chroot"}
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+def _inside(path):
+    if isinstance(path, int):
+        return True
+    if isinstance(path, bytes):
+        path = os.fsdecode(path)
+    real = os.path.realpath(os.path.join(_sandbox, str(path)))
+    return real == _sandbox or real.startswith(_sandbox + os.sep)
+def _guard(event, args):
+    # Raised for C-level calls too (posix.fork, _socket, os.open), unlike the patches above.
+    if event in _BLOCKED:
+        raise PermissionError(f"{event} is not allowed in the foundry-eval sandbox")
+    if event == "open":
+        path, mode, flags = args
+        writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (
+            isinstance(flags, int) and flags & _WRITE_FLAGS)
+        if writing and not _inside(path):
+            raise PermissionError("writing outside the sandbox directory is not allowed")
+    elif event in _PATH_EVENTS:
+        paths = [a for a in args if isinstance(a, (str, bytes, os.PathLike))]
+        if not all(_inside(os.fspath(a)) for a in paths):
+            raise PermissionError(f"{event} outside the sandbox directory is not allowed")
+sys.addaudithook(_guard)
 results = []
 mod = types.ModuleType("candidate")
 try:
@@ -82,11 +134,11 @@ for test_input, test_output in zip(cfg["inputs"], cfg["outputs"]):
             want = eval(test_output)
         except BaseException:
             want = test_output
-        results.append(bool(got == want))
+        results.append(bool(_same(got, want)))
     except BaseException:
         results.append(False)
-sys.__stdout__.write("\n@@FOUNDRY_RESULT@@" + json.dumps({"results": results, "isolated": isolated}) + "\n")
-sys.__stdout__.flush()
+_out.write("\n@@FOUNDRY_RESULT:" + _nonce + "@@" + _dumps({"results": results, "isolated": isolated}) + "\n")
+_out.flush()
 os._exit(0)
 """
 
@@ -103,8 +155,10 @@ def run_python_tests(
     Returns one bool per test case; all False when the code fails to compile, crashes, or times out.
     """
     limits = limits or SandboxLimits()
+    nonce = secrets.token_hex(16)  # a result line without it was printed by the candidate
     payload = json.dumps(
         {
+            "nonce": nonce,
             "code": code,
             "entry_point": entry_point,
             "inputs": test_inputs,
@@ -134,7 +188,7 @@ def run_python_tests(
         except subprocess.TimeoutExpired:
             _kill_group(proc)
             return failed
-        marker = b"@@FOUNDRY_RESULT@@"
+        marker = f"@@FOUNDRY_RESULT:{nonce}@@".encode()
         if marker not in stdout:
             return failed
         data = json.loads(stdout.rsplit(marker, 1)[1].decode())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -151,12 +153,13 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     if cfg.compile == "blocks":
         compile_blocks(model.model)
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    train_dl = build_dataloader(
-        cfg.train_loader,
-        device_batch_size=device_batch,
-        max_seq_len=cfg.max_seq_len,
-        pad_token_id=pad_id,
-    )
+    with _store_errors(cfg.train_loader):
+        train_dl = build_dataloader(
+            cfg.train_loader,
+            device_batch_size=device_batch,
+            max_seq_len=cfg.max_seq_len,
+            pad_token_id=pad_id,
+        )
     eval_dl = None
     if cfg.eval_loader is not None:
         eval_dl = build_dataloader(
@@ -215,6 +218,27 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level,
     )
+
+
+@contextlib.contextmanager
+def _store_errors(loader: Any) -> Iterator[None]:
+    """Object-store failures while opening remote streams become one clear FoundryError."""
+    streams = [loader.dataset] if loader.dataset is not None else []
+    streams += list((loader.streams or {}).values())
+    remotes = [s.remote for s in streams if s.remote and "://" in s.remote]
+    try:
+        yield
+    except FoundryError:
+        raise
+    except Exception as exc:  # botocore / google / azure errors: report them alike
+        if not remotes:
+            raise
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise FoundryError(
+            f"cannot read the training data at {', '.join(remotes)}: {type(exc).__name__}: "
+            f"{text}. Check that the object store is up, the credentials and, for "
+            "S3-compatible stores, S3_ENDPOINT_URL."
+        ) from None
 
 
 def compile_blocks(network: torch.nn.Module) -> int:
