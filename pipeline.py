@@ -40,10 +40,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 LOSS_KEY = "loss/train/total"
-# foundry-eval 0.1's shared-prefix scoring pads a batch to its longest context plus its longest
-# choice, which can exceed the model's max_seq_len when each example alone fits; transformers'
-# MPT (ALiBi) then fails. Scoring every choice from scratch avoids that path.
-EVAL_WORKAROUND = ["--no-share-prefix"]
 MARKER = ".foundry-pipeline"  # marks a folder that --overwrite may replace
 LAST_N = 10  # batches averaged for the "loss fell below the target" check
 # Where the built-in text comes from (all of it written by this project).
@@ -389,7 +385,7 @@ def pipeline(run: Run, holdout_every: int) -> None:
     run_stage(run, "score on tasks built from the held-out files", [*command("foundry-eval"),
               "hf", "--task-config", "eval/tasks.yaml", "--data-root", "eval", "--gauntlet",
               "none", "--batch-size", "16", "--json", "eval/scores.json", "--markdown",
-              "eval/scores.md", *EVAL_WORKAROUND])  # fmt: skip
+              "eval/scores.md"])  # fmt: skip
     scores = json.loads(run.path("eval/scores.json").read_text())
     run.scores = {name: task["metrics"] for name, task in scores["tasks"].items()}
     run_stage(run, "export to ONNX", [*command("foundry-infer"), "export-onnx", "hf", "onnx"])

@@ -243,7 +243,9 @@ def score_groups(
         else:
             single.append(i)
     with torch.inference_mode():
-        _run_shared(model, groups, shared, results, batch_size, dev, pad_id, caps, on_progress)
+        _run_shared(
+            model, groups, shared, results, batch_size, dev, max_seq_len, pad_id, caps, on_progress
+        )
         _run_full(
             model, groups, single, results, batch_size, dev, max_seq_len, pad_id, caps, on_progress
         )
@@ -257,19 +259,41 @@ def _run_shared(
     results: list[list[ContinuationScore] | None],
     batch_size: int,
     dev: torch.device,
+    max_seq_len: int,
     pad_id: int,
     caps: _Capabilities,
     on_progress: Callable[[int], object] | None,
 ) -> None:
     """``batch_size`` contexts per batch; their choices follow in one more forward."""
-    order = sorted(order, key=lambda i: -len(groups[i].context))
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
+    for batch in _shared_batches(groups, order, batch_size, max_seq_len):
         scored = _score_shared_batch(model, [groups[i] for i in batch], dev, pad_id, caps)
         for i, s in zip(batch, scored, strict=True):
             results[i] = s
         if on_progress:
             on_progress(len(batch))
+
+
+def _shared_batches(
+    groups: list[ScoreGroup], order: list[int], batch_size: int, max_seq_len: int
+) -> list[list[int]]:
+    """Longest contexts first, at most ``batch_size`` per batch, and never wider than the model.
+
+    A shared batch pads every context to the batch's longest and every choice to its longest
+    (minus the first token, predicted by the context), so that padded width is what must fit.
+    """
+    batches: list[list[int]] = []
+    width = longest = 0
+    for i in sorted(order, key=lambda i: -len(groups[i].context)):
+        grp = groups[i]
+        cont = max(len(c) for c in grp.continuations)
+        new_width, new_longest = max(width, len(grp.context)), max(longest, cont)
+        if batches and len(batches[-1]) < batch_size and new_width + new_longest - 1 <= max_seq_len:
+            batches[-1].append(i)
+            width, longest = new_width, new_longest
+        else:
+            batches.append([i])
+            width, longest = len(grp.context), cont
+    return batches
 
 
 def _run_full(
