@@ -70,22 +70,6 @@ class RunSpec:
         return "-".join(parts)
 
 
-def _flops_per_token(model, n_layers: int, d_model: int, seq_len: int) -> int:
-    emb = model.get_input_embeddings().weight
-    out = model.get_output_embeddings()
-    tied = out is not None and out.weight is emb
-    seen: set[int] = set()
-    n = 0
-    for p in model.parameters():
-        if id(p) in seen:
-            continue
-        seen.add(id(p))
-        n += p.numel()
-    if not tied:
-        n -= emb.numel()  # the input lookup is not a matmul
-    return 6 * n + 12 * n_layers * d_model * seq_len
-
-
 def _build_model(spec: RunSpec):
     import torch
     from foundry_models import MPTForCausalLM, preset_config
@@ -103,7 +87,7 @@ def _build_model(spec: RunSpec):
             model = MPTForCausalLM(cfg)
         model.init_weights_()
         blocks = list(model.transformer.blocks)
-        return model, cfg.n_layers, cfg.d_model, blocks
+        return model, blocks
     if spec.model == "llama":
         from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -123,7 +107,7 @@ def _build_model(spec: RunSpec):
         )
         with device:
             model = LlamaForCausalLM(lcfg)
-        return model, cfg.n_layers, cfg.d_model, list(model.model.layers)
+        return model, list(model.model.layers)
     raise SystemExit(f"unknown --model {spec.model!r}: use mpt or llama")
 
 
@@ -132,6 +116,7 @@ def run_one(spec: RunSpec, out: Path) -> dict:
     from composer import Callback, Trainer
     from composer.models import ComposerModel
     from composer.utils import dist
+    from foundry_train.model import flops_per_token
     from torch.utils.data import DataLoader, Dataset
 
     class Synthetic(Dataset):
@@ -179,11 +164,8 @@ def run_one(spec: RunSpec, out: Path) -> dict:
 
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    model, n_layers, d_model, blocks = _build_model(spec)
-    if spec.model == "mpt":
-        fpt = model.flops_per_token(spec.seq_len)
-    else:
-        fpt = _flops_per_token(model, n_layers, d_model, spec.seq_len)
+    model, blocks = _build_model(spec)
+    fpt = flops_per_token(model, spec.seq_len)  # the trainer's own 6N + 12 L d S
     if spec.model == "llama":
         for b in blocks:
             b._fsdp_wrap = True

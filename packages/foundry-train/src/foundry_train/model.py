@@ -29,7 +29,15 @@ def flops_per_token(network: nn.Module, seq_len: int) -> int:
     if callable(fn):
         value: Any = fn(seq_len)
         return int(value)
+    # N: every weight used in a matmul. parameters() counts a tied embedding once (it is the
+    # lm_head's matmul); an untied input embedding is only a lookup and is left out.
     n_params = sum(p.numel() for p in network.parameters())
+    get_in = getattr(network, "get_input_embeddings", None)
+    get_out = getattr(network, "get_output_embeddings", None)
+    emb = get_in() if callable(get_in) else None
+    out = get_out() if callable(get_out) else None
+    if emb is not None and (out is None or out.weight is not emb.weight):
+        n_params -= emb.weight.numel()
     return _hf_flops_per_token(getattr(network, "config", None), n_params, seq_len)
 
 
