@@ -6,15 +6,19 @@ of the process and all its children, sampled every 50 ms), plus CPU seconds (use
 all its processes), which stay meaningful on a busy machine. Both tools run with their defaults
 (64 MiB shards) on the full corpus; llm-foundry also on a quarter with --baseline-both-sizes.
 Ours is measured again at two input sizes (a quarter of the corpus and all of it) with 8 MiB
-shards, so that both sizes span several shards: MDSWriter holds one shard in memory, so peak
+shards, so that both sizes span several shards: the writer holds one shard in memory, so peak
 memory is bounded by the shard size and must not grow with the input. It then checks that both
 tools stored the same tokens.
+
+On a shared machine the figures move with what else runs, so each row also shows the 1-minute
+load average when the run ended (it counts the run's own processes) and "others": the share of
+the machine's CPU time that other processes used during the run. `--repeat N` runs the full-size
+comparison N times, the two tools interleaved, and takes each tool's fastest run for the ratio.
 
 The corpus is built from text at hand, nothing downloaded: every Python source file of this
 interpreter's standard library (code) and every string of at least 200 characters in the eval
 data beside the checkout (../shared/eval-data: passages, questions, programs; prose), interleaved,
-one JSON
-line per document, cycled in a fixed order until the corpus reaches --size-mb. The tokenizer is a
+one JSON line per document, cycled in a fixed order until the corpus reaches --size-mb. The tokenizer is a
 byte-level BPE (--vocab-size) that `foundry-data train-tokenizer` trains on the first few MB.
 
 llm-foundry must be installed in a separate environment (it pins torch 2.7 and transformers
@@ -28,9 +32,10 @@ convert_dataset_json.py is a thin argparse wrapper around
 llmfoundry.command_utils.convert_dataset_json_from_args, which the installed wheel holds; the
 benchmark calls that function with the script's arguments.
 
-Run (from the repository root; about 5 minutes on 2 cores):
+Run (from the repository root; about 3 minutes on 2 quiet cores, 1.5 more per extra repeat):
 
     uv run python benchmarks/data_convert.py --llm-foundry-python /tmp/llmf-venv/bin/python
+    uv run python benchmarks/data_convert.py --repeat 3   # on a busy machine
 """
 
 from __future__ import annotations
@@ -74,19 +79,22 @@ class Run:
     peak_rss: int
     tokens: int
     samples: int
+    load: float = 0.0  # 1-minute load average when the run ended (counts this run too)
+    others: float | None = None  # share of the machine's CPU time other processes used meanwhile
 
     def row(self) -> str:
         return (
             f"{self.tool:<22} {self.input_bytes / 1e6:>8.1f} {self.seconds:>8.1f} "
             f"{self.tokens / self.seconds / 1e6:>10.3f} {self.input_bytes / self.seconds / 1e6:>8.2f} "
             f"{self.peak_rss / 2**20:>10.0f} {self.samples:>9,} {self.cpu_seconds:>8.1f} "
-            f"{self.tokens / self.cpu_seconds / 1e6:>12.3f}"
+            f"{self.tokens / self.cpu_seconds / 1e6:>12.3f} {self.load:>5.1f} "
+            f"{'n/a' if self.others is None else f'{self.others:.0%}':>7}"
         )
 
 
 HEADER = (
     f"{'tool':<22} {'input MB':>8} {'seconds':>8} {'Mtokens/s':>10} {'MB/s':>8} "
-    f"{'peak MiB':>10} {'samples':>9} {'CPU s':>8} {'Mtokens/CPUs':>12}"
+    f"{'peak MiB':>10} {'samples':>9} {'CPU s':>8} {'Mtokens/CPUs':>12} {'load':>5} {'others':>7}"
 )
 
 
@@ -144,9 +152,35 @@ def prefix_corpus(src: Path, dst: Path, fraction: float) -> int:
     return written
 
 
-def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, int]:
-    """Run ``command``; wall seconds, CPU seconds (user + system, all its processes) and peak
-    summed RSS of its process tree."""
+def machine_cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine so far, in clock ticks (Linux)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def others_share(before: tuple[int, int] | None, own_cpu: float) -> float | None:
+    """Share of the machine's CPU time since ``before`` that processes other than the measured
+    one used: how contended the run was."""
+    after = machine_cpu_ticks()
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    tick = os.sysconf("SC_CLK_TCK")
+    busy = (after[0] - before[0]) / tick
+    total = (after[1] - before[1]) / tick
+    return max(0.0, (busy - own_cpu) / total)
+
+
+def measure(
+    command: list[str], env: dict[str, str] | None = None
+) -> tuple[float, float, int, float | None]:
+    """Run ``command``; wall seconds, CPU seconds (user + system, all its processes), peak
+    summed RSS of its process tree, and the share of the machine's CPU others used meanwhile."""
+    ticks = machine_cpu_ticks()
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     process = subprocess.Popen(
@@ -180,7 +214,7 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[floa
         raise SystemExit(f"{command[0]} failed ({process.returncode}):\n{stdout}\n{stderr[-4000:]}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return seconds, cpu, peak
+    return seconds, cpu, peak, others_share(ticks, cpu)
 
 
 def read_tokens(dataset: Path) -> tuple[int, list]:
@@ -203,7 +237,7 @@ def run_ours(
     if workers:
         command += ["--workers", str(workers)]
     command += ["--shard-size", shard_size]
-    seconds, cpu, peak = measure(command)
+    seconds, cpu, peak, others = measure(command)
     manifest = json.loads((out / "foundry_manifest.json").read_text())
     label = f"foundry-data w={workers or os.cpu_count()} {shard_size}"
     return Run(
@@ -214,6 +248,8 @@ def run_ours(
         peak,
         manifest["num_tokens"],
         manifest["num_samples"],
+        os.getloadavg()[0],
+        others,
     )
 
 
@@ -225,11 +261,19 @@ def run_llm_foundry(
     # Its own Arrow cache (fresh, so its JSON -> Arrow step is timed too); default settings.
     env = dict(os.environ, HF_DATASETS_CACHE=str(cache), HF_HUB_OFFLINE="1")
     command = [python, "-c", LLM_FOUNDRY_CALL, str(corpus), str(out), str(seq), str(tokenizer), eos]
-    seconds, cpu, peak = measure(command, env)
+    seconds, cpu, peak, others = measure(command, env)
     index = json.loads((out / "index.json").read_text())
     samples = sum(s["samples"] for s in index["shards"])
     return Run(
-        "llm-foundry 0.22", corpus.stat().st_size, seconds, cpu, peak, samples * seq, samples
+        "llm-foundry 0.22",
+        corpus.stat().st_size,
+        seconds,
+        cpu,
+        peak,
+        samples * seq,
+        samples,
+        os.getloadavg()[0],
+        others,
     )
 
 
@@ -246,6 +290,13 @@ def main() -> None:
         "--llm-foundry-python",
         default="/tmp/llmf-venv/bin/python",
         help="python of an environment with llm-foundry 0.22 ('' to skip it)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run the full-size comparison (ours, then llm-foundry) this many times; the ratio "
+        "uses each tool's fastest run (on a shared machine, the least disturbed one)",
     )
     parser.add_argument(
         "--baseline-both-sizes",
@@ -277,16 +328,18 @@ def main() -> None:
     runs: list[Run] = []
     runs.append(run_ours(small, work / "ours-q-8m", tokenizer, args.seq, args.workers, "8MiB"))
     runs.append(run_ours(corpus, work / "ours-8m", tokenizer, args.seq, args.workers, "8MiB"))
-    ours = run_ours(corpus, work / "ours", tokenizer, args.seq, args.workers)
-    runs.append(ours)
-    baseline: Run | None = None
-    if args.llm_foundry_python:
-        if args.baseline_both_sizes:
-            runs.append(run_llm_foundry(args.llm_foundry_python, small, work / "llmf-quarter", tokenizer,
-                                        args.seq, "<|endoftext|>", work / "hf-cache"))  # fmt: skip
-        baseline = run_llm_foundry(args.llm_foundry_python, corpus, work / "llmf", tokenizer, args.seq,
-                                   "<|endoftext|>", work / "hf-cache")  # fmt: skip
-        runs.append(baseline)
+    if args.llm_foundry_python and args.baseline_both_sizes:
+        runs.append(run_llm_foundry(args.llm_foundry_python, small, work / "llmf-quarter", tokenizer,
+                                    args.seq, "<|endoftext|>", work / "hf-cache"))  # fmt: skip
+    ours_runs: list[Run] = []
+    baseline_runs: list[Run] = []
+    for _ in range(max(1, args.repeat)):  # interleaved, so both tools meet the same conditions
+        ours_runs.append(run_ours(corpus, work / "ours", tokenizer, args.seq, args.workers))
+        runs.append(ours_runs[-1])
+        if args.llm_foundry_python:
+            baseline_runs.append(run_llm_foundry(args.llm_foundry_python, corpus, work / "llmf", tokenizer,
+                                                 args.seq, "<|endoftext|>", work / "hf-cache"))  # fmt: skip
+            runs.append(baseline_runs[-1])
 
     print(HEADER)
     for run in runs:
@@ -298,14 +351,8 @@ def main() -> None:
         f"{ours_big.input_bytes / 1e6:.0f} MB (x{ours_big.peak_rss / ours_small.peak_rss:.2f} "
         f"for x{ours_big.input_bytes / ours_small.input_bytes:.1f} input)"
     )
-    if baseline is not None:
-        ratio = (ours.tokens / ours.seconds) / (baseline.tokens / baseline.seconds)
-        cpu_ratio = (ours.tokens / ours.cpu_seconds) / (baseline.tokens / baseline.cpu_seconds)
-        print(
-            f"throughput ratio foundry-data / llm-foundry: {ratio:.2f}x wall-clock, "
-            f"{cpu_ratio:.2f}x per CPU second "
-            f"(peak memory {ours.peak_rss / 2**20:.0f} vs {baseline.peak_rss / 2**20:.0f} MiB)"
-        )
+    if baseline_runs:
+        report_ratio(ours_runs, baseline_runs)
         n_ours, ours_tokens = read_tokens(work / "ours")
         n_base, base_tokens = read_tokens(work / "llmf")
         same = n_ours == n_base and all(
@@ -314,6 +361,21 @@ def main() -> None:
         print(
             f"same samples as llm-foundry: {'yes' if same else 'NO'} ({n_ours:,} vs {n_base:,} samples)"
         )
+
+
+def report_ratio(ours_runs: list[Run], baseline_runs: list[Run]) -> None:
+    """The throughput ratio of each tool's fastest full-size run (and of the CPU time those runs
+    took); with one run each, simply the ratio of the two."""
+    ours = min(ours_runs, key=lambda r: r.seconds)
+    baseline = min(baseline_runs, key=lambda r: r.seconds)
+    ratio = (ours.tokens / ours.seconds) / (baseline.tokens / baseline.seconds)
+    cpu_ratio = (ours.tokens / ours.cpu_seconds) / (baseline.tokens / baseline.cpu_seconds)
+    which = f" (fastest of {len(ours_runs)} runs each)" if len(ours_runs) > 1 else ""
+    print(
+        f"throughput ratio foundry-data / llm-foundry{which}: {ratio:.2f}x wall-clock, "
+        f"{cpu_ratio:.2f}x per CPU second "
+        f"(peak memory {ours.peak_rss / 2**20:.0f} vs {baseline.peak_rss / 2**20:.0f} MiB)"
+    )
 
 
 def platform_cpu() -> str:

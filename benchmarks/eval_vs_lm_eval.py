@@ -5,7 +5,10 @@ the same model and batch size, at the gauntlet's few-shot counts (``--shots zero
 lm-eval reads the exact prompts foundry-eval builds (few-shot examples included), rendered to a
 JSONL in a temp dir, through local task YAMLs. The script checks that per-example
 predictions are identical (acc, acc_norm, lambada greedy match) and prints both throughputs and
-the ratio.
+the ratio: for all four tasks in one run of each harness, and per task (each harness run on one
+task at a time; ``--no-per-task`` skips these). Runs are interleaved and the best of
+``--repeats`` counts; wall and CPU seconds are both shown, with the load average, since a shared
+machine's load moves wall time most.
 
     # CPU, a small Llama trained here on the eval text (no hub access needed)
     uv run python benchmarks/eval_vs_lm_eval.py --data-root ../shared/eval-data
@@ -202,7 +205,26 @@ def compare(ours, theirs, tasks) -> list[str]:
     return problems
 
 
-def main() -> int:
+Timing = tuple[float, float]  # (wall seconds, CPU seconds)
+_NEVER: Timing = (float("inf"), float("inf"))
+
+
+def _best(a: Timing, b: Timing) -> Timing:
+    return (min(a[0], b[0]), min(a[1], b[1]))
+
+
+def _load() -> str:
+    return "/".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def _ratio_line(name: str, n: int, t: Timing, base: Timing) -> str:
+    return (
+        f"{name:28s}: wall {t[0]:7.2f} s {n / t[0]:7.1f} ex/s ratio {base[0] / t[0]:4.2f}x | "
+        f"cpu {t[1]:7.2f} s {n / t[1]:7.1f} ex/s ratio {base[1] / t[1]:4.2f}x"
+    )
+
+
+def _parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -223,10 +245,19 @@ def main() -> int:
     p.add_argument(
         "--repeats", type=int, default=2, help="timed runs of each harness (best counts)"
     )
+    p.add_argument(
+        "--no-per-task",
+        action="store_true",
+        help="skip the one-task-at-a-time runs that give per-task ratios",
+    )
     p.add_argument("--train-steps", type=int, default=200)
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--layers", type=int, default=4)
-    args = p.parse_args()
+    return p.parse_args()
+
+
+def main() -> int:
+    args = _parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     if args.threads:
@@ -234,6 +265,10 @@ def main() -> int:
     data_root = Path(args.data_root).resolve()
     shots = GAUNTLET_SHOTS if args.shots == "gauntlet" else dict.fromkeys(TASKS, 0)
     tasks = foundry_tasks(data_root, shots)
+    bs, dev = args.batch_size, args.device
+    per_task_lm = {t.name: _NEVER for t in tasks}
+    per_task_ours = {t.name: _NEVER for t in tasks}
+    problems: list[str] = []
     with tempfile.TemporaryDirectory() as tmp_s:
         tmp = Path(tmp_s)
         model_dir = Path(args.model_dir) if args.model_dir else tmp / "model"
@@ -244,28 +279,36 @@ def main() -> int:
             )
             train_small_model(data_root, model_dir, args.train_steps, args.hidden, args.layers)
         # Warm-up (imports, kernel selection) on a handful of examples.
-        run_foundry(model_dir, tasks, 4, args.batch_size, args.device, True)
+        run_foundry(model_dir, tasks, 4, bs, dev, True)
+        load_before = _load()
         # Interleaved repeats; the best time of each counts (the CI box is shared and noisy).
         # Wall and CPU seconds; CPU time is less disturbed by other jobs on a shared box.
-        inf = (float("inf"), float("inf"))
-        t_lm = t_ours = t_full = inf
+        t_lm = t_ours = t_full = _NEVER
         for r in range(args.repeats):
-            theirs, t = run_lm_eval(
-                model_dir, tasks, args.limit, args.batch_size, args.device, tmp / f"r{r}"
-            )
-            t_lm = (min(t_lm[0], t[0]), min(t_lm[1], t[1]))
-            ours, t = run_foundry(model_dir, tasks, args.limit, args.batch_size, args.device, True)
-            t_ours = (min(t_ours[0], t[0]), min(t_ours[1], t[1]))
-            ours_full, t = run_foundry(
-                model_dir, tasks, args.limit, args.batch_size, args.device, False
-            )
-            t_full = (min(t_full[0], t[0]), min(t_full[1], t[1]))
+            theirs, t = run_lm_eval(model_dir, tasks, args.limit, bs, dev, tmp / f"r{r}")
+            t_lm = _best(t_lm, t)
+            ours, t = run_foundry(model_dir, tasks, args.limit, bs, dev, True)
+            t_ours = _best(t_ours, t)
+            ours_full, t = run_foundry(model_dir, tasks, args.limit, bs, dev, False)
+            t_full = _best(t_full, t)
+            problems += compare(ours, theirs, tasks) + compare(ours_full, theirs, tasks)
+            if args.no_per_task:
+                continue
+            # One task at a time, each harness from scratch, for per-task ratios.
+            for task in tasks:
+                one_dir = tmp / f"r{r}-{task.label}"
+                theirs1, t = run_lm_eval(model_dir, [task], args.limit, bs, dev, one_dir)
+                per_task_lm[task.name] = _best(per_task_lm[task.name], t)
+                ours1, t = run_foundry(model_dir, [task], args.limit, bs, dev, True)
+                per_task_ours[task.name] = _best(per_task_ours[task.name], t)
+                problems += compare(ours1, theirs1, [task])
+        load_after = _load()
     n = sum(t.num_examples for t in ours.tasks.values())
-    problems = compare(ours, theirs, tasks) + compare(ours_full, theirs, tasks)
     print(
         f"device={args.device} threads={torch.get_num_threads()} batch={args.batch_size} examples={n} "
         f"({args.limit}/task: {', '.join(t.name for t in tasks)})"
     )
+    print(f"load average (1/5/15 min): {load_before} before timing, {load_after} after")
     for name, t in ours.tasks.items():
         shared_s, full_s = t.seconds, ours_full.tasks[name].seconds
         print(
@@ -273,16 +316,14 @@ def main() -> int:
             + "  ".join(f"{k}={v:.4f}" for k, v in t.metrics.items())
             + f"   [{shared_s:.2f} s shared, {full_s:.2f} s unshared]"
         )
-
-    def line(name: str, t: tuple[float, float]) -> str:
-        return (
-            f"{name:28s}: wall {t[0]:7.2f} s {n / t[0]:7.1f} ex/s ratio {t_lm[0] / t[0]:4.2f}x | "
-            f"cpu {t[1]:7.2f} s {n / t[1]:7.1f} ex/s ratio {t_lm[1] / t[1]:4.2f}x"
-        )
-
-    print(line("lm-eval 0.4 (HFLM)", t_lm))
-    print(line("foundry-eval (shared prefix)", t_ours))
-    print(line("foundry-eval (no sharing)", t_full))
+    if not args.no_per_task:
+        print("per task (each harness run on that task alone; foundry-eval with shared prefix):")
+        for name, t in ours.tasks.items():
+            print("  " + _ratio_line(name, t.num_examples, per_task_ours[name], per_task_lm[name]))
+    print("all tasks in one run:")
+    print("  " + _ratio_line("lm-eval 0.4 (HFLM)", n, t_lm, t_lm))
+    print("  " + _ratio_line("foundry-eval (shared prefix)", n, t_ours, t_lm))
+    print("  " + _ratio_line("foundry-eval (no sharing)", n, t_full, t_lm))
     print(
         "per-example predictions identical to lm-eval: "
         + ("yes" if not problems else f"NO ({len(problems)}: {problems[:10]})")

@@ -44,6 +44,8 @@ class RunSpec:
     full_compile: bool = False  # torch.compile the whole model (blocks, head and loss together)
     act_ckpt: bool = False
     fsdp: bool = False
+    sharding: str = "FULL_SHARD"  # with fsdp: FULL_SHARD | SHARD_GRAD_OP | NO_SHARD
+    prefetch: bool = False  # with fsdp: forward prefetch, BACKWARD_PRE, no all-gather limit
     steps: int = 30
     warmup: int = 10
     fused_optimizer: bool = True
@@ -66,7 +68,9 @@ class RunSpec:
         if self.loss_chunk:
             parts.append(f"ce{self.loss_chunk}")
         if self.fsdp:
-            parts.append("fsdp")
+            parts.append("fsdp" if self.sharding == "FULL_SHARD" else self.sharding.lower())
+            if self.prefetch:
+                parts.append("prefetch")
         return "-".join(parts)
 
 
@@ -189,10 +193,12 @@ def run_one(spec: RunSpec, out: Path) -> dict:
     if spec.fsdp:
         parallelism = {
             "fsdp": {
-                "sharding_strategy": "FULL_SHARD",
+                "sharding_strategy": spec.sharding,
                 "mixed_precision": "PURE",
                 "activation_checkpointing": spec.act_ckpt,
-                "limit_all_gathers": True,
+                "limit_all_gathers": not spec.prefetch,
+                "forward_prefetch": spec.prefetch,
+                "backward_prefetch": "BACKWARD_PRE" if spec.prefetch else "BACKWARD_POST",
                 "use_orig_params": True,
             }
         }
@@ -325,6 +331,47 @@ GRIDS: dict[str, list[RunSpec]] = {
             model="mpt", preset="125m", attn_impl="triton", full_compile=True, steps=20, warmup=8
         ),
     ],
+    # FSDP scaling with its baseline: run with --gpus 1, 2 and 4; on N > 1 GPUs every row is
+    # FULL_SHARD. Tokens/s per GPU of the 1B row on N GPUs against 1 GPU is the scaling figure.
+    "scaling": [
+        RunSpec(model="llama", preset="125m", attn_impl="sdpa", steps=20, warmup=8),
+        RunSpec(
+            model="mpt",
+            preset="1b",
+            attn_impl="flash",
+            compile=True,
+            loss_chunk=8192,
+            micro_batch=8,
+            steps=16,
+            warmup=6,
+        ),
+    ],
+    # The 1B row of "scaling" with FSDP's communication tuned (run with --gpus 2 and 4).
+    "scaling_tuned": [
+        RunSpec(
+            model="mpt",
+            preset="1b",
+            attn_impl="flash",
+            compile=True,
+            loss_chunk=8192,
+            micro_batch=8,
+            steps=16,
+            warmup=6,
+            prefetch=True,
+        ),
+        RunSpec(
+            model="mpt",
+            preset="1b",
+            attn_impl="flash",
+            compile=True,
+            loss_chunk=8192,
+            micro_batch=8,
+            steps=16,
+            warmup=6,
+            sharding="SHARD_GRAD_OP",
+            prefetch=True,
+        ),
+    ],
     # FSDP scaling: the same 1B run on 1 GPU (no FSDP) and, with --gpus N, FULL_SHARD on N.
     "scale1b": [
         RunSpec(
@@ -406,18 +453,25 @@ def run_grid(specs: list[RunSpec], out_dir: Path, gpus: int, timeout: int) -> li
     return rows
 
 
+def _fsdp_cell(r: dict) -> str:
+    if not r.get("fsdp"):
+        return "-"
+    return r.get("sharding", "FULL_SHARD") + ("+prefetch" if r.get("prefetch") else "")
+
+
 def datasheet(rows: list[dict]) -> str:
     date = _dt.date.today().isoformat()
     base = next((r for r in rows if r.get("model") == "llama" and "tokens_per_s" in r), None)
     head = (
-        "| card | GPUs | model | preset | seq | mb | attn | compile | loss chunk | act ckpt "
+        "| card | GPUs | model | preset | seq | mb | attn | compile | loss chunk | act ckpt | FSDP "
         "| tokens/s | tokens/s/GPU | MFU | vs baseline | step (s) | peak mem (GiB) |"
     )
     lines = [
         f"Measured {date}. Baseline: composer training transformers' LlamaForCausalLM (SDPA) of "
         "the same size and batch, in the same run. MFU with 6N + 12·L·d·S FLOPs/token, "
         "989 TFLOP/s peak. compile: `blocks` = torch.compile per transformer block, `model` = "
-        "the whole model (head and loss included).",
+        "the whole model (head and loss included). FSDP: the sharding strategy (`+prefetch`: "
+        "forward prefetch, BACKWARD_PRE, no all-gather limit); `-` on one GPU (no wrapper).",
         "",
         head,
         "|" + " --- |" * (head.count("|") - 1),
@@ -436,6 +490,7 @@ def datasheet(rows: list[dict]) -> str:
             compiled,
             chunk,
             r["act_ckpt"],
+            _fsdp_cell(r),
         ]
         if "tokens_per_s" not in r:
             cells += ["failed", "", "", "", "", ""]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from foundry_data import MANIFEST_NAME, PRETRAINING_COLUMNS, read_manifest
+from foundry_data.backend_tokenizer import read_plain_tokenizer
 from transformers import AutoTokenizer
 
 SEQ = 128
@@ -211,3 +214,32 @@ def test_inspect_out_of_range_sample(cli, corpus_dir, tokenizer_dir, tmp_path):
     convert(cli, corpus_dir, out, tokenizer_dir, "--workers", "1")
     code, _, stderr = cli("inspect", out, "--sample", "99999")
     assert code == 2 and "out of range" in stderr and "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("through_transformers", [False, True], ids=["plain", "transformers"])
+def test_truncation_or_padding_saved_in_the_tokenizer_is_ignored(
+    cli, mds, corpus_dir, tokenizer_dir, tmp_path, through_transformers
+):
+    """A tokenizer.json saved with truncation and padding switched on (as tokenizers prepared
+    for model inputs often are) must neither cut documents nor pad them, whether it is read with
+    `tokenizers` alone or through transformers (a config key the plain reader does not know)."""
+    from tokenizers import Tokenizer
+
+    padded = tmp_path / "padded-tokenizer"
+    shutil.copytree(tokenizer_dir, padded)
+    backend = Tokenizer.from_file(str(padded / "tokenizer.json"))
+    backend.enable_truncation(max_length=16)
+    backend.enable_padding(pad_id=1, pad_token="<|pad|>", length=64)
+    backend.save(str(padded / "tokenizer.json"))
+    if through_transformers:
+        config = json.loads((padded / "tokenizer_config.json").read_text())
+        config["split_special_tokens"] = False
+        (padded / "tokenizer_config.json").write_text(json.dumps(config))
+    assert (read_plain_tokenizer(padded) is None) == through_transformers
+
+    convert(cli, corpus_dir, tmp_path / "ref", tokenizer_dir, "--workers", "1")
+    want = mds.tokens(tmp_path / "ref")
+    for workers in ("1", "2"):
+        out = tmp_path / f"padded-{workers}"
+        convert(cli, corpus_dir, out, padded, "--workers", workers)
+        np.testing.assert_array_equal(mds.tokens(out), want)

@@ -6,6 +6,8 @@ and a long choice from different examples used to cross that limit (found by pip
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from foundry_eval.scoring import ScoreGroup, score_groups
@@ -23,12 +25,25 @@ def mpt() -> MptForCausalLM:
 
 def test_each_example_fits_but_their_padded_batch_would_not(mpt: MptForCausalLM) -> None:
     long_context = ScoreGroup(context=list(range(1, 16)), continuations=[[3], [4, 5]])
-    long_choices = ScoreGroup(context=list(range(1, 9)), continuations=[[6] * 5, [7] * 5, [8] * 5])
-    groups = [long_context, long_choices]
+    long_choice = ScoreGroup(context=list(range(1, 10)), continuations=[[6, 6, 6], [7]])
+    groups = [long_context, long_choice]
     for grp in groups:  # each fits the model on its own
         assert len(grp.context) + max(map(len, grp.continuations)) - 1 <= MAX_LEN
-    common = {"batch_size": 8, "max_seq_len": MAX_LEN, "pad_id": 0}
-    shared = score_groups(mpt, groups, share_prefix=True, **common)
+    # padded together: the long context followed by the long choice (minus its first token)
+    assert len(long_context.context) + 3 - 1 > MAX_LEN
+    cached_calls = 0
+
+    def count(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        nonlocal cached_calls
+        cached_calls += kwargs.get("cache") is not None or kwargs.get("past_key_values") is not None
+
+    common: dict[str, Any] = {"batch_size": 8, "max_seq_len": MAX_LEN, "pad_id": 0}
+    handle = mpt.register_forward_pre_hook(count, with_kwargs=True)
+    try:
+        shared = score_groups(mpt, groups, share_prefix=True, **common)
+    finally:
+        handle.remove()
+    assert cached_calls == 2  # both groups took the shared path, in two batches
     full = score_groups(mpt, groups, share_prefix=False, **common)
     for got, want in zip(shared, full, strict=True):
         assert len(got) == len(want)

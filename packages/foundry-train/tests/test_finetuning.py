@@ -116,3 +116,36 @@ def test_icl_eval_during_training(assets: dict, h: object, tmp_path: Path) -> No
     assert len(logged) == 2
     text = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "icl/lambada" in text
+
+
+def test_packed_loader_resumes_at_the_next_raw_sample(assets: dict) -> None:
+    """With packing, a batch of 2 rows draws 4 raw samples: the resume state must point past
+    every raw sample consumed, so the resumed loader continues exactly where the run stopped."""
+    import gc
+
+    from foundry_train.config.sections import LoaderConfig
+    from foundry_train.data import build_dataloader
+
+    cfg = LoaderConfig.model_validate(
+        {
+            "name": "finetuning",
+            "dataset": {"local": str(assets["finetune"])},
+            "shuffle": False,
+            "packing": True,
+            "packing_ratio": 2.0,
+            "num_workers": 0,
+        }
+    )
+
+    def loader():  # noqa: ANN202
+        return build_dataloader(cfg, device_batch_size=2, max_seq_len=64, pad_token_id=0)
+
+    first = loader()
+    batches = [b["input_ids"].clone() for _, b in zip(range(4), first, strict=False)]
+    state = first.dataset.state_dict(3 * 2, True)  # composer counts rows: 3 batches of 2
+    assert state["sample_in_epoch"] == 3 * 4  # raw samples consumed by those batches
+    del first
+    gc.collect()
+    resumed = loader()
+    resumed.dataset.load_state_dict(state)
+    torch.testing.assert_close(next(iter(resumed))["input_ids"], batches[3])

@@ -163,3 +163,29 @@ def test_nan_guard_stops_with_a_clear_error() -> None:
     assert logged and logged[0]["loss_spike/ratio"] == pytest.approx(4.5)
     with pytest.raises(FoundryError, match="loss became nan at batch 4"):
         step(4, float("nan"))
+
+
+def test_decoupled_adamw_matches_composers_update() -> None:
+    """Ours (torch AdamW kernels) takes the same steps as composer's per-parameter loop,
+    including the decay scaled by lr / initial lr when a schedule lowers lr."""
+    from composer.optim import DecoupledAdamW as ComposerDecoupledAdamW
+    from foundry_train.optim import DecoupledAdamW
+
+    torch.manual_seed(0)
+    start = [torch.randn(5, 3), torch.randn(7)]
+    ours_p = [torch.nn.Parameter(t.clone()) for t in start]
+    ref_p = [torch.nn.Parameter(t.clone()) for t in start]
+    kw = {"lr": 1e-2, "betas": (0.9, 0.95), "eps": 1e-8, "weight_decay": 1e-3}
+    ours = DecoupledAdamW(ours_p, **kw)  # type: ignore[arg-type]
+    ref = ComposerDecoupledAdamW(ref_p, **kw)  # type: ignore[arg-type]
+    for step in range(6):
+        grads = [torch.randn_like(t) for t in start]
+        for opt, params in ((ours, ours_p), (ref, ref_p)):
+            for group in opt.param_groups:
+                group["lr"] = 1e-2 * (1.0 - 0.15 * step)  # what a scheduler does
+            for p, g in zip(params, grads, strict=True):
+                p.grad = g.clone()
+            opt.step()
+    for a, b in zip(ours_p, ref_p, strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-7)
+    assert not torch.equal(ours_p[0].detach(), start[0])  # the steps moved the weights

@@ -14,23 +14,27 @@ The conversions themselves are run through the ``foundry-data`` command (``found
 
 from __future__ import annotations
 
+from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from foundry_data.errors import FoundryError
-from foundry_data.finetuning_format import (
-    FINETUNING_COLUMNS,
-    IGNORE_INDEX,
-    FinetuningSample,
-    decode_finetuning_sample,
-)
-from foundry_data.manifest import (
-    MANIFEST_NAME,
-    DatasetManifest,
-    FinetuningInfo,
-    SeparatorInfo,
-    SourceInfo,
-    read_manifest,
-)
+
+if TYPE_CHECKING:
+    from foundry_data.finetuning_format import (
+        FINETUNING_COLUMNS,
+        IGNORE_INDEX,
+        FinetuningSample,
+        decode_finetuning_sample,
+    )
+    from foundry_data.manifest import (
+        MANIFEST_NAME,
+        DatasetManifest,
+        FinetuningInfo,
+        SeparatorInfo,
+        SourceInfo,
+        read_manifest,
+    )
 
 try:
     __version__ = version("foundry-data")
@@ -39,6 +43,21 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 PRETRAINING_COLUMNS: dict[str, str] = {"tokens": "ndarray:int32"}
 """MDS columns of a pretraining dataset: exactly ``seq_len`` int32 token ids per sample."""
+
+# Imported on first use, so that conversion worker processes (which import this package to reach
+# their own module) start without numpy and pydantic.
+_LAZY = {
+    "FINETUNING_COLUMNS": "foundry_data.finetuning_format",
+    "IGNORE_INDEX": "foundry_data.finetuning_format",
+    "FinetuningSample": "foundry_data.finetuning_format",
+    "decode_finetuning_sample": "foundry_data.finetuning_format",
+    "MANIFEST_NAME": "foundry_data.manifest",
+    "DatasetManifest": "foundry_data.manifest",
+    "FinetuningInfo": "foundry_data.manifest",
+    "SeparatorInfo": "foundry_data.manifest",
+    "SourceInfo": "foundry_data.manifest",
+    "read_manifest": "foundry_data.manifest",
+}
 
 __all__ = [
     "FINETUNING_COLUMNS",
@@ -55,3 +74,9 @@ __all__ = [
     "decode_finetuning_sample",
     "read_manifest",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'foundry_data' has no attribute {name!r}")

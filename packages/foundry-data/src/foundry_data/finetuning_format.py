@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, SupportsInt, cast
 
 import numpy as np
 
@@ -80,11 +80,14 @@ def encode_turns(turns: Sequence[Turn]) -> dict[str, Any]:
 def _as_int_list(value: Any, key: str) -> list[int]:
     if isinstance(value, np.ndarray):
         return value.astype(np.int64).tolist()
-    if isinstance(value, bytes | bytearray | memoryview):
+    if isinstance(value, memoryview):
+        value = value.tobytes()
+    if isinstance(value, bytes | bytearray):
         # llm-foundry's older tokenized layout stored int64 token bytes.
         return np.frombuffer(value, dtype=np.int64).tolist()
     if isinstance(value, Sequence) and not isinstance(value, str):
-        return [int(v) for v in value]
+        # A JSON list of token ids (numbers, as the json column encoding stores them).
+        return [int(v) for v in cast("Sequence[SupportsInt]", value)]
     raise ValueError(f"fine-tuning sample field {key!r} is {type(value).__name__}, not token ids")
 
 
@@ -105,7 +108,7 @@ def _turns_of(sample: Mapping[str, Any]) -> list[Turn]:
             f"not a fine-tuning sample: columns {sorted(sample)} (expected 'turns', "
             "the layout `foundry-data convert-finetuning` writes)"
         )
-    turns = []
+    turns: list[Turn] = []
     for raw in raw_turns:
         turns.append(
             Turn(

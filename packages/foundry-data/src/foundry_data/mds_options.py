@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from foundry_data.errors import FoundryError
+from foundry_data.mds_codecs import compression_names, hash_names
 
 __all__ = ["DEFAULT_HASHES", "parse_compression", "parse_hashes", "parse_shard_size"]
 
@@ -24,30 +25,26 @@ _UNITS = {
 
 def parse_compression(value: str | None) -> str | None:
     """``zstd`` (default), ``zstd:LEVEL``, ``gz``, ``bz2``, ``br``, ``snappy`` ... or ``none``."""
-    from streaming.base.compression import get_compressions, is_compression
-
     if value is None or value.lower() in ("", "none", "off"):
         return None
-    if not is_compression(value):
-        choices = ", ".join(sorted(get_compressions()))
+    if value not in compression_names():
+        choices = ", ".join(sorted(compression_names()))
         raise FoundryError(f"unknown --compression {value!r}. Use one of: {choices} (or 'none').")
     return value
 
 
 def parse_hashes(value: str | None) -> list[str]:
     """A comma-separated list of streaming hash names, or ``none``; returned sorted."""
-    from streaming.base.hashing import get_hashes, is_hash
-
     if value is None:
         return list(DEFAULT_HASHES)
     if value.lower() in ("", "none", "off"):
         return []
     names = sorted({name.strip() for name in value.split(",") if name.strip()})
-    unknown = [name for name in names if not is_hash(name)]
+    unknown = [name for name in names if name not in hash_names()]
     if unknown:
         raise FoundryError(
             f"unknown --hashes {', '.join(unknown)}. Use names from: "
-            f"{', '.join(sorted(get_hashes()))} (comma-separated), or 'none'."
+            f"{', '.join(sorted(hash_names()))} (comma-separated), or 'none'."
         )
     return names
 

@@ -18,17 +18,14 @@ import tempfile
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from foundry_data.errors import FoundryError
 from foundry_data.manifest import MANIFEST_NAME, DatasetManifest, is_remote, write_manifest
-
-if TYPE_CHECKING:
-    from streaming import MDSWriter
+from foundry_data.mds_writer import INDEX_NAME, MDSShardWriter
 
 __all__ = ["DatasetWriter", "OutputTarget", "prepare_output"]
 
-INDEX_NAME = "index.json"
 UPLOAD_THREADS = 4
 
 
@@ -211,7 +208,7 @@ def _check_remote_free(uploader: Any, remote: str, overwrite: bool) -> None:
 
 
 class DatasetWriter:
-    """An MDSWriter whose output appears (locally or remotely) only when it is complete."""
+    """An MDS writer whose output appears (locally or remotely) only when it is complete."""
 
     def __init__(
         self,
@@ -222,33 +219,25 @@ class DatasetWriter:
         hashes: list[str],
         size_limit: int,
     ) -> None:
-        from streaming import MDSWriter
-
         self.target = target
-        self._writer: MDSWriter = MDSWriter(
-            out=str(target.staging),
+        self._pool = ThreadPoolExecutor(UPLOAD_THREADS) if target.remote else None
+        self._uploads: list[Future[None]] = []
+        self._writer = MDSShardWriter(
+            target.staging,
             columns=columns,
             compression=compression,
             hashes=hashes,
             size_limit=size_limit,
-            exist_ok=True,
+            on_shard=self._upload if self._pool is not None else None,
         )
-        self._uploaded_shards = 0
-        self._pool = ThreadPoolExecutor(UPLOAD_THREADS) if target.remote else None
-        self._uploads: list[Future[None]] = []
 
     def write(self, sample: dict[str, Any]) -> None:
         self._writer.write(sample)
-        if self._pool is not None and len(self._writer.shards) > self._uploaded_shards:
-            self._upload_new_shards()
 
-    def _upload_new_shards(self) -> None:
+    def _upload(self, basename: str) -> None:
         assert self._pool is not None
         self._raise_failed_upload()
-        for shard in self._writer.shards[self._uploaded_shards :]:
-            basename = (shard.get("zip_data") or shard["raw_data"])["basename"]
-            self._uploads.append(self._pool.submit(self.target.uploader.upload_file, basename))
-        self._uploaded_shards = len(self._writer.shards)
+        self._uploads.append(self._pool.submit(self.target.uploader.upload_file, basename))
 
     def _raise_failed_upload(self, wait: bool = False) -> None:
         for future in self._uploads:
@@ -267,7 +256,6 @@ class DatasetWriter:
         self._writer.finish()
         write_manifest(manifest(), self.target.staging)
         if self._pool is not None:
-            self._upload_new_shards()
             self._raise_failed_upload(wait=True)
             self._pool.shutdown(wait=True)
             self._upload_final(INDEX_NAME)
@@ -286,7 +274,4 @@ class DatasetWriter:
     def abort(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
-        try:
-            self._writer.cancel_future_jobs()
-        finally:
-            self.target.abort()
+        self.target.abort()

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import pickle
+import tempfile
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.pool import AsyncResult
 from typing import Literal
 
 import numpy as np
 
+from foundry_data.backend_tokenizer import BackendTokenizer, load_backend_tokenizer
 from foundry_data.errors import FoundryError
 from foundry_data.manifest import DatasetManifest, SeparatorInfo, SourceInfo
 from foundry_data.mds_options import DEFAULT_HASHES
@@ -32,7 +36,6 @@ from foundry_data.tokenize_worker import (
     make_inline_tokenizer,
     tokenize_in_worker,
 )
-from foundry_data.tokenizer_loading import LoadedTokenizer, load_tokenizer
 
 __all__ = ["ConversionReport", "PretrainingOptions", "convert_pretraining"]
 
@@ -91,10 +94,9 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _separators(tok: LoadedTokenizer, bos_text: str, eos_text: str | None) -> SeparatorInfo:
+def _separators(tok: BackendTokenizer, bos_text: str, eos_text: str | None) -> SeparatorInfo:
     if eos_text is None:
-        eos = tok.hf.eos_token
-        eos_text = eos if isinstance(eos, str) else ""
+        eos_text = tok.eos_token or ""
     if not bos_text and not eos_text:
         raise FoundryError(
             f"tokenizer {tok.name!r} has no EOS token, so documents would run together with "
@@ -119,14 +121,18 @@ def tokenized_units(
             yield inline.tokenize(unit, num_bytes)
         return
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=init_worker, initargs=(spec,)) as pool:
-        pending: deque = deque()
-        for unit, num_bytes in units:
-            pending.append(pool.apply_async(tokenize_in_worker, (unit, num_bytes)))
-            if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
+    with tempfile.TemporaryDirectory(prefix="foundry-data-") as tmp:
+        spec_file = os.path.join(tmp, "tokenization.pickle")
+        with open(spec_file, "wb") as f:
+            pickle.dump(spec, f)
+        with context.Pool(workers, initializer=init_worker, initargs=(spec_file,)) as pool:
+            pending: deque[AsyncResult[TokenizedUnit]] = deque()
+            for unit, num_bytes in units:
+                pending.append(pool.apply_async(tokenize_in_worker, (unit, num_bytes)))
+                if len(pending) >= IN_FLIGHT_PER_WORKER * workers:
+                    yield pending.popleft().get()
+            while pending:
                 yield pending.popleft().get()
-        while pending:
-            yield pending.popleft().get()
 
 
 class SamplePacker:
@@ -147,10 +153,13 @@ class SamplePacker:
         self._parts_len = 0
 
     def add(self, unit: TokenizedUnit) -> Iterator[np.ndarray]:
+        if unit.tokens.itemsize != 4:
+            raise RuntimeError(f"C int is {unit.tokens.itemsize} bytes here; token ids need 4")
+        tokens = np.frombuffer(unit.tokens, dtype=np.int32)  # a view, no copy
         if self.wrap:
-            yield from self._add_wrapped(unit.tokens)
+            yield from self._add_wrapped(tokens)
         else:
-            yield from self._add_unwrapped(unit)
+            yield from self._add_unwrapped(tokens, unit.doc_lengths)
 
     def _add_wrapped(self, tokens: np.ndarray) -> Iterator[np.ndarray]:
         stream = np.concatenate([self._carry, tokens]) if self._carry.size else tokens
@@ -159,10 +168,12 @@ class SamplePacker:
             yield stream[i * self.seq_len : (i + 1) * self.seq_len]
         self._carry = stream[full * self.seq_len :].copy()
 
-    def _add_unwrapped(self, unit: TokenizedUnit) -> Iterator[np.ndarray]:
+    def _add_unwrapped(
+        self, tokens: np.ndarray, doc_lengths: Iterable[int]
+    ) -> Iterator[np.ndarray]:
         start = 0
-        for length in unit.doc_lengths.tolist():
-            self._parts.append(unit.tokens[start : start + length])
+        for length in doc_lengths:
+            self._parts.append(tokens[start : start + length])
             self._parts_len += length
             start += length
             if self._parts_len >= self.seq_len:
@@ -205,13 +216,12 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
     writer: DatasetWriter | None = None
     progress = ConversionProgress(total_bytes=source.total_bytes, enabled=False, desc="convert")
     try:
-        tok = load_tokenizer(options.tokenizer)
-        tok.check_backend_agrees()
+        tok = load_backend_tokenizer(options.tokenizer)
         separator = _separators(tok, options.bos_text, options.eos_text).model_copy(
             update={"wrap": options.wrap}
         )
         spec = Tokenization(
-            tokenizer_json=tok.backend_json(),
+            tokenizer_json=tok.backend_json,
             text_column=options.text_column,
             bos_tokens=tuple(separator.bos_tokens),
             eos_tokens=tuple(separator.eos_tokens),
@@ -235,8 +245,8 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
                 writer.write({"tokens": sample})
                 num_samples += 1
             progress.update(
-                documents=int(chunk.doc_lengths.shape[0]),
-                tokens=int(chunk.tokens.shape[0]),
+                documents=len(chunk.doc_lengths),
+                tokens=len(chunk.tokens),
                 num_bytes=chunk.num_bytes,
             )
         dropped = packer.finish()

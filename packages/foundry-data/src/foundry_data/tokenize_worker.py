@@ -1,20 +1,27 @@
 """Tokenization of units, in worker processes (or inline when there is one worker).
 
-Imports only numpy, ``tokenizers`` and the standard library so that workers start fast; the
-tokenizer arrives as its JSON serialization.
+Imports only ``tokenizers`` and the standard library (not even numpy: token ids travel as stdlib
+arrays, which the main process views as numpy arrays without a copy) so that workers start
+fast; the tokenizer arrives as its JSON serialization.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+from array import array
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from foundry_data.records import Unit, unit_texts
 
-__all__ = ["TokenizedUnit", "Tokenization", "init_worker", "tokenize_in_worker"]
+__all__ = [
+    "TokenizedUnit",
+    "Tokenization",
+    "init_worker",
+    "make_inline_tokenizer",
+    "tokenize_in_worker",
+]
 
 
 @dataclass(frozen=True)
@@ -31,11 +38,12 @@ class Tokenization:
 class TokenizedUnit:
     """The documents of one unit, tokenized, separators included, back to back.
 
-    ``doc_lengths[i]`` is the length of document i (with its separators) inside ``tokens``.
+    ``tokens`` holds int32 ids (typecode ``i``), ``doc_lengths[i]`` the length of document i
+    (with its separators) inside ``tokens`` (typecode ``q``).
     """
 
-    tokens: np.ndarray  # (sum(doc_lengths),) int32
-    doc_lengths: np.ndarray  # (num_documents,) int64
+    tokens: array[int]
+    doc_lengths: array[int]
     num_bytes: int
 
 
@@ -51,23 +59,32 @@ class _Tokenizer:
         encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
         bos, eos = list(self.spec.bos_tokens), list(self.spec.eos_tokens)
         ids: list[int] = []
-        lengths = np.empty(len(texts), dtype=np.int64)
-        for i, encoding in enumerate(encodings):
+        lengths = array("q")
+        for encoding in encodings:
             doc = encoding.ids
             ids += bos
             ids += doc
             ids += eos
-            lengths[i] = len(bos) + len(doc) + len(eos)
-        return TokenizedUnit(np.array(ids, dtype=np.int32), lengths, num_bytes)
+            lengths.append(len(bos) + len(doc) + len(eos))
+        return TokenizedUnit(array("i", ids), lengths, num_bytes)
 
 
 _STATE: dict[str, Any] = {}
 
 
-def init_worker(spec: Tokenization) -> None:
+def init_worker(spec_file: str) -> None:
     """Pool initializer: one tokenizer per process, one thread each (the processes are the
-    parallelism)."""
+    parallelism).
+
+    The :class:`Tokenization` comes pickled in a file, not as an argument: a spawned process gets
+    its arguments through a pipe, and a large one (a tokenizer's JSON is megabytes) would keep the
+    parent waiting until the child has started and read it, so workers would start one by one.
+    """
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    with open(spec_file, "rb") as f:
+        spec = pickle.load(f)
+    if not isinstance(spec, Tokenization):
+        raise TypeError(f"{spec_file} holds a {type(spec).__name__}, not a Tokenization")
     _STATE["tokenizer"] = _Tokenizer(spec)
 
 

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 from foundry_data.errors import FoundryError
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["LoadedTokenizer", "load_tokenizer", "looks_like_local_path"]
+__all__ = ["LoadedTokenizer", "load_tokenizer", "looks_like_local_path", "whole_documents"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,11 @@ class LoadedTokenizer:
         return _optional_int(self.hf.pad_token_id)
 
     def backend_json(self) -> str:
-        """The Rust (``tokenizers``) tokenizer serialized, for worker processes."""
+        """The Rust (``tokenizers``) tokenizer serialized, for worker processes, with truncation
+        and padding off: conversions tokenize whole documents, whatever the tokenizer was saved
+        with for model inputs."""
+        from tokenizers import Tokenizer
+
         backend = getattr(self.hf, "backend_tokenizer", None)
         if backend is None:
             raise FoundryError(
@@ -49,7 +54,7 @@ class LoadedTokenizer:
                 "`transformers.AutoTokenizer.from_pretrained(name, use_fast=True)` and "
                 "`save_pretrained(dir)`, then pass that directory."
             )
-        return backend.to_str()
+        return whole_documents(Tokenizer.from_str(backend.to_str())).to_str()
 
     def check_backend_agrees(self) -> None:
         """Workers tokenize with the Rust backend alone; make sure it gives what transformers
@@ -75,6 +80,14 @@ class LoadedTokenizer:
     def encode_plain(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens added by the tokenizer."""
         return list(self.hf.encode(text, add_special_tokens=False))
+
+
+def whole_documents(backend: Tokenizer) -> Tokenizer:
+    """``backend`` with truncation and padding switched off (a tokenizer saved for model inputs
+    may have them on; a conversion must neither cut documents nor pad them)."""
+    backend.no_truncation()
+    backend.no_padding()
+    return backend
 
 
 def _optional_int(value: Any) -> int | None:

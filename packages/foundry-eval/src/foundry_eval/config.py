@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -211,7 +211,7 @@ def _expected_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
                     current = c
     if current is None:
         return []
-    names = []
+    names: list[str] = []
     for name, field in current.model_fields.items():
         names.append(field.alias or name)
     return names
@@ -221,7 +221,7 @@ def format_validation_error(
     exc: ValidationError, model: type[BaseModel], where: str, prefix: str = ""
 ) -> str:
     """All problems at once: dotted key, what was expected, what was given, did-you-mean."""
-    lines = []
+    lines: list[str] = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         key = ".".join([prefix] * bool(prefix) + [str(p) for p in loc]) or "<root>"
@@ -279,7 +279,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
                     f"override '{item}': '{part}' is not a mapping in the config. "
                     "Override the whole value instead."
                 )
-            node = child
+            node = cast("dict[str, Any]", child)
         node[parts[-1]] = value
     return data
 

@@ -100,6 +100,13 @@ def fewshot_indices(size: int, num_fewshot: int, example_idx: int, rng: random.R
     return chosen
 
 
+def _encode_many(tokenizer: Tokenizer, texts: list[str], *, special: bool) -> list[list[int]]:
+    """Token ids of each text, from one batched tokenizer call."""
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(texts, add_special_tokens=special)["input_ids"]]
+
+
 def _with_space(text: str, prefix_space: bool) -> str:
     return f" {text}" if prefix_space and not text.startswith(" ") else text
 
@@ -152,7 +159,9 @@ class _PromptBuilder:
         return text
 
     def preamble_ids(self, text: str) -> list[int]:
-        ids = _encode(self.tokenizer, text, special=True)
+        return self._drop_eos(_encode(self.tokenizer, text, special=True))
+
+    def _drop_eos(self, ids: list[int]) -> list[int]:
         eos = self.tokenizer.eos_token_id
         if eos is not None and len(ids) > 1 and ids[-1] == eos:
             ids = ids[:-1]
@@ -161,57 +170,84 @@ class _PromptBuilder:
     def encode(self, text: str) -> list[int]:
         return _encode(self.tokenizer, text, special=False)
 
+    def preamble_ids_many(self, texts: list[str]) -> dict[str, list[int]]:
+        """Token ids of each distinct preamble (0-shot tasks share one)."""
+        unique = list(dict.fromkeys(texts))
+        ids = _encode_many(self.tokenizer, unique, special=True)
+        return {t: self._drop_eos(x) for t, x in zip(unique, ids, strict=True)}
+
+    def encode_many(self, texts: list[str]) -> list[list[int]]:
+        return _encode_many(self.tokenizer, texts, special=False)
+
+
+@dataclass
+class _QuestionText:
+    """One log-likelihood question as text, before tokenization."""
+
+    index: int
+    preamble: str
+    contexts: list[str]  # each is tokenized after the preamble's tokens
+    continuations: list[str]
+    gold: int
+    choice_texts: list[str]
+    category: str | None
+
+
+def _question_text(b: _PromptBuilder, idx: int, row: dict[str, Any]) -> _QuestionText:
+    task = b.task
+    pre_text = b.preamble(idx)
+    category = row.get("category") if task.has_categories else None
+    if task.icl_task_type == "schema":
+        options = _schema_options(task, row, pre_text)
+        cont = _with_space(row["continuation"], b.prefix_space)
+        texts = list(row["context_options"])
+        return _QuestionText(idx, pre_text, options, [cont], row["gold"], texts, category)
+    ctx = b.context(row, pre_text, add_answer=False).rstrip()
+    if task.icl_task_type == "multiple_choice":
+        texts = list(row["choices"])
+        gold = row["gold"]
+    else:
+        texts = [row["continuation"]]
+        gold = 0
+    conts = [_with_space(c, b.prefix_space) for c in texts]
+    return _QuestionText(idx, pre_text, [ctx], conts, gold, texts, category)
+
+
+def _schema_options(task: TaskConfig, row: dict[str, Any], pre_text: str) -> list[str]:
+    if pre_text:
+        delim = task.continuation_delimiter.rstrip()
+        return [
+            f"{task.question_prelimiter}{task.example_delimiter}{c}{delim}"
+            for c in row["context_options"]
+        ]
+    return [f"{task.question_prelimiter}{c}" for c in row["context_options"]]
+
 
 def build_loglikelihood_questions(
     task: TaskConfig, rows: list[dict[str, Any]], tokenizer: Tokenizer, count: int
 ) -> list[LoglikelihoodQuestion]:
-    """Requests for the first ``count`` rows of a language_modeling, multiple_choice or schema task."""
+    """Requests for the first ``count`` rows of a language_modeling, multiple_choice or schema task.
+
+    All texts are built first and tokenized in two batched tokenizer calls (preambles, with
+    special tokens; everything else, without), which is much faster than one call per string.
+    """
     rows = [strip_row(r) for r in rows]
     b = _PromptBuilder(task, rows, tokenizer)
+    drafts = [_question_text(b, idx, rows[idx]) for idx in range(count)]
+    preambles = b.preamble_ids_many([d.preamble for d in drafts])
+    pieces = b.encode_many([t for d in drafts for t in (*d.contexts, *d.continuations)])
     out: list[LoglikelihoodQuestion] = []
-    for idx in range(count):
-        row = rows[idx]
-        pre_text = b.preamble(idx)
-        pre = b.preamble_ids(pre_text)
-        category = row.get("category") if task.has_categories else None
-        if task.icl_task_type == "schema":
-            out.append(_schema_question(b, idx, row, pre_text, pre, category))
-            continue
-        ctx = pre + b.encode(b.context(row, pre_text, add_answer=False).rstrip())
-        if task.icl_task_type == "multiple_choice":
-            texts = list(row["choices"])
-            conts = [b.encode(_with_space(c, b.prefix_space)) for c in texts]
-            gold = row["gold"]
-        else:
-            texts = [row["continuation"]]
-            conts = [b.encode(_with_space(row["continuation"], b.prefix_space))]
-            gold = 0
-        out.append(LoglikelihoodQuestion(idx, [ctx], conts, gold, texts, category))
+    k = 0
+    for d in drafts:
+        pre = preambles[d.preamble]
+        contexts = [pre + ids for ids in pieces[k : k + len(d.contexts)]]
+        k += len(d.contexts)
+        conts = pieces[k : k + len(d.continuations)]
+        k += len(d.continuations)
+        out.append(
+            LoglikelihoodQuestion(d.index, contexts, conts, d.gold, d.choice_texts, d.category)
+        )
     return out
-
-
-def _schema_question(
-    b: _PromptBuilder,
-    idx: int,
-    row: dict[str, Any],
-    pre_text: str,
-    pre: list[int],
-    category: str | None,
-) -> LoglikelihoodQuestion:
-    t = b.task
-    if pre_text:
-        delim = t.continuation_delimiter.rstrip()
-        options = [
-            f"{t.question_prelimiter}{t.example_delimiter}{c}{delim}"
-            for c in row["context_options"]
-        ]
-    else:
-        options = [f"{t.question_prelimiter}{c}" for c in row["context_options"]]
-    contexts = [pre + b.encode(o) for o in options]
-    cont = b.encode(_with_space(row["continuation"], b.prefix_space))
-    return LoglikelihoodQuestion(
-        idx, contexts, [cont], row["gold"], list(row["context_options"]), category
-    )
 
 
 def build_generation_requests(
@@ -276,15 +312,7 @@ def render_prompts(
         row = rows[idx]
         pre = b.preamble(idx)
         if task.icl_task_type == "schema":
-            t = task
-            if pre:
-                delim = t.continuation_delimiter.rstrip()
-                opts = [
-                    f"{t.question_prelimiter}{t.example_delimiter}{c}{delim}"
-                    for c in row["context_options"]
-                ]
-            else:
-                opts = [f"{t.question_prelimiter}{c}" for c in row["context_options"]]
+            opts = _schema_options(task, row, pre)
             out.append(
                 {
                     "context_options": [pre + o for o in opts],

@@ -6,12 +6,28 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 from foundry_eval.errors import FoundryError
 from foundry_eval.gauntlet import GauntletResult
 
 __all__ = ["EvalResults", "TaskResult", "write_atomic"]
+
+
+class _Axes(Protocol):
+    """The matplotlib Axes methods the PNG chart uses."""
+
+    def barh(self, y: list[str], width: list[float]) -> object: ...
+    def set_xlim(self, left: float, right: float) -> object: ...
+    def set_xlabel(self, xlabel: str) -> object: ...
+    def invert_yaxis(self) -> None: ...
+
+
+class _Figure(Protocol):
+    """The matplotlib Figure methods the PNG chart uses."""
+
+    def tight_layout(self) -> None: ...
+    def savefig(self, fname: Path, *, dpi: int) -> None: ...
 
 
 @dataclass
@@ -20,19 +36,19 @@ class TaskResult:
     label: str
     num_fewshot: int
     task_type: str
-    metrics: dict[str, float] = field(default_factory=dict)
-    categories: dict[str, dict[str, float]] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict[str, float])
+    categories: dict[str, dict[str, float]] = field(default_factory=dict[str, dict[str, float]])
     num_examples: int = 0
     seconds: float = 0.0
     missing: str | None = None
-    examples: list[dict[str, Any]] = field(default_factory=list)
+    examples: list[dict[str, Any]] = field(default_factory=list[dict[str, Any]])
 
 
 @dataclass
 class EvalResults:
     """Results of one eval run. ``to_dict()`` gives ``{task_name: {metric: value}}`` (+ gauntlet)."""
 
-    tasks: dict[str, TaskResult] = field(default_factory=dict)
+    tasks: dict[str, TaskResult] = field(default_factory=dict[str, TaskResult])
     gauntlet: GauntletResult | None = None
     model: str = ""
 
@@ -45,7 +61,7 @@ class EvalResults:
         return out
 
     def to_json_dict(self, log_samples: bool = False) -> dict[str, Any]:
-        tasks = {}
+        tasks: dict[str, dict[str, Any]] = {}
         for n, t in self.tasks.items():
             entry: dict[str, Any] = {
                 "label": t.label,
@@ -74,7 +90,7 @@ class EvalResults:
 
     # -- rendering -------------------------------------------------------------------------
     def _rows(self) -> list[list[str]]:
-        rows = []
+        rows: list[list[str]] = []
         for n, t in self.tasks.items():
             if t.missing:
                 rows.append([n, t.task_type, "-", "missing: " + t.missing])
@@ -86,7 +102,7 @@ class EvalResults:
     def _gauntlet_rows(self) -> list[list[str]]:
         if self.gauntlet is None:
             return []
-        rows = []
+        rows: list[list[str]] = []
         for name, v in {**self.gauntlet.averages, **self.gauntlet.categories}.items():
             note = ""
             missing = self.gauntlet.missing.get(name, [])
@@ -129,7 +145,7 @@ class EvalResults:
         for p in targets:
             if Path(p).exists() and not overwrite:
                 raise FoundryError(f"{p} already exists. Pass --overwrite or choose another path.")
-        written = []
+        written: list[Path] = []
         if json_path:
             text = json.dumps(self.to_json_dict(log_samples), indent=2, default=_jsonable)
             written.append(write_atomic(Path(json_path), text.encode()))
@@ -149,12 +165,15 @@ class EvalResults:
             raise FoundryError(
                 "a PNG chart needs matplotlib. Install it with pip install 'foundry-eval[plot]'."
             ) from None
-        names, values = [], []
+        names: list[str] = []
+        values: list[float] = []
         for n, t in self.tasks.items():
             if t.missing is None and t.metrics:
                 names.append(n)
                 values.append(next(iter(t.metrics.values())))
-        fig, ax = plt.subplots(figsize=(8, 0.35 * len(names) + 1.5))
+        figure, axes = plt.subplots(figsize=(8, 0.35 * len(names) + 1.5))
+        # matplotlib leaves its **kwargs unannotated; these views type the calls made here.
+        fig, ax = cast(_Figure, figure), cast(_Axes, axes)
         ax.barh(names, values)
         ax.set_xlim(0, 1)
         ax.set_xlabel("score (first metric of each task)")
@@ -163,14 +182,14 @@ class EvalResults:
         tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}.png")
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(tmp, dpi=100)
-        plt.close(fig)
+        plt.close(figure)
         os.replace(tmp, path)
         return path
 
 
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, set):
-        return sorted(obj)
+        return sorted(cast("set[Any]", obj))
     return str(obj)
 
 

@@ -10,12 +10,18 @@ Two paths give the same numbers (up to float rounding):
   continuation positions.
 - shared prefix: for a question whose choices share one context, the context is run once
   (left-padded across the questions of a batch, with explicit position ids) and its key/value cache
-  is reused by every choice, so a long few-shot prompt is not recomputed per choice. Needs a model
-  that takes a key/value cache (``cache`` or ``past_key_values``: any Hugging Face causal LM).
+  is reused by every choice, so a long few-shot prompt is not recomputed per choice. The choices
+  then run in length-sorted chunks, so a one-word answer is not padded to the longest one. Needs a
+  model that takes a key/value cache (``cache`` or ``past_key_values``: any Hugging Face causal LM).
+
+In both, where a length-sorted list is cut into batches is chosen by
+:func:`foundry_eval.batching.plan_batches` (least padded compute plus per-call cost), with at most
+``batch_size`` sequences (or shared contexts) per batch.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -23,7 +29,14 @@ from typing import Any
 
 import torch
 
+from foundry_eval.batching import call_overhead_tokens, plan_batches
+
 __all__ = ["ContinuationScore", "ScoreGroup", "input_device", "score_groups"]
+
+# Context tokens a shared prefix must save before it is worth its extra forward call, and how
+# many context tokens one choice token run over a copied cache must save (see _sharing_pays).
+_MIN_SHARED_SAVING = 8
+_CACHED_TOKEN_COST = 2
 
 
 @dataclass(frozen=True)
@@ -75,11 +88,17 @@ class _Capabilities:
     cache_arg: str | None  # "cache" (transformers >= 5.2x), "past_key_values" (older), or None
     position_ids: bool
     logits_to_keep: bool
+    use_cache: bool  # whether the cache can be switched off where it is not needed
 
     @classmethod
     def of(cls, model: Any) -> _Capabilities:
         cache_arg = next((n for n in ("cache", "past_key_values") if _accepts(model, n)), None)
-        return cls(cache_arg, _accepts(model, "position_ids"), _accepts(model, "logits_to_keep"))
+        return cls(
+            cache_arg,
+            _accepts(model, "position_ids"),
+            _accepts(model, "logits_to_keep"),
+            _accepts(model, "use_cache"),
+        )
 
 
 def input_device(model: Any, device: torch.device | None) -> torch.device:
@@ -127,7 +146,7 @@ def _score_full_batch(
         sl = slice(width - len(inp), width) if left else slice(0, len(inp))
         ids[b, sl] = torch.tensor(inp)
         mask[b, sl] = 1
-    kwargs: dict[str, Any] = {}
+    kwargs: dict[str, Any] = {"use_cache": False} if caps.use_cache else {}
     keep = width
     if left:
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
@@ -147,17 +166,31 @@ def _score_full_batch(
     return _gather_scores(sel, torch.tensor(tgts, device=logits.device), [len(c) for _, c in pairs])
 
 
-def _repeat_cache(past: Any, index: torch.Tensor) -> Any:
+def _cache_rows(past: Any, index: torch.Tensor, keep: bool) -> Any:
+    """The key/value cache repeated along the batch as ``index`` says.
+
+    ``reorder_cache`` (the beam-search API of transformers' caches) works in place, so when the
+    original is needed again (``keep``) it is applied to a copy. Legacy tuple caches are rebuilt.
+    """
     if hasattr(past, "reorder_cache"):
-        past.reorder_cache(index)
-        return past
+        target = copy.deepcopy(past) if keep else past
+        target.reorder_cache(index)
+        return target
     return tuple(tuple(t.index_select(0, index) for t in layer) for layer in past)
 
 
-def _score_shared_batch(
+@dataclass(frozen=True)
+class _ContextPass:
+    """The shared contexts of a batch after one forward: left-padded mask and key/value cache."""
+
+    mask: torch.Tensor  # (G, W), 1 on context tokens; every context ends at column W - 1
+    last: torch.Tensor  # (G, V) logits predicting each continuation's first token
+    cache: Any
+
+
+def _run_contexts(
     model: Any, groups: list[ScoreGroup], device: torch.device, pad_id: int, caps: _Capabilities
-) -> list[list[ContinuationScore]]:
-    use_positions = caps.position_ids
+) -> _ContextPass:
     g = len(groups)
     width = max(len(x.context) for x in groups)
     ids = torch.full((g, width), pad_id, dtype=torch.long)
@@ -166,47 +199,99 @@ def _score_shared_batch(
         ids[i, width - len(grp.context) :] = torch.tensor(grp.context)
         mask[i, width - len(grp.context) :] = 1
     kwargs: dict[str, Any] = {"use_cache": True}
-    if use_positions:
+    if caps.position_ids:
         kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(device)
     if caps.logits_to_keep:
         kwargs["logits_to_keep"] = 1
     out = model(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
-    last = out.logits[:, -1, :]  # (G, V): predicts each continuation's first token
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    return _ContextPass(mask, out.logits[:, -1, :], cache)
+
+
+def _run_continuations(
+    model: Any,
+    ctx: _ContextPass,
+    owners: list[int],
+    conts: list[list[int]],
+    cache: Any,
+    device: torch.device,
+    pad_id: int,
+    caps: _Capabilities,
+) -> torch.Tensor:
+    """Logits (R, T, V) at every position of ``conts[r][:-1]``, continuing context ``owners[r]``."""
+    rest = max(len(c) for c in conts) - 1
+    cids = torch.full((len(conts), rest), pad_id, dtype=torch.long)
+    cmask = torch.zeros((len(conts), rest), dtype=torch.long)
+    for j, c in enumerate(conts):
+        cids[j, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
+        cmask[j, : len(c) - 1] = 1
+    full_mask = torch.cat([ctx.mask[owners], cmask], dim=1)
+    kw: dict[str, Any] = {str(caps.cache_arg): cache, "use_cache": True}
+    if caps.position_ids:
+        start = ctx.mask.sum(-1)[owners][:, None]
+        kw["position_ids"] = (start + torch.arange(rest)[None, :]).to(device)
+    return model(input_ids=cids.to(device), attention_mask=full_mask.to(device), **kw).logits
+
+
+def _score_shared_batch(
+    model: Any,
+    groups: list[ScoreGroup],
+    device: torch.device,
+    pad_id: int,
+    caps: _Capabilities,
+) -> list[list[ContinuationScore]]:
+    """One forward over the contexts, then the choices in length-sorted chunks over its cache."""
+    ctx = _run_contexts(model, groups, device, pad_id, caps)
     owner = [i for i, grp in enumerate(groups) for _ in grp.continuations]
     conts = [c for grp in groups for c in grp.continuations]
-    rest = max(len(c) for c in conts) - 1
-    later = None
-    if rest > 0:
-        r = len(conts)
-        returned = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
-        past = _repeat_cache(returned, torch.tensor(owner, device=device))
-        cids = torch.full((r, rest), pad_id, dtype=torch.long)
-        cmask = torch.zeros((r, rest), dtype=torch.long)
-        for j, c in enumerate(conts):
-            cids[j, : len(c) - 1] = torch.tensor(c[:-1], dtype=torch.long)
-            cmask[j, : len(c) - 1] = 1
-        full_mask = torch.cat([mask[owner], cmask], dim=1)
-        kw: dict[str, Any] = {str(caps.cache_arg): past, "use_cache": True}
-        if use_positions:
-            start = mask.sum(-1)[owner][:, None]
-            kw["position_ids"] = (start + torch.arange(rest)[None, :]).to(device)
-        later = model(input_ids=cids.to(device), attention_mask=full_mask.to(device), **kw).logits
+    # Choices longer than one token continue the context; sorted longest first and cut where
+    # padding a short choice to a long one would cost more than another forward call.
+    rows = sorted((j for j, c in enumerate(conts) if len(c) > 1), key=lambda j: -len(conts[j]))
+    chunks = plan_batches(
+        [len(conts[j]) - 1 for j in rows], len(rows) or 1, call_overhead_tokens(device)
+    )
+    later: dict[int, torch.Tensor] = {}  # choice -> (len - 1, V) logits after its tokens
+    for k, chunk in enumerate(chunks):
+        picked = [rows[t] for t in chunk]
+        index = torch.tensor([owner[j] for j in picked], device=device)
+        cache = _cache_rows(ctx.cache, index, keep=k < len(chunks) - 1)
+        logits = _run_continuations(
+            model, ctx, [owner[j] for j in picked], [conts[j] for j in picked], cache, device,
+            pad_id, caps,
+        )  # fmt: skip
+        for t, j in enumerate(picked):
+            later[j] = logits[t, : len(conts[j]) - 1]
     scored = [grp.n_scored(j) for grp in groups for j in range(len(grp.continuations))]
-    pieces, tgts = [], []
+    pieces: list[torch.Tensor] = []
+    tgts: list[int] = []
     for j, (c, n) in enumerate(zip(conts, scored, strict=True)):
         first = len(c) - n  # token k of c is predicted by the prefix (k = 0) or by c[k - 1]
         if first == 0:
-            pieces.append(last[owner[j]][None, :])
-        if len(c) > 1 and later is not None:
-            pieces.append(later[j, max(first, 1) - 1 : len(c) - 1].to(last.device))
+            pieces.append(ctx.last[owner[j]][None, :])
+        if len(c) > 1:
+            pieces.append(later[j][max(first, 1) - 1 :].to(ctx.last.device))
         tgts += c[first:]
-    scores = _gather_scores(torch.cat(pieces), torch.tensor(tgts, device=last.device), scored)
+    scores = _gather_scores(torch.cat(pieces), torch.tensor(tgts, device=ctx.last.device), scored)
     grouped: list[list[ContinuationScore]] = []
     k = 0
     for grp in groups:
         grouped.append(scores[k : k + len(grp.continuations)])
         k += len(grp.continuations)
     return grouped
+
+
+@dataclass(frozen=True)
+class _Run:
+    """Everything a scoring pass needs besides the groups."""
+
+    model: Any
+    device: torch.device
+    batch_size: int
+    max_seq_len: int
+    pad_id: int
+    caps: _Capabilities
+    overhead: int
+    on_progress: Callable[[int], object] | None
 
 
 def score_groups(
@@ -222,106 +307,101 @@ def score_groups(
 ) -> list[list[ContinuationScore]]:
     """Score every continuation of every group; results follow the input order.
 
-    ``batch_size`` is the number of sequences per forward pass. ``on_progress(n)`` is called with
-    the number of groups finished after each batch.
+    ``batch_size`` is the most sequences (or shared contexts) per forward pass. ``on_progress(n)``
+    is called with the number of groups finished after each batch.
     """
     dev = input_device(model, device)
-    results: list[list[ContinuationScore] | None] = [None] * len(groups)
     caps = _Capabilities.of(model)
+    run = _Run(
+        model, dev, batch_size, max_seq_len, pad_id, caps, call_overhead_tokens(dev), on_progress
+    )
+    results: list[list[ContinuationScore] | None] = [None] * len(groups)
     shared_ok = share_prefix and caps.cache_arg is not None
-    shared, single = [], []
+    shared: list[int] = []
+    single: list[int] = []
     for i, grp in enumerate(groups):
-        longest = max(len(c) for c in grp.continuations)
-        fits = len(grp.context) + longest <= max_seq_len + 1 and len(grp.context) > 0
-        # Sharing saves (N - 1) context passes but pads every choice to the batch's longest one:
-        # worth it when the context outweighs the choices.
-        pays = (len(grp.continuations) - 1) * len(grp.context) > sum(
-            len(c) for c in grp.continuations
-        )
-        if shared_ok and fits and pays and len(grp.continuations) > 1:
-            shared.append(i)
-        else:
-            single.append(i)
+        (shared if shared_ok and _sharing_pays(grp, max_seq_len) else single).append(i)
     with torch.inference_mode():
-        _run_shared(
-            model, groups, shared, results, batch_size, dev, max_seq_len, pad_id, caps, on_progress
-        )
-        _run_full(
-            model, groups, single, results, batch_size, dev, max_seq_len, pad_id, caps, on_progress
-        )
+        _run_shared(run, groups, shared, results)
+        _run_full(run, groups, single, results)
     return [r if r is not None else [] for r in results]
 
 
+def _sharing_pays(grp: ScoreGroup, max_seq_len: int) -> bool:
+    """Whether computing the context once saves work.
+
+    Sharing skips ``N - 1`` context passes, but the choices then run over a copied key/value
+    cache, which costs more per token than a plain forward (about 2.6x in a CPU profile of
+    arc_easy 3-shot on the benchmark's model). So sharing must save at least twice as many context
+    tokens as the choices hold: true for few-shot prompts, not for 0-shot questions with
+    sentence-long answers (piqa, where sharing measured no faster).
+    """
+    if len(grp.continuations) < 2 or not grp.context:
+        return False
+    longest = max(len(c) for c in grp.continuations)
+    fits = len(grp.context) + longest <= max_seq_len + 1
+    saved = (len(grp.continuations) - 1) * len(grp.context)
+    choices = sum(len(c) for c in grp.continuations)
+    return fits and saved >= max(_CACHED_TOKEN_COST * choices, _MIN_SHARED_SAVING)
+
+
 def _run_shared(
-    model: Any,
+    run: _Run,
     groups: list[ScoreGroup],
     order: list[int],
     results: list[list[ContinuationScore] | None],
-    batch_size: int,
-    dev: torch.device,
-    max_seq_len: int,
-    pad_id: int,
-    caps: _Capabilities,
-    on_progress: Callable[[int], object] | None,
 ) -> None:
-    """``batch_size`` contexts per batch; their choices follow in one more forward."""
-    for batch in _shared_batches(groups, order, batch_size, max_seq_len):
-        scored = _score_shared_batch(model, [groups[i] for i in batch], dev, pad_id, caps)
+    """At most ``batch_size`` contexts per batch; their choices follow over the cache."""
+    for batch in _shared_batches(run, groups, order):
+        scored = _score_shared_batch(
+            run.model, [groups[i] for i in batch], run.device, run.pad_id, run.caps
+        )
         for i, s in zip(batch, scored, strict=True):
             results[i] = s
-        if on_progress:
-            on_progress(len(batch))
+        if run.on_progress:
+            run.on_progress(len(batch))
 
 
-def _shared_batches(
-    groups: list[ScoreGroup], order: list[int], batch_size: int, max_seq_len: int
-) -> list[list[int]]:
-    """Longest contexts first, at most ``batch_size`` per batch, and never wider than the model.
+def _shared_batches(run: _Run, groups: list[ScoreGroup], order: list[int]) -> list[list[int]]:
+    """Longest contexts first, cut where padding costs most, and never wider than the model.
 
     A shared batch pads every context to the batch's longest and every choice to its longest
     (minus the first token, predicted by the context), so that padded width is what must fit.
     """
-    batches: list[list[int]] = []
-    width = longest = 0
-    for i in sorted(order, key=lambda i: -len(groups[i].context)):
-        grp = groups[i]
-        cont = max(len(c) for c in grp.continuations)
-        new_width, new_longest = max(width, len(grp.context)), max(longest, cont)
-        if batches and len(batches[-1]) < batch_size and new_width + new_longest - 1 <= max_seq_len:
-            batches[-1].append(i)
-            width, longest = new_width, new_longest
-        else:
-            batches.append([i])
-            width, longest = len(grp.context), cont
-    return batches
+    ranked = sorted(order, key=lambda i: -len(groups[i].context))
+    plan = plan_batches(
+        [len(groups[i].context) for i in ranked],
+        run.batch_size,
+        run.overhead,
+        tails=[max(len(c) for c in groups[i].continuations) - 1 for i in ranked],
+        max_width=run.max_seq_len,
+    )
+    return [[ranked[k] for k in b] for b in plan]
 
 
 def _run_full(
-    model: Any,
+    run: _Run,
     groups: list[ScoreGroup],
     order: list[int],
     results: list[list[ContinuationScore] | None],
-    batch_size: int,
-    dev: torch.device,
-    max_seq_len: int,
-    pad_id: int,
-    caps: _Capabilities,
-    on_progress: Callable[[int], object] | None,
 ) -> None:
+    """Each (context, continuation) as one sequence; longest first, in padding-aware batches."""
     flat = [(i, j) for i in order for j in range(len(groups[i].continuations))]
-    flat.sort(
-        key=lambda ij: -(len(groups[ij[0]].context) + len(groups[ij[0]].continuations[ij[1]]))
-    )
+    pairs = {ij: groups[ij[0]].pair(ij[1]) for ij in flat}
+    width = {ij: min(len(c) + len(t), run.max_seq_len + 1) - 1 for ij, (c, t) in pairs.items()}
+    flat.sort(key=lambda ij: -width[ij])
     partial: dict[int, dict[int, ContinuationScore]] = {}
-    for start in range(0, len(flat), batch_size):
-        chunk = flat[start : start + batch_size]
-        pairs = [groups[i].pair(j) for i, j in chunk]
-        scores = _score_full_batch(model, pairs, dev, max_seq_len, pad_id, caps)
+    for batch in plan_batches([width[ij] for ij in flat], run.batch_size, run.overhead):
+        chunk = [flat[k] for k in batch]
+        scores = _score_full_batch(
+            run.model, [pairs[ij] for ij in chunk], run.device, run.max_seq_len, run.pad_id,
+            run.caps,
+        )  # fmt: skip
         done = 0
         for (i, j), s in zip(chunk, scores, strict=True):
             partial.setdefault(i, {})[j] = s
             if len(partial[i]) == len(groups[i].continuations):
                 results[i] = [partial[i][x] for x in range(len(groups[i].continuations))]
                 done += 1
-        if on_progress and done:
-            on_progress(done)
+        if run.on_progress and done:
+            run.on_progress(done)

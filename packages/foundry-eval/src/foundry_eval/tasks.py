@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.resources
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from foundry_eval.config import (
     GauntletConfig,
@@ -49,7 +49,7 @@ def _as_dict(source: str | Path | dict[str, Any] | list[dict[str, Any]]) -> dict
     data = read_yaml(text)
     if not isinstance(data, dict):
         raise FoundryError(f"{text} must hold a mapping with an 'icl_tasks' list.")
-    return data
+    return cast("dict[str, Any]", data)
 
 
 def load_tasks(
@@ -70,7 +70,7 @@ def load_tasks(
         )
     tasks: list[TaskConfig] = []
     seen: set[str] = set()
-    for i, entry in enumerate(entries):
+    for i, entry in enumerate(cast("list[Any]", entries)):
         spec = parse_model(TaskSpec, entry, "task config", prefix=f"icl_tasks[{i}]")
         fields = spec.model_dump(exclude={"num_fewshot", "batch_size", "num_beams"})
         fields.pop("post_processing_funcs", None)
@@ -102,7 +102,7 @@ def select_tasks(
         if unknown:
             import difflib
 
-            hints = []
+            hints: list[str] = []
             for n in unknown:
                 close = difflib.get_close_matches(n, sorted(known), n=1)
                 hints.append(f"'{n}'" + (f" (did you mean '{close[0]}'?)" if close else ""))

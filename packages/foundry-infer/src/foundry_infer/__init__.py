@@ -1,7 +1,5 @@
 """foundry-infer: generate, chat, ONNX export with a KV cache, and an OpenAI-compatible server."""
 
-from importlib.metadata import version
-
 from .engines import Engine, OrtEngine, TorchEngine, load_engine
 from .errors import ExportError, FoundryError
 from .generation import DecodeBatch, SequenceState, TextStream, generate_tokens
@@ -9,7 +7,7 @@ from .model_dir import OnnxManifest, detect_model_kind, load_tokenizer, read_gen
 from .onnx_export import ExportReport, export_onnx, quantize_onnx
 from .sampling import SamplingParams
 
-__version__ = version("foundry-infer")
+__version__ = "0.1.0"  # kept in step with pyproject.toml by scripts/bump_version.py
 
 __all__ = [
     "DecodeBatch",

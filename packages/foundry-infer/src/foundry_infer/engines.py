@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -18,6 +18,11 @@ from .errors import FoundryError
 from .kv_batch import Past
 from .kv_graph import CacheLayout, cache_layout, input_names
 from .model_dir import ONNX_MODEL_NAME, OnnxManifest, detect_model_kind
+from .ort_api import import_onnxruntime
+
+if TYPE_CHECKING:
+    import torch
+    from transformers import PretrainedConfig
 
 __all__ = ["Engine", "OrtEngine", "TorchEngine", "load_engine", "ort_providers"]
 
@@ -57,7 +62,10 @@ class TorchEngine:
             )
         torch_dtype = _torch_dtype(dtype, self.device.type)
         try:
-            model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch_dtype)
+            # transformers leaves from_pretrained's *model_args/**kwargs unannotated (Unknown).
+            model = AutoModelForCausalLM.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
+                str(model_dir), dtype=torch_dtype
+            )
         except (OSError, ValueError, pickle.UnpicklingError) as exc:
             raise FoundryError(
                 f"cannot load a causal LM from {model_dir}: {exc}. Give a Hugging Face model "
@@ -88,17 +96,18 @@ class TorchEngine:
     ) -> tuple[np.ndarray, Past]:
         torch = self._torch
         with torch.inference_mode():
+            # as_tensor wraps a numpy array without a copy, as from_numpy (untyped stub) does
             outputs = self.step_module(
-                torch.from_numpy(input_ids).to(self.device),
-                torch.from_numpy(attention_mask).to(self.device),
-                torch.from_numpy(position_ids).to(self.device),
+                torch.as_tensor(input_ids).to(self.device),
+                torch.as_tensor(attention_mask).to(self.device),
+                torch.as_tensor(position_ids).to(self.device),
                 *past,
             )
         logits = outputs[0].float().cpu().numpy()
         return logits, list(outputs[1:])
 
 
-def _torch_dtype(dtype: str, device_type: str) -> Any:
+def _torch_dtype(dtype: str, device_type: str) -> torch.dtype:
     import torch
 
     table = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -111,9 +120,7 @@ def _torch_dtype(dtype: str, device_type: str) -> Any:
 
 def ort_providers(provider: Provider = "auto") -> list[str]:
     """The ONNX Runtime execution providers to use: CUDA where onnxruntime-gpu offers it."""
-    import onnxruntime as ort
-
-    available = ort.get_available_providers()
+    available = import_onnxruntime().get_available_providers()
     if provider == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise FoundryError(
@@ -132,8 +139,7 @@ class OrtEngine:
     def __init__(
         self, onnx_dir: str | Path, provider: Provider = "auto", threads: int | None = None
     ) -> None:
-        import onnxruntime as ort
-
+        ort = import_onnxruntime()
         directory = Path(onnx_dir)
         self.manifest = OnnxManifest.read(directory)
         m = self.manifest
@@ -179,7 +185,7 @@ class OrtEngine:
         if self._feeds_position_ids:
             feed["position_ids"] = position_ids
         feed.update(zip(self._past_names, past, strict=True))
-        outputs: list[Any] = list(self.session.run(None, feed))
+        outputs = [np.asarray(x) for x in self.session.run(None, feed)]  # all dense arrays
         return outputs[0], outputs[1:]
 
 
@@ -213,4 +219,9 @@ def layout_of(model_dir: str | Path) -> CacheLayout:
     """The cache geometry of an HF directory, without loading weights."""
     from transformers import AutoConfig
 
-    return cache_layout(AutoConfig.from_pretrained(str(model_dir)))
+    # transformers leaves from_pretrained's **kwargs unannotated (Unknown).
+    config = cast(
+        "PretrainedConfig",
+        AutoConfig.from_pretrained(str(model_dir)),  # pyright: ignore[reportUnknownMemberType]
+    )
+    return cache_layout(config)

@@ -42,7 +42,7 @@ class SequenceState:
     max_new_tokens: int
     sampling: SamplingParams = field(default_factory=SamplingParams)
     eos_token_ids: frozenset[int] = frozenset()
-    generated: list[int] = field(default_factory=list)
+    generated: list[int] = field(default_factory=list[int])
     finish_reason: FinishReason | None = None
     uid: int = field(default_factory=lambda: next(_ids))
 
@@ -130,7 +130,7 @@ class DecodeBatch:
             tokens, self._mask, self._positions[:, None], self._past
         )
         self._positions = self._positions + 1
-        events = []
+        events: list[tuple[SequenceState, int]] = []
         for row, seq in enumerate(self.rows):
             if seq.finished:  # cancelled while the step ran
                 continue

@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from .errors import FoundryError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 __all__ = [
     "ONNX_MANIFEST_NAME",
@@ -54,7 +57,7 @@ class OnnxManifest:
     quantization: Literal["none", "int8"] = "none"
     source: str = ""
     max_abs_diff: float | None = None
-    versions: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict[str, str])
     format_version: int = ONNX_FORMAT_VERSION
 
     def write(self, directory: Path) -> None:
@@ -95,12 +98,16 @@ def detect_model_kind(path: str | Path) -> ModelKind:
     )
 
 
-def load_tokenizer(path: str | Path) -> Any:
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     """Load the tokenizer saved in a model directory (HF or ONNX)."""
     from transformers import AutoTokenizer
 
     try:
-        return AutoTokenizer.from_pretrained(str(path))
+        # transformers leaves AutoTokenizer.from_pretrained unannotated (Unknown).
+        return cast(
+            "PreTrainedTokenizerBase",
+            AutoTokenizer.from_pretrained(str(path)),  # pyright: ignore[reportUnknownMemberType]
+        )
     except (OSError, ValueError) as exc:
         raise FoundryError(
             f"cannot load a tokenizer from {path}: {exc}. Save the tokenizer into the model "
@@ -130,8 +137,7 @@ def read_generation_defaults(path: str | Path, tokenizer: Any) -> GenerationDefa
             raw = json.loads(gen_path.read_text())
         except ValueError as exc:
             raise FoundryError(f"{gen_path} is not valid JSON ({exc}). Fix or delete it.") from exc
-    eos = raw.get("eos_token_id", tokenizer.eos_token_id)
-    eos_ids = tuple(int(t) for t in (eos if isinstance(eos, list) else [eos]) if t is not None)
+    eos_ids = _token_ids(raw.get("eos_token_id", tokenizer.eos_token_id))
     pad = raw.get("pad_token_id", tokenizer.pad_token_id)
     return GenerationDefaults(
         eos_token_ids=eos_ids,
@@ -142,3 +148,9 @@ def read_generation_defaults(path: str | Path, tokenizer: Any) -> GenerationDefa
         top_k=int(raw.get("top_k") or 0),
         max_new_tokens=raw.get("max_new_tokens"),
     )
+
+
+def _token_ids(value: Any) -> tuple[int, ...]:
+    """A JSON token id field (one id, a list of ids, or null) as a tuple of ids."""
+    items = cast("list[Any]", value) if isinstance(value, list) else [value]
+    return tuple(int(t) for t in items if t is not None)

@@ -18,19 +18,25 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 from .errors import ExportError, FoundryError
 from .kv_graph import FlatCacheStep, input_names, output_names
 from .model_dir import ONNX_MODEL_NAME, OnnxManifest, detect_model_kind, load_tokenizer
+from .ort_api import import_onnxruntime, import_quantization
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["ExportReport", "export_onnx", "quantize_onnx"]
 
 # Graphs above this size keep their weights in an external data file (protobuf's 2 GiB limit).
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 FP32_TOLERANCE = 1e-3
+# FlatCacheStep's arguments: input_ids, attention_mask, position_ids, then 2 * layers past tensors.
+StepInputs: TypeAlias = "tuple[torch.Tensor, ...]"
 
 
 @dataclass(frozen=True)
@@ -118,7 +124,10 @@ def _load(source: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM
 
     try:
-        model = AutoModelForCausalLM.from_pretrained(str(source), dtype=torch.float32)
+        # transformers leaves from_pretrained's *model_args/**kwargs unannotated (Unknown).
+        model = AutoModelForCausalLM.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
+            str(source), dtype=torch.float32
+        )
     except (OSError, ValueError) as exc:
         raise FoundryError(f"cannot load a causal LM from {source}: {exc}.") from exc
     return model.eval(), load_tokenizer(source)
@@ -128,7 +137,9 @@ def _param_bytes(model: Any) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
-def _example_inputs(step: FlatCacheStep, batch: int, seq: int, past: int, seed: int = 0) -> tuple:
+def _example_inputs(
+    step: FlatCacheStep, batch: int, seq: int, past: int, seed: int = 0
+) -> StepInputs:
     import torch
 
     layout = step.layout
@@ -157,7 +168,9 @@ def _trace(step: FlatCacheStep, path: Path, opset: int, external: bool) -> None:
     with warnings.catch_warnings(), _quiet_stdout():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(
+            # torch's stub for export has parameters typed with unparameterised generics
+            # (PathLike, ScriptFunction) and untyped ones (training, operator_export_type).
+            torch.onnx.export(  # pyright: ignore[reportUnknownMemberType]
                 step,
                 _example_inputs(step, batch=2, seq=3, past=4),
                 str(path),
@@ -193,7 +206,7 @@ class _quiet_stdout:
         sys.stdout = self._saved
 
 
-def _check_inputs(step: FlatCacheStep) -> list[tuple]:
+def _check_inputs(step: FlatCacheStep) -> list[StepInputs]:
     """A prefill (past 0) and a decode step (past 5) with a left-padded row, batch 2."""
     prefill = _example_inputs(step, batch=2, seq=6, past=0, seed=1)
     decode = list(_example_inputs(step, batch=2, seq=1, past=5, seed=2))
@@ -202,7 +215,7 @@ def _check_inputs(step: FlatCacheStep) -> list[tuple]:
     return [prefill, tuple(decode)]
 
 
-def _torch_outputs(step: FlatCacheStep, inputs: list[tuple]) -> list[np.ndarray]:
+def _torch_outputs(step: FlatCacheStep, inputs: list[StepInputs]) -> list[np.ndarray]:
     import torch
 
     outputs: list[np.ndarray] = []
@@ -212,11 +225,11 @@ def _torch_outputs(step: FlatCacheStep, inputs: list[tuple]) -> list[np.ndarray]
     return outputs
 
 
-def _compare(path: Path, inputs: list[tuple], expected: list[np.ndarray]) -> tuple[float, float]:
+def _compare(
+    path: Path, inputs: list[StepInputs], expected: list[np.ndarray]
+) -> tuple[float, float]:
     """Largest abs difference to torch over all outputs, and top-1 agreement of the logits."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = import_onnxruntime().InferenceSession(str(path), providers=["CPUExecutionProvider"])
     wanted = {i.name for i in session.get_inputs()}
     names = input_names((len(inputs[0]) - 3) // 2)
     got: list[np.ndarray] = []
@@ -231,14 +244,14 @@ def _compare(path: Path, inputs: list[tuple], expected: list[np.ndarray]) -> tup
 
 
 def _quantise(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization import QuantType
 
     external = (src.parent / f"{src.name}.data").exists()
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)  # it logs advice about pre-processing at WARNING
     try:
-        quantize_dynamic(
+        import_quantization().quantize_dynamic(
             str(src),
             str(dst),
             weight_type=QuantType.QInt8,
@@ -265,11 +278,12 @@ def _save_side_files(
 
     tokenizer.save_pretrained(str(work))
     model.config.save_pretrained(str(work))
+    # transformers types these methods' **kwargs and PathLike parameters as Unknown.
     try:
-        generation = GenerationConfig.from_pretrained(str(source))
+        generation = GenerationConfig.from_pretrained(str(source))  # pyright: ignore[reportUnknownMemberType]
     except OSError:
-        generation = GenerationConfig.from_model_config(model.config)
-    generation.save_pretrained(str(work))
+        generation = GenerationConfig.from_model_config(model.config)  # pyright: ignore[reportUnknownMemberType]
+    generation.save_pretrained(str(work))  # pyright: ignore[reportUnknownMemberType]
     layout = step.layout
     OnnxManifest(
         num_layers=layout.num_layers,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from .errors import FoundryError
 
@@ -46,7 +47,7 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     if 0 < params.top_k < scores.shape[0]:
         cutoff = np.partition(scores, -params.top_k)[-params.top_k]
         scores = np.where(scores < cutoff, -np.inf, scores)
-    probs = np.exp(scores - np.max(scores))
+    probs: npt.NDArray[np.float64] = np.exp(scores - np.max(scores))
     probs /= probs.sum()
     if params.top_p < 1.0:
         order = np.argsort(-probs)
@@ -56,4 +57,4 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
         trimmed = np.zeros_like(probs)
         trimmed[kept] = probs[kept]
         probs = trimmed / trimmed.sum()
-    return int(rng.choice(probs.shape[0], p=probs))
+    return int(rng.choice(len(probs), p=probs))

@@ -39,9 +39,10 @@ __version__ = "0.1.0"
 
 
 def _register() -> None:
+    # transformers leaves the parameters of both `register` methods unannotated
     try:
-        AutoConfig.register(MPTConfig.model_type, MPTConfig)
-        AutoModelForCausalLM.register(MPTConfig, MPTForCausalLM)
+        AutoConfig.register(MPTConfig.model_type, MPTConfig)  # pyright: ignore[reportUnknownMemberType]
+        AutoModelForCausalLM.register(MPTConfig, MPTForCausalLM)  # pyright: ignore[reportUnknownMemberType]
     except ValueError:  # already registered (e.g. the module was reloaded)
         pass
 

@@ -18,7 +18,8 @@ attention dropout, which the fused kernels do not take.
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable
+from typing import Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,9 @@ __all__ = ["AttnImpl", "alibi_slopes", "attention", "torch_attention"]
 AttnImpl = Literal["torch", "flash", "triton"]
 
 
-def alibi_slopes(n_heads: int, alibi_bias_max: float = 8.0, device=None) -> torch.Tensor:
+def alibi_slopes(
+    n_heads: int, alibi_bias_max: float = 8.0, device: torch.device | str | None = None
+) -> torch.Tensor:
     """Per-head ALiBi slopes (n_heads,) in fp32, MPT's formula.
 
     For a power-of-two head count the slopes are 2^(-alibi_bias_max * h / n_heads), h = 1..n;
@@ -111,7 +114,7 @@ def attention(
     raise ValueError(f"unknown attention implementation {impl!r}; use 'torch', 'flash' or 'triton'")
 
 
-def _load_triton_kernel():
+def _load_triton_kernel() -> Callable[..., torch.Tensor]:
     try:
         from foundry_models.triton_attention import triton_attention
     except ImportError as exc:  # triton missing, or the kernel module not present
@@ -226,4 +229,6 @@ def attention_bias(
 
 
 def _broadcast_shape(a: torch.Tensor, b: torch.Tensor) -> tuple[int, ...]:
-    return tuple(torch.broadcast_shapes(a.shape, b.shape))
+    # torch leaves the parameters and return type of broadcast_shapes unannotated
+    shape = cast(torch.Size, torch.broadcast_shapes(a.shape, b.shape))  # pyright: ignore[reportUnknownMemberType]
+    return tuple(shape)

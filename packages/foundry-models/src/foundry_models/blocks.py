@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from foundry_models.attention import attention
+from foundry_models.attention import AttnImpl, attention
 from foundry_models.config import MPTConfig
 from foundry_models.norms import build_norm
 from foundry_models.rope import apply_rotary
@@ -33,6 +33,13 @@ class AttentionContext:
     force_torch: bool = False  # padded or cached batches go through the SDPA reference
 
 
+def _residual(linear: nn.Linear) -> nn.Linear:
+    """`linear`, marked as writing into the residual stream (its init is scaled by depth)."""
+    # torch types Module.__setattr__ values as Tensor | Module; a plain flag is stored as is
+    linear._is_residual = True  # pyright: ignore[reportArgumentType]
+    return linear
+
+
 class MPTAttention(nn.Module):
     """Multi-head (or grouped-query) self-attention with a fused Wqkv projection."""
 
@@ -43,7 +50,7 @@ class MPTAttention(nn.Module):
         self.n_heads = config.n_heads
         self.kv_n_heads = opts.kv_n_heads
         self.head_dim = config.head_dim
-        self.attn_impl = opts.attn_impl
+        self.attn_impl: AttnImpl = opts.attn_impl
         self.softmax_scale = opts.softmax_scale
         self.clip_qkv = opts.clip_qkv
         self.window = opts.sliding_window_size
@@ -56,8 +63,7 @@ class MPTAttention(nn.Module):
         if opts.qk_ln:
             self.q_ln = build_norm(config.norm_type, config.d_model, config.norm_eps, bias)
             self.k_ln = build_norm(config.norm_type, kv_dim, config.norm_eps, bias)
-        self.out_proj = nn.Linear(config.d_model, config.d_model, bias=bias)
-        self.out_proj._is_residual = True  # type: ignore[assignment]
+        self.out_proj = _residual(nn.Linear(config.d_model, config.d_model, bias=bias))
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, d = x.shape
@@ -84,7 +90,7 @@ class MPTAttention(nn.Module):
             q,
             k,
             v,
-            impl="torch" if use_torch else self.attn_impl,  # type: ignore[arg-type]
+            impl="torch" if use_torch else self.attn_impl,
             causal=True,
             alibi_slopes=ctx.alibi_slopes,
             window=self.window,
@@ -102,8 +108,7 @@ class MPTMLP(nn.Module):
     def __init__(self, d_model: int, hidden: int, bias: bool) -> None:
         super().__init__()
         self.up_proj = nn.Linear(d_model, hidden, bias=bias)
-        self.down_proj = nn.Linear(hidden, d_model, bias=bias)
-        self.down_proj._is_residual = True  # type: ignore[assignment]
+        self.down_proj = _residual(nn.Linear(hidden, d_model, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.gelu(self.up_proj(x), approximate="none"))
@@ -116,8 +121,7 @@ class MPTGLU(nn.Module):
         super().__init__()
         self.gate_proj = nn.Linear(d_model, hidden, bias=bias)
         self.up_proj = nn.Linear(d_model, hidden, bias=bias)
-        self.down_proj = nn.Linear(hidden, d_model, bias=bias)
-        self.down_proj._is_residual = True  # type: ignore[assignment]
+        self.down_proj = _residual(nn.Linear(hidden, d_model, bias=bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

@@ -11,10 +11,11 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeGuard
 
 from transformers import PretrainedConfig
 
+from foundry_models.attention import AttnImpl
 from foundry_models.errors import MPTConfigError
 
 __all__ = [
@@ -88,7 +89,7 @@ _KEY_HINTS = {
 class AttentionOptions:
     """Typed view of `attn_config`."""
 
-    attn_impl: str
+    attn_impl: AttnImpl
     attn_pdrop: float
     softmax_scale: float | None
     qk_ln: bool
@@ -119,28 +120,31 @@ class InitOptions:
     init_std: float
     emb_init_std: float | None
     init_div_is_residual: bool
-    fan_mode: str
-    init_nonlinearity: str
+    fan_mode: Literal["fan_in", "fan_out"]
+    init_nonlinearity: Literal["relu", "leaky_relu", "linear"]
 
 
 def _merge_section(
     section: str,
-    given: dict[str, Any] | None,
+    given: object,
     defaults: dict[str, Any],
     base: dict[str, Any] | None = None,
-) -> dict:
-    """`given` laid over `base` (default: the defaults); unknown keys are an error."""
+) -> dict[str, Any]:
+    """`given` laid over `base` (default: the defaults); unknown keys are an error.
+
+    `given` is whatever the user passed (None, or a dict of options); anything else is an error.
+    """
     base = defaults if base is None else base
     if given is None:
         return dict(base)
-    if not isinstance(given, dict):
+    if not _is_dict(given):
         raise MPTConfigError(
             f"{section} must be a mapping of option names to values, got {type(given).__name__}. "
             f"Pass e.g. {section}={{...}} with keys from: {', '.join(sorted(defaults))}."
         )
     unknown = [k for k in given if k not in defaults]
     if unknown:
-        parts = []
+        parts: list[str] = []
         for key in unknown:
             hint = _KEY_HINTS.get((section, key))
             if hint is None:
@@ -271,19 +275,24 @@ class MPTConfig(PretrainedConfig):
         self.__dict__["_foundry_validated"] = True
 
     def __setattr__(self, key: str, value: Any) -> None:
-        if key in _SECTION_DEFAULTS and isinstance(value, dict):
+        if key in _SECTION_DEFAULTS and _is_dict(value):
             current = self.__dict__.get(key)
             value = _merge_section(key, value, _SECTION_DEFAULTS[key], base=current)
         if key not in _VALIDATED or not self.__dict__.get("_foundry_validated"):
-            super().__setattr__(key, value)
+            self._config_setattr(key, value)
             return
         previous = self.__dict__.get(key)
-        super().__setattr__(key, value)
+        self._config_setattr(key, value)
         try:
             self._validate()
         except MPTConfigError:
-            super().__setattr__(key, previous)  # leave the config as it was
+            self._config_setattr(key, previous)  # leave the config as it was
             raise
+
+    def _config_setattr(self, key: str, value: Any) -> None:
+        """`PretrainedConfig.__setattr__` (it resolves `attribute_map` aliases)."""
+        # transformers leaves the parameters of PretrainedConfig.__setattr__ unannotated
+        super().__setattr__(key, value)  # pyright: ignore[reportUnknownMemberType]
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
@@ -441,7 +450,7 @@ class MPTConfig(PretrainedConfig):
             return []
         if not a["rope"]:
             return ["attn_config.rope_scaling is set but attn_config.rope is false; enable rope"]
-        if not isinstance(scaling, dict) or scaling.get("type") not in ROPE_SCALING_TYPES:
+        if not _is_dict(scaling) or scaling.get("type") not in ROPE_SCALING_TYPES:
             return [
                 f"attn_config.rope_scaling must be a mapping with 'type' in {ROPE_SCALING_TYPES}, "
                 f"got {scaling!r}"
@@ -453,7 +462,7 @@ class MPTConfig(PretrainedConfig):
                 f"attn_config.rope_scaling has unknown key(s) {unknown} for type "
                 f"{scaling['type']!r}; valid keys: {sorted(spec)}"
             ]
-        filled = {"type": scaling["type"], **spec, **scaling}
+        filled: dict[str, Any] = {"type": scaling["type"], **spec, **scaling}
         if "original_max_seq_len" in filled and filled["original_max_seq_len"] is None:
             # Pin the pre-scaling length now, so raising max_seq_len later does not move it.
             filled["original_max_seq_len"] = self.max_seq_len
@@ -484,7 +493,7 @@ class MPTConfig(PretrainedConfig):
         hidden = f["ffn_hidden_size"]
         if hidden is not None and (not isinstance(hidden, int) or hidden <= 0):
             out.append(f"ffn_config.ffn_hidden_size must be a positive integer, got {hidden!r}")
-        elif hidden is None and _is_number(self.expansion_ratio) and isinstance(self.d_model, int):
+        elif hidden is None and _is_number(self.expansion_ratio) and _is_int(self.d_model):
             product = self.expansion_ratio * self.d_model
             if abs(product - round(product)) > 1e-6:
                 out.append(
@@ -516,6 +525,16 @@ class MPTConfig(PretrainedConfig):
                 f"got {i['init_nonlinearity']!r}"
             )
         return out
+
+
+def _is_dict(value: object) -> TypeGuard[dict[str, Any]]:
+    """A dict of options (keys are option names, so `str`; values are checked by the caller)."""
+    return isinstance(value, dict)
+
+
+def _is_int(value: object) -> bool:
+    """`isinstance(value, int)`, for options validated before their annotation is trusted."""
+    return isinstance(value, int)
 
 
 def _is_number(value: object) -> bool:

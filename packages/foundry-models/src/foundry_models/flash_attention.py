@@ -36,7 +36,7 @@ def flash_backend(device_index: int = 0) -> str:
     if not torch.cuda.is_available():
         raise AttentionUnavailableError(_INSTALL_HINT + " (No CUDA GPU is visible.)")
     major = torch.cuda.get_device_capability(device_index)[0]
-    errors = []
+    errors: list[str] = []
     order = ("fa4", "fa2") if major >= 9 else ("fa2", "fa4")
     for name in order:
         try:
@@ -82,7 +82,7 @@ def flash_attention(
 
 
 _T = TypeVar("_T")
-_PER_TENSOR: dict[tuple[str, int], tuple[weakref.ref, Any]] = {}
+_PER_TENSOR: dict[tuple[str, int], tuple[weakref.ref[torch.Tensor], Any]] = {}
 
 
 def _per_tensor(kind: str, tensor: torch.Tensor, compute: Callable[[torch.Tensor], _T]) -> _T:
@@ -140,6 +140,7 @@ def _fa4(
     if alibi_slopes is not None:
         n_heads, bias_max = _per_tensor("alibi", alibi_slopes, _alibi_params)
         kwargs["score_mod"], kwargs["score_mod_bwd"] = _alibi_score_mods(n_heads, bias_max)
+        k, v = _expand_kv_heads(q, k, v)
     if varlen is None:
         result = flash_attn_func(q, k, v, **kwargs)
     else:
@@ -155,6 +156,23 @@ def _fa4(
             **kwargs,
         )
     return result[0] if isinstance(result, tuple) else result
+
+
+def _expand_kv_heads(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One KV head per query head, for GQA/MQA with a score_mod.
+
+    flash-attn-4 (4.0.0b36, measured on H200) returns wrong gradients, off by ~1e2, when a
+    score_mod meets query heads that share a KV head; the forward is right. With the KV heads
+    repeated the kernel sees plain multi-head attention and matches the reference; autograd
+    sums the repeated heads' gradients back. The price is KV memory traffic, only on the
+    ALiBi + GQA path (tests/test_gpu_attention.py covers both cases).
+    """
+    groups = q.shape[-2] // k.shape[-2]
+    if groups == 1:
+        return k, v
+    return k.repeat_interleave(groups, dim=-2), v.repeat_interleave(groups, dim=-2)
 
 
 def _fa2(
@@ -205,7 +223,9 @@ def _alibi_params(slopes: torch.Tensor) -> tuple[int, float]:
 
 
 @functools.cache
-def _alibi_score_mods(n_heads: int, bias_max: float) -> tuple[Callable, Callable]:
+def _alibi_score_mods(
+    n_heads: int, bias_max: float
+) -> tuple[Callable[..., Any], Callable[..., Any]]:
     """CuTe score_mod (and its backward) adding -slope[h] * |q_idx - kv_idx| to the scores."""
     import cutlass  # pyright: ignore[reportMissingImports]
     import cutlass.cute as cute  # pyright: ignore[reportMissingImports]

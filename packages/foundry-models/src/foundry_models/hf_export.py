@@ -43,9 +43,10 @@ def export_blockers(config: MPTConfig) -> dict[NativeArch, list[str]]:
 def native_arch(config: MPTConfig) -> NativeArch:
     """The native architecture `config` exports to; `ExportError` lists blockers if none fits."""
     blockers = export_blockers(config)
-    for arch in ("mpt", "llama"):
+    arches: tuple[NativeArch, ...] = ("mpt", "llama")
+    for arch in arches:
         if not blockers[arch]:
-            return arch  # type: ignore[return-value]
+            return arch
     listed = [f"as transformers MPT: {b}" for b in blockers["mpt"]]
     listed += [f"as Llama: {b}" for b in blockers["llama"]]
     raise ExportError(
@@ -59,7 +60,7 @@ def native_arch(config: MPTConfig) -> NativeArch:
 
 def _common_blockers(config: MPTConfig) -> list[str]:
     a = config.attn_options
-    out = []
+    out: list[str] = []
     if a.qk_ln:
         out.append("attn_config.qk_ln=True (no QK-norm)")
     if a.sliding_window_size is not None:
@@ -74,7 +75,7 @@ def _common_blockers(config: MPTConfig) -> list[str]:
 
 def _mpt_blockers(config: MPTConfig) -> list[str]:
     a, f = config.attn_options, config.ffn_options
-    out = []
+    out: list[str] = []
     if not a.alibi:
         out.append("attn_config.alibi=False (transformers' MPT always applies ALiBi)")
     elif a.alibi_bias_max != 8:
@@ -96,7 +97,7 @@ def _mpt_blockers(config: MPTConfig) -> list[str]:
 
 def _llama_blockers(config: MPTConfig) -> list[str]:
     a, f = config.attn_options, config.ffn_options
-    out = []
+    out: list[str] = []
     if not a.rope:
         out.append("attn_config.rope=False (Llama uses rotary embeddings)")
     if config.norm_type != "rmsnorm":
@@ -276,7 +277,8 @@ def _llama_weights(config: MPTConfig, sd: dict[str, torch.Tensor]) -> dict[str, 
             if src + f"attn.Wqkv.{kind}" not in sd:
                 continue
             # clone: safetensors refuses slices that share one storage
-            q, k, v = (t.clone() for t in sd[src + f"attn.Wqkv.{kind}"].split([d, kv_dim, kv_dim]))
+            fused = sd[src + f"attn.Wqkv.{kind}"]
+            q, k, v = (t.clone() for t in torch.split(fused, [d, kv_dim, kv_dim]))
             out[dst + f"self_attn.q_proj.{kind}"] = q * q_scale if q_scale != 1.0 else q
             out[dst + f"self_attn.k_proj.{kind}"] = k
             out[dst + f"self_attn.v_proj.{kind}"] = v
@@ -320,11 +322,11 @@ def export_hf(
             else ""
         )
         raise ExportError(f"export_hf takes an MPTForCausalLM, got {type(model).__name__}.{hint}")
-    config: MPTConfig = model.config  # type: ignore[assignment]
+    config = model.config
     native_config, weights = to_native_state_dict(config, model.state_dict())
     if dtype is not None:
         weights = {k: v.to(dtype) for k, v in weights.items()}
-    native_config.dtype = next(iter(weights.values())).dtype  # type: ignore[attr-defined]
+    native_config.dtype = next(iter(weights.values())).dtype
     return write_native_dir(
         out_dir,
         native_config,
@@ -355,11 +357,13 @@ def write_native_dir(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        native_config.save_pretrained(tmp)
+        # transformers leaves save_pretrained's **kwargs unannotated (here and below)
+        native_config.save_pretrained(tmp)  # pyright: ignore[reportUnknownMemberType]
         save_torch_state_dict(
             {k: v.cpu() for k, v in weights.items()}, tmp, max_shard_size=max_shard_size
         )
-        _generation_config(native_config, tokenizer).save_pretrained(tmp)
+        generation_config = _generation_config(native_config, tokenizer)
+        generation_config.save_pretrained(tmp)  # pyright: ignore[reportUnknownMemberType]
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         if source_config is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file  # pyright: ignore[reportUnknownVariableType]
 
 from foundry_models.config import MPTConfig
 from foundry_models.errors import ExportError, FoundryError
@@ -26,22 +26,29 @@ def import_hf(path_or_model: Any, *, dtype: torch.dtype = torch.float32) -> MPTF
     RoPE, SwiGLU) import too. A foundry export (with foundry_model_config.json) comes back with
     its original config. Raises `ExportError` listing what cannot be represented.
     """
-    if isinstance(path_or_model, str | os.PathLike):
+    if _is_path(path_or_model):
         path = Path(path_or_model)
         raw = _read_config_json(path)
         if raw.get("model_type") == MPTConfig.model_type:
-            return MPTForCausalLM.from_pretrained(path, dtype=dtype)  # type: ignore[return-value]
+            # transformers leaves from_pretrained's *args and **kwargs unannotated
+            return MPTForCausalLM.from_pretrained(path, dtype=dtype)  # pyright: ignore[reportUnknownMemberType]
         config = config_from_native(raw)
         weights = from_native_state_dict(config, _read_weights(path), raw)
         source = path / FOUNDRY_CONFIG_NAME
         if source.exists():
-            saved = MPTConfig.from_dict(json.loads(source.read_text()))
+            # transformers leaves from_dict's **kwargs unannotated
+            saved = MPTConfig.from_dict(json.loads(source.read_text()))  # pyright: ignore[reportUnknownMemberType]
             config, weights = _restore_source_config(saved, config, weights)
     else:
         raw = path_or_model.config.to_dict()
         config = config_from_native(raw)
         weights = from_native_state_dict(config, path_or_model.state_dict(), raw)
     return _build(config, weights, dtype)
+
+
+def _is_path(value: object) -> TypeGuard[str | os.PathLike[str]]:
+    """A directory path (as opposed to a loaded model)."""
+    return isinstance(value, str | os.PathLike)
 
 
 def _build(
@@ -51,7 +58,9 @@ def _build(
         model = MPTForCausalLM(config)
     model.to_empty(device="cpu")
     torch.nn.Module.to(model, dtype)
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # torch builds the result as an untyped namedtuple of two key lists
+    keys = model.load_state_dict(weights, strict=False)
+    missing, unexpected = cast("tuple[list[str], list[str]]", keys)
     if missing or unexpected:
         raise ExportError(
             f"the checkpoint's weights do not fit the model: missing {sorted(missing)[:5]}, "
@@ -95,23 +104,22 @@ def _tokens(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_from_mpt(raw: dict[str, Any]) -> MPTConfig:
-    attn = dict(raw.get("attn_config") or {})
-    ffn = dict(raw.get("ffn_config") or {})
-    blockers = []
+    attn: dict[str, Any] = dict(raw.get("attn_config") or {})
+    ffn: dict[str, Any] = dict(raw.get("ffn_config") or {})
+    blockers: list[str] = []
     if attn.get("prefix_lm"):
         blockers.append("attn_config.prefix_lm=True")
     if attn.get("attn_type", "multihead_attention") == "multiquery_attention":
         attn["kv_n_heads"] = 1
     blockers += _mpt_ffn_blockers(ffn)
+    hf_rope: dict[str, Any] = attn.get("rope_hf_config") or {}
+    dail_rope: dict[str, Any] = attn.get("rope_dail_config") or {}
     if attn.get("rope") and attn.get("rope_impl", "dail") == "hf":
-        hf_rope = attn.get("rope_hf_config") or {}
         if hf_rope.get("type", "no_scaling") not in ("no_scaling", "linear", "dynamic"):
             blockers.append(f"attn_config.rope_hf_config.type={hf_rope.get('type')!r}")
         elif hf_rope.get("type", "no_scaling") != "no_scaling":
             attn["rope_scaling"] = {"type": hf_rope["type"], "factor": hf_rope["factor"]}
-    elif attn.get("rope") and (attn.get("rope_dail_config") or {}).get("type", "original") != (
-        "original"
-    ):
+    elif attn.get("rope") and dail_rope.get("type", "original") != "original":
         blockers.append("attn_config.rope_dail_config.type (only 'original' rotary)")
     if blockers:
         raise ExportError("this MPT checkpoint uses options foundry MPT does not have.", blockers)
@@ -181,7 +189,7 @@ def _mpt_window(value: Any) -> int | None:
 
 def _config_from_llama(raw: dict[str, Any]) -> MPTConfig:
     hidden, heads = raw["hidden_size"], raw["num_attention_heads"]
-    blockers = []
+    blockers: list[str] = []
     if raw.get("hidden_act", "silu") != "silu":
         blockers.append(f"hidden_act={raw['hidden_act']!r} (needs 'silu')")
     if raw.get("head_dim") not in (None, hidden // heads):

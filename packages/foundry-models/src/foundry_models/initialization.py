@@ -27,16 +27,18 @@ def init_module_(module: nn.Module, config: MPTConfig) -> None:
             if opts.init_div_is_residual and getattr(module, "_is_residual", False):
                 divisor = math.sqrt(2 * config.n_layers)
             _init_matrix(module.weight, opts, config.d_model, divisor)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+            bias = getattr(module, "bias", None)  # None when built with bias=False
+            if bias is not None:
+                nn.init.zeros_(bias)
         elif isinstance(module, nn.Embedding):
             if opts.emb_init_std is not None:
                 nn.init.normal_(module.weight, mean=0.0, std=opts.emb_init_std)
             else:
                 _init_matrix(module.weight, opts, config.d_model, 1.0)
         elif isinstance(module, nn.LayerNorm | RMSNorm):
-            if module.weight is not None:
-                nn.init.ones_(module.weight)
+            weight = getattr(module, "weight", None)  # None without elementwise affine
+            if weight is not None:
+                nn.init.ones_(weight)
             bias = getattr(module, "bias", None)
             if bias is not None:
                 nn.init.zeros_(bias)
@@ -52,7 +54,7 @@ def _init_matrix(weight: torch.Tensor, opts: InitOptions, d_model: int, divisor:
         return
     fan_out, fan_in = weight.shape[0], weight.shape[1]
     if name in ("kaiming_normal_", "kaiming_uniform_"):
-        gain = nn.init.calculate_gain(opts.init_nonlinearity, 0)  # type: ignore[arg-type]
+        gain = nn.init.calculate_gain(opts.init_nonlinearity, 0)
         fan = fan_in if opts.fan_mode == "fan_in" else fan_out
         std = gain / math.sqrt(fan) / divisor
     else:  # xavier_*

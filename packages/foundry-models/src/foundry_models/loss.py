@@ -13,6 +13,8 @@ of N x d x V); the full logits never exist.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 import torch.nn.functional as F
 
@@ -29,10 +31,20 @@ def reference_linear_cross_entropy(
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
 
 
+class _LossContext(Protocol):
+    """What the autograd context holds between `forward` and `backward` here."""
+
+    needs_input_grad: tuple[bool, ...]
+    saved_tensors: tuple[torch.Tensor, ...]
+    dtypes: tuple[torch.dtype, torch.dtype]
+
+    def save_for_backward(self, *tensors: torch.Tensor) -> None: ...
+
+
 class _ChunkedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
-        ctx,
+    def forward(
+        ctx: _LossContext,
         hidden: torch.Tensor,  # (N, d)
         weight: torch.Tensor,  # (V, d)
         labels: torch.Tensor,  # (N,)
@@ -76,7 +88,11 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return loss / denom
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor):  # type: ignore[override]
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+        # torch declares backward(ctx, *grad_outputs); the loss has one output, so one gradient
+        ctx: _LossContext,
+        grad_out: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
         grad_h, grad_w, denom = ctx.saved_tensors
         h_dtype, w_dtype = ctx.dtypes
         scale = grad_out / denom

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any, TypeGuard, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
+from torch.utils.checkpoint import checkpoint  # pyright: ignore[reportUnknownVariableType]
 from transformers import GenerationMixin, PreTrainedModel
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
@@ -32,6 +32,7 @@ _CACHE_FIELD = (
 
 
 class MPTPreTrainedModel(PreTrainedModel):
+    config: MPTConfig
     config_class = MPTConfig
     base_model_prefix = "transformer"
     supports_gradient_checkpointing = True
@@ -39,14 +40,14 @@ class MPTPreTrainedModel(PreTrainedModel):
     _supports_cache_class = True
 
     def _init_weights(self, module: nn.Module) -> None:
-        init_module_(module, self.config)  # type: ignore[arg-type]
+        init_module_(module, self.config)
 
 
 class MPTModel(MPTPreTrainedModel):
     """Embedding, `n_layers` blocks and the final norm; returns hidden states."""
 
     def __init__(self, config: MPTConfig) -> None:
-        super().__init__(config)
+        super().__init__(config)  # pyright: ignore[reportUnknownMemberType]
         self.wte: nn.Embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.emb_drop = nn.Dropout(config.emb_pdrop)
         self.blocks = nn.ModuleList(MPTBlock(config, i) for i in range(config.n_layers))
@@ -55,10 +56,10 @@ class MPTModel(MPTPreTrainedModel):
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
-        return cast(nn.Embedding, self.wte)
+        return self.wte
 
     def set_input_embeddings(self, value: nn.Module) -> None:
-        self.wte = value  # type: ignore[assignment]
+        self.wte = cast(nn.Embedding, value)  # transformers passes the resized embedding
 
     def forward(
         self,
@@ -74,7 +75,7 @@ class MPTModel(MPTPreTrainedModel):
         cache: Cache | None = None,
         **kwargs: Any,
     ) -> BaseModelOutputWithPast:
-        config: MPTConfig = self.config  # type: ignore[assignment]
+        config = self.config
         x = self._embed(input_ids, inputs_embeds)
         b, t = x.shape[:2]
         checkpointing = (
@@ -136,7 +137,7 @@ class MPTModel(MPTPreTrainedModel):
 
     def _alibi_slopes(self, device: torch.device) -> torch.Tensor:
         """MPT's slopes on `device`, built once (kernels key per-tensor work on this object)."""
-        key = (device, self.config.n_heads, self.config.attn_options.alibi_bias_max)  # type: ignore[attr-defined]
+        key = (device, self.config.n_heads, self.config.attn_options.alibi_bias_max)
         cached = self.__dict__.get("_alibi_slopes_cache")
         if cached is None or cached[0] != key:
             cached = (key, alibi_slopes(key[1], key[2], device=device))
@@ -164,7 +165,7 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
     """
 
     def __init__(self, config: MPTConfig) -> None:
-        super().__init__(config)
+        super().__init__(config)  # pyright: ignore[reportUnknownMemberType]
         self.transformer = MPTModel(config)
         self.lm_head: nn.Linear | None = None
         if not config.tie_word_embeddings:
@@ -173,10 +174,10 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
 
     # ------------------------------------------------------------------ embeddings
     def get_input_embeddings(self) -> nn.Embedding:
-        return cast(nn.Embedding, self.transformer.wte)
+        return self.transformer.wte
 
     def set_input_embeddings(self, value: nn.Module) -> None:
-        self.transformer.wte = value  # type: ignore[assignment]
+        self.transformer.wte = cast(nn.Embedding, value)  # transformers passes the resized one
 
     def get_output_embeddings(self) -> nn.Linear | None:
         return self.lm_head
@@ -221,7 +222,7 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
         h = out.last_hidden_state
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
-        chunk = self.config.loss_chunk_size  # type: ignore[attr-defined]
+        chunk = self.config.loss_chunk_size
         if labels is not None and chunk and self.training and "num_items_in_batch" not in kwargs:
             # Fused head + loss: the (B, T, V) logits are never materialised.
             loss = self._chunked_loss(h, labels, chunk)
@@ -238,7 +239,7 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
 
     def _chunked_loss(self, h: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
         weight = (self.lm_head or self.get_input_embeddings()).weight  # (V, d)
-        scale = self.config.resolved_logit_scale  # type: ignore[attr-defined]
+        scale = self.config.resolved_logit_scale
         d = h.shape[-1]
         return chunked_linear_cross_entropy(
             h[:, :-1].reshape(-1, d),  # (B*(T-1), d)
@@ -253,14 +254,14 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
             logits = self.lm_head(h)
         else:
             logits = F.linear(h, self.get_input_embeddings().weight)
-        scale = self.config.resolved_logit_scale  # type: ignore[attr-defined]
+        scale = self.config.resolved_logit_scale
         return logits if scale is None else logits * scale
 
     # ------------------------------------------------------------------ training helpers
     def init_weights_(self) -> None:
         """Initialise every weight per `config.init_config` (after `to_empty` on meta models)."""
         for module in self.modules():
-            init_module_(module, self.config)  # type: ignore[arg-type]
+            init_module_(module, self.config)
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token: 6N + 12 * n_layers * d_model * seq_len.
@@ -268,7 +269,7 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
         N counts every weight used in a matmul: all parameters except the input embedding
         table, plus the output projection (which is the embedding table when tied).
         """
-        config: MPTConfig = self.config  # type: ignore[assignment]
+        config = self.config
         s = config.max_seq_len if seq_len is None else seq_len
         n = sum(p.numel() for p in self.parameters())
         if self.lm_head is not None:
@@ -298,7 +299,7 @@ def causal_lm_loss(
     return total / num_items_in_batch
 
 
-def _as_cache(cache: Any, use_cache: bool) -> Cache | None:
+def _as_cache(cache: object, use_cache: bool) -> Cache | None:
     if cache is None:
         return DynamicCache() if use_cache else None
     if isinstance(cache, Cache):
@@ -308,11 +309,18 @@ def _as_cache(cache: Any, use_cache: bool) -> Cache | None:
                 "models; use the default DynamicCache (do not set cache_implementation)."
             )
         return cache
-    if isinstance(cache, tuple | list) and hasattr(DynamicCache, "from_legacy_cache"):
-        return DynamicCache.from_legacy_cache(cache)  # type: ignore[attr-defined]
+    # transformers < 5 only (so looked up by name: it is absent from transformers 5's types)
+    from_legacy: Callable[[Any], Cache] | None = getattr(DynamicCache, "from_legacy_cache", None)
+    if _is_legacy_cache(cache) and from_legacy is not None:
+        return from_legacy(cache)
     raise TypeError(
         f"past_key_values must be a transformers Cache (e.g. DynamicCache), got {type(cache)}"
     )
+
+
+def _is_legacy_cache(value: object) -> TypeGuard[tuple[Any, ...] | list[Any]]:
+    """transformers 4's cache format: a (key, value) pair of tensors per layer."""
+    return isinstance(value, tuple | list)
 
 
 def _check_length(total: int, max_seq_len: int) -> None:

@@ -22,8 +22,7 @@ class LowPrecisionLayerNorm(nn.LayerNorm):
         if not torch.is_autocast_enabled(device_type):
             return super().forward(x)
         dtype = torch.get_autocast_dtype(device_type)
-        weight = None if self.weight is None else self.weight.to(dtype)
-        bias = None if self.bias is None else self.bias.to(dtype)
+        weight, bias = _to_dtype(self.weight, dtype), _to_dtype(self.bias, dtype)
         with torch.autocast(device_type=device_type, enabled=False):
             return F.layer_norm(x.to(dtype), self.normalized_shape, weight, bias, self.eps)
 
@@ -47,6 +46,11 @@ class RMSNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}"
+
+
+def _to_dtype(param: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """`param` in `dtype`; a LayerNorm without elementwise affine (or bias) holds None."""
+    return None if param is None else param.to(dtype)
 
 
 def build_norm(norm_type: str, dim: int, eps: float, bias: bool) -> nn.Module:

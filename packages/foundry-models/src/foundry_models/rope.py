@@ -25,17 +25,18 @@ def rope_inv_freq(
 ) -> torch.Tensor:
     """Inverse frequencies (head_dim // 2,) in fp32 for sequences up to `seq_len` positions."""
     exponents = torch.arange(0, head_dim, 2, dtype=torch.int64, device=device).float() / head_dim
-    kind = None if scaling is None else scaling["type"]
+    spec: dict[str, Any] = {} if scaling is None else scaling
+    kind = None if scaling is None else spec["type"]
     if kind == "dynamic":
-        original = scaling["original_max_seq_len"]  # type: ignore[index]
-        factor = scaling["factor"]  # type: ignore[index]
+        original = spec["original_max_seq_len"]
+        factor = spec["factor"]
         length = max(seq_len, original)
         theta = theta * ((factor * length / original) - (factor - 1)) ** (head_dim / (head_dim - 2))
     inv_freq = 1.0 / (theta**exponents)
     if kind == "linear":
-        inv_freq = inv_freq / scaling["factor"]  # type: ignore[index]
+        inv_freq = inv_freq / spec["factor"]
     elif kind == "llama3":
-        inv_freq = _llama3_inv_freq(inv_freq, scaling)  # type: ignore[arg-type]
+        inv_freq = _llama3_inv_freq(inv_freq, spec)
     return inv_freq
 
 

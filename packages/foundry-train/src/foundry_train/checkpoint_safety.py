@@ -130,7 +130,7 @@ def _zip_pickles(blob: bytes | Path) -> list[tuple[str, bytes]]:
 def _scan_blob(blob: bytes | Path, where: str) -> list[str]:
     raw = blob if isinstance(blob, bytes) else blob.read_bytes()
     pickles = _zip_pickles(blob) if raw[:4] == b"PK\x03\x04" else [("<pickle>", raw)]
-    bad = []
+    bad: list[str] = []
     for name, data in pickles:
         bad += [f"{g} (in {where}:{name})" for g in disallowed_globals(data)]
     return bad

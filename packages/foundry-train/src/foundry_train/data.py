@@ -37,10 +37,25 @@ class TokenDataset(StreamingDataset):
     Keeps streaming's ``state_dict`` so composer resumes mid-epoch deterministically.
     """
 
-    def __init__(self, *, kind: str, max_seq_len: int, **kwargs: Any) -> None:
+    def __init__(
+        self, *, kind: str, max_seq_len: int, rows_per_batch: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.kind = kind
         self.max_seq_len = max_seq_len
+        # packing: each batch draws `batch_size` raw samples and yields `rows_per_batch` rows
+        self.rows_per_batch = rows_per_batch
+
+    def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
+        """Streaming's resume state; ``num_samples`` counts the rows composer has seen.
+
+        With packing a batch of ``rows_per_batch`` rows consumed ``batch_size`` raw samples, so
+        the position in the dataset is scaled back to raw samples (whole batches only).
+        """
+        if self.rows_per_batch and self.batch_size:
+            batches, rest = divmod(num_samples, self.rows_per_batch)
+            num_samples = batches * int(self.batch_size) + rest
+        return super().state_dict(num_samples, from_beginning)
 
     def __getitem__(self, idx: int) -> dict[str, np.ndarray]:  # type: ignore[override]
         sample = super().__getitem__(idx)
@@ -56,9 +71,13 @@ class TokenDataset(StreamingDataset):
 
 
 def pretraining_collate(samples: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
-    """Stack fixed-length token samples; every token is a label."""
+    """Stack fixed-length token samples; every token is a label.
+
+    No attention mask: every position is a real token, and a mask of ones would make the model
+    check it on the host (a device synchronisation in every forward pass) only to drop it.
+    """
     ids = torch.from_numpy(np.stack([s["input_ids"] for s in samples]))
-    return {"input_ids": ids, "labels": ids.clone(), "attention_mask": torch.ones_like(ids)}
+    return {"input_ids": ids, "labels": ids.clone()}
 
 
 class FinetuningCollator:
@@ -137,7 +156,7 @@ def build_dataloader(
     device_batch_size: int,
     max_seq_len: int,
     pad_token_id: int,
-) -> DataLoader:
+) -> DataLoader[dict[str, np.ndarray]]:  # of TokenDataset items; batches are collated tensors
     """A DataLoader of ``device_batch_size`` sequences per batch on this rank."""
     raw_batch = device_batch_size
     if loader.packing:
@@ -151,17 +170,22 @@ def build_dataloader(
         shuffle_seed=loader.shuffle_seed,
         shuffle_algo=loader.shuffle_algo,
         num_canonical_nodes=loader.num_canonical_nodes,
+        rows_per_batch=device_batch_size if loader.packing else None,
     )
     collate: Callable[[list[dict[str, np.ndarray]]], dict[str, torch.Tensor]]
     if loader.name == "pretraining":
         collate = pretraining_collate
     else:
         collate = FinetuningCollator(pad_token_id, max_seq_len, device_batch_size, loader.packing)
+    workers = loader.num_workers
+    if workers is None:
+        workers = 2 if torch.cuda.is_available() else 0
     return DataLoader(
         dataset,
         batch_size=raw_batch,
         collate_fn=collate,
-        num_workers=loader.num_workers,
+        num_workers=workers,
         drop_last=loader.drop_last,
-        persistent_workers=loader.num_workers > 0,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
     )

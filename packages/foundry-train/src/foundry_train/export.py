@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -13,6 +13,9 @@ from foundry_train.checkpoint_safety import load_dcp_metadata, scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config, load_config
 from foundry_train.config.sections import LoraConfig
 from foundry_train.errors import FoundryError
+
+if TYPE_CHECKING:
+    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "CONFIG_NAME",
@@ -52,7 +55,9 @@ def _read_full(path: Path) -> dict[str, torch.Tensor]:
 def _read_sharded(directory: Path) -> dict[str, torch.Tensor]:
     from torch.distributed.checkpoint.filesystem import FileSystemReader
     from torch.distributed.checkpoint.metadata import TensorStorageMetadata
-    from torch.distributed.checkpoint.state_dict_loader import load
+    from torch.distributed.checkpoint.state_dict_loader import (
+        load,  # pyright: ignore[reportUnknownVariableType]  # stub: bare os.PathLike
+    )
 
     scan_checkpoint(directory)
     meta = load_dcp_metadata(directory)
@@ -97,19 +102,27 @@ def merge_lora(state: dict[str, torch.Tensor], lora: LoraConfig) -> dict[str, to
     return out
 
 
-def _native_model(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> Any:
+def _native_model(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> PreTrainedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    # transformers leaves from_pretrained's and from_config's **kwargs unannotated (Unknown),
+    # and AutoConfig / AutoModelForCausalLM return Unknown.
     mc = cfg.model
+    hf_config: PretrainedConfig
     if mc.name == "hf_causal_lm":
-        hf_config = AutoConfig.from_pretrained(str(mc.pretrained_model_name_or_path))
+        hf_config = cast(
+            "PretrainedConfig",
+            AutoConfig.from_pretrained(str(mc.pretrained_model_name_or_path)),  # pyright: ignore[reportUnknownMemberType]
+        )
         for key, value in mc.config_overrides.items():
             setattr(hf_config, key, value)
     else:
         import foundry_models
 
         if mc.pretrained_model_name_or_path:
-            mpt_cfg = foundry_models.MPTConfig.from_pretrained(mc.pretrained_model_name_or_path)
+            mpt_cfg = foundry_models.MPTConfig.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
+                mc.pretrained_model_name_or_path
+            )
             for key, value in mc.config_overrides.items():
                 setattr(mpt_cfg, key, value)
         else:
@@ -120,9 +133,16 @@ def _native_model(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> Any:
             hf_config, state = foundry_models.to_native_state_dict(mpt_cfg, state)
         except foundry_models.ExportError as exc:
             raise FoundryError(f"this MPT cannot be exported to a native HF model: {exc}") from None
-    model = AutoModelForCausalLM.from_config(hf_config)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    tied = {"lm_head.weight"} if getattr(hf_config, "tie_word_embeddings", False) else set()
+    model = cast(
+        "PreTrainedModel",
+        AutoModelForCausalLM.from_config(hf_config),  # pyright: ignore[reportUnknownMemberType]
+    )
+    # torch's load_state_dict has no return annotation; it returns (missing, unexpected) names.
+    incompatible = model.load_state_dict(state, strict=False)
+    missing, unexpected = cast("tuple[list[str], list[str]]", incompatible)
+    tied: set[str] = (
+        {"lm_head.weight"} if getattr(hf_config, "tie_word_embeddings", False) else set()
+    )
     if set(missing) - tied or unexpected:
         raise FoundryError(
             f"checkpoint weights do not match the model of the config: missing "
@@ -146,7 +166,8 @@ def export_state_dict(
     model = _native_model(cfg, state)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    # transformers types save_directory as a bare os.PathLike and leaves **kwargs unannotated.
+    model.save_pretrained(tmp)  # pyright: ignore[reportUnknownMemberType]
     _save_tokenizer(cfg, tmp)
     (tmp / CONFIG_NAME).write_text(dump_config(cfg))
     if out.exists():
@@ -159,12 +180,18 @@ def _save_tokenizer(cfg: TrainConfig, out: Path) -> None:
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
+        tok = cast(
+            "PreTrainedTokenizerBase",
+            # transformers leaves AutoTokenizer.from_pretrained unannotated (Unknown).
+            AutoTokenizer.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
+                cfg.tokenizer.name, **cfg.tokenizer.kwargs
+            ),
+        )
     except (OSError, ValueError) as exc:
         raise FoundryError(
             f"tokenizer '{cfg.tokenizer.name}' could not be loaded for the export ({exc})."
         ) from None
-    tok.save_pretrained(out)
+    tok.save_pretrained(out)  # pyright: ignore[reportUnknownMemberType]  # bare PathLike, **kwargs
 
 
 def export_checkpoint(

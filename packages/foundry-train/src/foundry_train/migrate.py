@@ -194,7 +194,7 @@ class _Migration:
     def train_loader(self, ld: dict[str, Any]) -> None:
         self.out["train_loader"] = self.loader("train_loader", ld)
 
-    def eval_loader(self, ld: Any) -> None:
+    def eval_loader(self, ld: dict[str, Any] | list[dict[str, Any]]) -> None:
         if isinstance(ld, list):
             self.skip("eval_loader", f"{len(ld)} eval loaders; only the first was kept")
             ld = ld[0]
@@ -232,22 +232,24 @@ class _Migration:
     def callbacks(self, c: dict[str, Any]) -> None:
         out: dict[str, Any] = {}
         for key, value in c.items():
-            value = value or {}
+            options: dict[str, Any] = value or {}
             if key == "speed_monitor":
-                out[key] = {k: v for k, v in value.items() if k == "window_size"}
+                out[key] = {k: v for k, v in options.items() if k == "window_size"}
             elif key in ("lr_monitor", "memory_monitor"):
                 out[key] = True
             elif key == "hf_checkpointer":
-                out[key] = {k: v for k, v in value.items() if k in ("save_folder", "save_interval")}
+                keep = ("save_folder", "save_interval")
+                out[key] = {k: v for k, v in options.items() if k in keep}
             else:
                 self.skip(f"callbacks.{key}", "callback not available")
         self.out["callbacks"] = out
 
     def loggers(self, lg: dict[str, Any]) -> None:
-        out = {}
+        out: dict[str, dict[str, str]] = {}
         for key, value in lg.items():
             if key in ("wandb", "mlflow", "tensorboard"):
-                out[key] = {k: str(v) for k, v in (value or {}).items()}
+                options: dict[str, Any] = value or {}
+                out[key] = {k: str(v) for k, v in options.items()}
             else:
                 self.skip(f"loggers.{key}", "logger not available")
         self.out["loggers"] = out

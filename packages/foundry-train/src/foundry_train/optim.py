@@ -12,14 +12,46 @@ from composer.optim import (
     ComposerScheduler,
     ConstantWithWarmupScheduler,
     CosineAnnealingWithWarmupScheduler,
-    DecoupledAdamW,
     LinearWithWarmupScheduler,
 )
 
 from foundry_train.config.sections import OptimizerConfig, SchedulerConfig
 from foundry_train.errors import FoundryError
 
-__all__ = ["DecoupledLionW", "InverseSqrtWithWarmupScheduler", "build_optimizer", "build_scheduler"]
+__all__ = [
+    "DecoupledAdamW",
+    "DecoupledLionW",
+    "InverseSqrtWithWarmupScheduler",
+    "build_optimizer",
+    "build_scheduler",
+]
+
+
+class DecoupledAdamW(torch.optim.AdamW):
+    """AdamW whose weight decay is decoupled from the learning rate's peak.
+
+    Each step shrinks a parameter by ``weight_decay * lr / initial_lr`` (composer's "decoupled"
+    convention, so ``weight_decay`` is the absolute per-step shrink at peak lr) instead of
+    torch's ``weight_decay * lr``. Built on ``torch.optim.AdamW`` with its weight decay set to
+    ``weight_decay / initial_lr``, the product torch applies is exactly that, and torch's
+    multi-tensor (``foreach``) and ``fused`` kernels do the work: one launch per group of
+    tensors instead of a Python loop over parameters.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.95),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        fused: bool | None = None,
+    ) -> None:
+        if lr <= 0:
+            raise ValueError(f"lr must be positive, got {lr}")
+        super().__init__(
+            params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay / lr, fused=fused
+        )
 
 
 class DecoupledLionW(torch.optim.Optimizer):
@@ -72,15 +104,44 @@ class DecoupledLionW(torch.optim.Optimizer):
 def build_optimizer(cfg: OptimizerConfig, params: Iterable[Any]) -> torch.optim.Optimizer:
     """The configured optimizer over the trainable ``params``."""
     trainable = [p for p in params if p.requires_grad]
+    fused = _fused(cfg, trainable) if cfg.name != "decoupled_lionw" else None
     if cfg.name == "adamw":
         return torch.optim.AdamW(
-            trainable, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+            trainable,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            fused=fused,
         )
     if cfg.name == "decoupled_adamw":
         return DecoupledAdamW(
-            trainable, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay
+            trainable,
+            lr=cfg.lr,
+            betas=cfg.betas,
+            eps=cfg.eps,
+            weight_decay=cfg.weight_decay,
+            fused=fused,
         )
     return DecoupledLionW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+
+
+def _fused(cfg: OptimizerConfig, params: list[torch.Tensor]) -> bool | None:
+    """The fused AdamW kernel when training runs on a GPU (``auto``), else torch's default.
+
+    The trainer trains on the GPU whenever one is present, and composer moves parameters built
+    on the CPU or the meta device there before the first step, so CUDA's presence decides.
+    """
+    if cfg.fused == "off" or not params:
+        return None
+    if not torch.cuda.is_available():
+        if cfg.fused == "on":
+            raise FoundryError(
+                "optimizer.fused is 'on' but there is no CUDA device; the fused AdamW kernel "
+                "needs a GPU. Use fused: auto (the default) or off."
+            )
+        return None
+    return True
 
 
 def _batches(value: str, what: str) -> int:

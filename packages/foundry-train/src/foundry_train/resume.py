@@ -78,7 +78,7 @@ def find_latest_checkpoint(save_folder: str | Path) -> Path | None:
 
 def remove_newer_than(save_folder: str | Path, batch: int) -> list[Path]:
     """Delete (incomplete) checkpoints later than ``batch`` so the resumed run can re-save them."""
-    removed = []
+    removed: list[Path] = []
     for candidate in _candidates(Path(save_folder)):
         b = checkpoint_batch(candidate)
         if b is not None and b > batch:

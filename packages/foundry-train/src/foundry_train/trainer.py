@@ -5,20 +5,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
-from composer.core import Callback
+from composer.core import Algorithm, Callback
 from composer.utils import dist, reproducibility
 
 from foundry_train.callbacks import LossPlot, LossSpikeGuard, MetricsFileLogger
 from foundry_train.checkpoint_safety import scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config
+from foundry_train.config.sections import LoaderConfig
 from foundry_train.data import build_dataloader
 from foundry_train.errors import FoundryError
 from foundry_train.export import CONFIG_NAME
@@ -45,33 +46,65 @@ def _init_dist(cfg: TrainConfig) -> None:
 
 
 def resolve_load_path(cfg: TrainConfig) -> str | None:
-    """The checkpoint this run starts from (autoresume first), scanned before composer sees it."""
+    """The checkpoint this run starts from (autoresume first), scanned before composer sees it.
+
+    A checkpoint in an object store (autoresume from a remote ``save_folder``, or a remote
+    ``load_path``) is downloaded to a local cache first by one process per node.
+    """
+    remote_folder = bool(cfg.save_folder and "://" in cfg.save_folder)
     chosen: str | None = None
     if cfg.autoresume and cfg.save_folder:
         picked = None
         if dist.get_global_rank() == 0:
-            found = find_latest_checkpoint(cfg.save_folder)
-            picked = str(found) if found else None
-            if found is not None:
-                from foundry_train.resume import checkpoint_batch
-
-                for stale in remove_newer_than(cfg.save_folder, checkpoint_batch(found) or 0):
-                    log.warning("removed incomplete checkpoint %s", stale)
+            picked = _latest(cfg.save_folder, remote_folder)
         box = [picked]
-        dist.broadcast_object_list(box, src=0)
+        # composer leaves `group` unannotated
+        dist.broadcast_object_list(box, src=0)  # pyright: ignore[reportUnknownMemberType]
         chosen = box[0]
         if chosen:
             log.info("autoresume: resuming from %s", chosen)
     if chosen is None and cfg.load_path:
         chosen = cfg.load_path
-    if chosen is not None and "://" not in chosen:
+    if chosen is not None and "://" in chosen:
+        chosen = _fetch(chosen)
+    if chosen is not None:
         scan_checkpoint(chosen)
-    elif chosen is not None:
-        raise FoundryError(
-            f"load_path '{chosen}' is remote; download it first so it can be scanned for unsafe "
-            "pickles (composer would unpickle it without checks)."
-        )
     return chosen
+
+
+def _latest(save_folder: str, remote: bool) -> str | None:
+    """Rank 0: the newest complete checkpoint in the save folder (a URI when it is remote)."""
+    if remote:
+        from foundry_train.remote_checkpoints import latest_remote_checkpoint
+
+        name = latest_remote_checkpoint(save_folder)
+        return f"{save_folder.rstrip('/')}/{name}" if name else None
+    found = find_latest_checkpoint(save_folder)
+    if found is None:
+        return None
+    from foundry_train.resume import checkpoint_batch
+
+    for stale in remove_newer_than(save_folder, checkpoint_batch(found) or 0):
+        log.warning("removed incomplete checkpoint %s", stale)
+    return str(found)
+
+
+def _fetch(uri: str) -> str:
+    """Download a remote checkpoint once per node (local rank 0); every rank gets the path."""
+    from foundry_train.remote_checkpoints import download_checkpoint, remote_cache_dir
+
+    folder, _, name = uri.rstrip("/").rpartition("/")
+    error = ""
+    if dist.get_local_rank() == 0:
+        try:
+            download_checkpoint(folder, name)
+        except FoundryError as exc:
+            error = str(exc)
+    errors = dist.all_gather_object(error)  # pyright: ignore[reportUnknownMemberType]  # `group`
+    failed = [e for e in errors if e]
+    if failed:
+        raise FoundryError(failed[0])
+    return str(remote_cache_dir(folder) / name)
 
 
 def _callbacks(cfg: TrainConfig, metrics_path: Path | None) -> list[Callback]:
@@ -143,7 +176,13 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             f"size {world}."
         )
     device_batch = cfg.global_train_batch_size // world
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
+    # AutoTokenizer.from_pretrained is unannotated in transformers (Unknown); any tokenizer class.
+    tokenizer = cast(
+        Any,
+        AutoTokenizer.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
+            cfg.tokenizer.name, **cfg.tokenizer.kwargs
+        ),
+    )
     pad_id = (
         tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     )
@@ -180,7 +219,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     _write_run_config(cfg)
     precision = cfg.precision if torch.cuda.is_available() else "fp32"
     mb = cfg.device_train_microbatch_size
-    algorithms = []
+    algorithms: list[Algorithm] = []
     if cfg.gradient_clipping is not None:
         gc = cfg.gradient_clipping
         algorithms.append(GradientClipping(gc.clipping_type, gc.clipping_threshold))
@@ -221,7 +260,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
 
 
 @contextlib.contextmanager
-def _store_errors(loader: Any) -> Iterator[None]:
+def _store_errors(loader: LoaderConfig) -> Generator[None, None, None]:
     """Object-store failures while opening remote streams become one clear FoundryError."""
     streams = [loader.dataset] if loader.dataset is not None else []
     streams += list((loader.streams or {}).values())
@@ -246,7 +285,8 @@ def compile_blocks(network: torch.nn.Module) -> int:
     wrap = getattr(network, "fsdp_wrap_fn", None)
     blocks = [m for m in network.modules() if callable(wrap) and m is not network and wrap(m)]
     for block in blocks:
-        block.compile()
+        # torch's Module.compile takes unannotated *args/**kwargs (Unknown).
+        block.compile()  # pyright: ignore[reportUnknownMemberType]
     return len(blocks)
 
 
@@ -254,7 +294,8 @@ def train(cfg: TrainConfig, extra_callbacks: list[Callback] | None = None) -> Tr
     """Train to ``max_duration`` (in this process; the CLI launches processes first)."""
     trainer = build_trainer(cfg, extra_callbacks)
     try:
-        trainer.fit()
+        # composer annotates fit's dataloader and eval_interval parameters with bare generics.
+        trainer.fit()  # pyright: ignore[reportUnknownMemberType]
     finally:
         trainer.close()
     return trainer

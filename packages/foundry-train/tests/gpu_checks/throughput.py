@@ -51,12 +51,20 @@ def main() -> None:
     ap.add_argument("--compile", choices=["none", "blocks", "model"], default="blocks")
     ap.add_argument("--attn-impl", choices=["torch", "flash", "triton"], default="triton")
     ap.add_argument("--loss-chunk", type=int, default=8192, help="0: plain loss")
+    ap.add_argument(
+        "--fsdp",
+        choices=["none", "NO_SHARD", "FULL_SHARD"],
+        default="FULL_SHARD",
+        help="fsdp_config.sharding_strategy (none: no fsdp_config, plain single-GPU training)",
+    )
+    ap.add_argument("--micro-batch", type=int, default=0, help="0: the preset's default")
+    ap.add_argument("--out", default="", help="append a JSON line per preset to this file")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="ft-throughput-"))
     _assets(root, args.seq)
     card = torch.cuda.get_device_name(0)
     for preset in args.presets:
-        mb = MICRO.get(preset, 4)
+        mb = args.micro_batch or MICRO.get(preset, 4)
         cfg = {
             "run_name": f"tput-{preset}",
             "max_seq_len": args.seq,
@@ -76,7 +84,9 @@ def main() -> None:
             "global_train_batch_size": mb,
             "device_train_microbatch_size": mb,
             "precision": "amp_bf16",
-            "fsdp_config": {"sharding_strategy": "NO_SHARD", "mixed_precision": "PURE"},
+            "fsdp_config": None
+            if args.fsdp == "none"
+            else {"sharding_strategy": args.fsdp, "mixed_precision": "PURE"},
             "callbacks": {"speed_monitor": {"window_size": 10}, "plot": False},
             "save_folder": str(root / f"run-{preset}"),
             "save_interval": "100000ba",
@@ -92,12 +102,19 @@ def main() -> None:
         ]
         tps = [r["throughput/tokens_per_sec"] for r in rows if "throughput/tokens_per_sec" in r]
         mfu = [r["throughput/device/mfu"] for r in rows if "throughput/device/mfu" in r]
-        print(
+        label = (
             f"{card} mpt-{preset} seq {args.seq} mb {mb} {args.attn_impl} compile={args.compile}"
-            f" loss_chunk={args.loss_chunk}: {tps[-1]:,.0f} tokens/s, MFU {mfu[-1]:.3f}"
-            if tps and mfu
-            else f"{preset}: no throughput logged"
+            f" loss_chunk={args.loss_chunk} fsdp={args.fsdp}"
         )
+        if not (tps and mfu):
+            print(f"{label}: no throughput logged")
+            continue
+        print(f"{label}: {tps[-1]:,.0f} tokens/s, MFU {mfu[-1]:.3f}")
+        if args.out:
+            row = {"label": label, "card": card, "preset": preset, "micro_batch": mb}
+            row.update(vars(args), tokens_per_s=tps[-1], mfu=mfu[-1])
+            with open(args.out, "a") as f:
+                f.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

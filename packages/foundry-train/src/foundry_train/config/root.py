@@ -52,6 +52,14 @@ class FSDPSection(Section):
     activation_checkpointing_reentrant: bool = Field(False, description="Reentrant checkpointing.")
     activation_cpu_offload: bool = Field(False, description="Offload saved activations to CPU.")
     limit_all_gathers: bool = Field(True, description="Rate-limit all-gathers (less memory).")
+    forward_prefetch: bool = Field(
+        False, description="All-gather the next block's parameters during this block's forward."
+    )
+    backward_prefetch: Literal["BACKWARD_PRE", "BACKWARD_POST", "NONE"] = Field(
+        "BACKWARD_POST",
+        description="When the backward pass all-gathers the next parameters (BACKWARD_PRE: "
+        "earlier, more overlap, more memory).",
+    )
     state_dict_type: Literal["full", "sharded"] = Field(
         "full", description="'sharded' saves a torch.distributed.checkpoint directory per rank."
     )
@@ -218,11 +226,6 @@ class TrainConfig(Section):
             )
         if self.autoresume and not self.save_folder:
             raise ValueError("autoresume needs save_folder (where the checkpoints are)")
-        if self.autoresume and self.save_folder and "://" in self.save_folder:
-            raise ValueError(
-                "autoresume needs a local save_folder (checkpoints are scanned before loading); "
-                "save to a shared filesystem, or download the checkpoint and set load_path"
-            )
         if self.train_loader.packing and self.model.name != "mpt":
             raise ValueError(
                 "train_loader.packing needs model.name 'mpt' (HF models take no sequence_id); "

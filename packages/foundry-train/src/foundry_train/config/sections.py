@@ -115,7 +115,12 @@ class LoaderConfig(Section):
     shuffle_algo: str = Field("py1e", description="streaming's shuffle algorithm.")
     num_canonical_nodes: int | None = Field(None, ge=1, description="streaming's canonical nodes.")
     drop_last: bool = Field(True, description="Drop the last incomplete batch.")
-    num_workers: int = Field(0, ge=0, description="DataLoader worker processes.")
+    num_workers: int | None = Field(
+        None,
+        ge=0,
+        description="DataLoader worker processes; unset: 2 per process on a GPU host (loading "
+        "overlaps the step), 0 without a GPU.",
+    )
     packing: bool = Field(
         False, description="Fine-tuning: pack several samples per sequence (with sequence_id)."
     )
@@ -137,13 +142,19 @@ class OptimizerConfig(Section):
     """The optimizer."""
 
     name: Literal["adamw", "decoupled_adamw", "decoupled_lionw"] = Field(
-        "decoupled_adamw", description="adamw (torch), decoupled_adamw (composer), decoupled_lionw."
+        "decoupled_adamw",
+        description="adamw (torch), decoupled_adamw (weight decay scaled by lr/peak lr), "
+        "decoupled_lionw.",
     )
     lr: float = Field(6e-4, gt=0, description="Peak learning rate.")
     betas: tuple[float, float] = Field((0.9, 0.95), description="Momentum coefficients.")
     eps: float = Field(1e-8, gt=0, description="Adam epsilon (ignored by LionW).")
     weight_decay: float = Field(
         0.0, ge=0, description="Weight decay (decoupled: scaled by lr/peak)."
+    )
+    fused: Literal["auto", "on", "off"] = Field(
+        "auto",
+        description="AdamW's fused CUDA kernel: auto = when every parameter is on a GPU.",
     )
 
 

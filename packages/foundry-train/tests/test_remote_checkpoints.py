@@ -1,0 +1,53 @@
+"""Checkpoints in an object store (a real S3 server, the root conftest's `s3_server`):
+composer uploads them, autoresume finds the newest, downloads, scans and resumes from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from foundry_train.callbacks import read_metrics
+from foundry_train.errors import FoundryError
+from foundry_train.remote_checkpoints import download_checkpoint, latest_remote_checkpoint
+
+
+@pytest.mark.slow
+def test_autoresume_from_an_object_store_continues_the_run(
+    baseline: Path, assets: dict, h: object, s3_server: object, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FOUNDRY_CHECKPOINT_CACHE", str(tmp_path / "cache"))
+    url = s3_server.url("runs/remote-resume")  # type: ignore[attr-defined]
+    metrics = tmp_path / "metrics.jsonl"
+    cfg = h.base_config(assets, None, autoresume=True)  # type: ignore[attr-defined]
+    cfg.update(save_folder=url, save_interval="2ba", loggers={"metrics_file": str(metrics)})
+    cfg["callbacks"] = {"plot": False}
+
+    first = h.write_config(tmp_path / "first.yaml", {**cfg, "max_duration": "4ba"})  # type: ignore[attr-defined]
+    run = h.run_cli([str(first)], env=s3_server.env)  # type: ignore[attr-defined]
+    assert run.returncode == 0, run.stderr[-3000:]
+    keys = s3_server.keys("runs/remote-resume/")  # type: ignore[attr-defined]
+    assert "runs/remote-resume/ep0-ba4-rank0.pt" in keys, keys
+    assert latest_remote_checkpoint(url) == "ep0-ba4-rank0.pt"
+
+    second = h.write_config(tmp_path / "second.yaml", {**cfg, "max_duration": "6ba"})  # type: ignore[attr-defined]
+    run = h.run_cli([str(second)], env=s3_server.env)  # type: ignore[attr-defined]
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert f"resuming from {url}/ep0-ba4-rank0.pt" in run.stderr
+    assert "runs/remote-resume/ep0-ba6-rank0.pt" in s3_server.keys("runs/remote-resume/")  # type: ignore[attr-defined]
+    # batches 0-3 from the first run, 4-5 after resuming: the uninterrupted run's losses
+    loss = read_metrics(metrics, "loss/train/total")
+    reference = h.losses(baseline)  # type: ignore[attr-defined]
+    assert loss == {step: reference[step] for step in range(6)}
+
+
+def test_missing_or_unreachable_remote_checkpoints_are_clear_errors(
+    s3_server: object, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setenv("FOUNDRY_CHECKPOINT_CACHE", str(tmp_path / "cache"))
+    url = s3_server.url("runs/nothing-here")  # type: ignore[attr-defined]
+    assert latest_remote_checkpoint(url) is None
+    with pytest.raises(FoundryError, match="there is no checkpoint 'ep0-ba2-rank0.pt'"):
+        download_checkpoint(f"{url}/ep0-ba2-rank0.pt")
+    monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(FoundryError, match="cannot list the checkpoints under"):
+        latest_remote_checkpoint(url)
