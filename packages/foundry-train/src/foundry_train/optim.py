@@ -104,24 +104,15 @@ class DecoupledLionW(torch.optim.Optimizer):
 def build_optimizer(cfg: OptimizerConfig, params: Iterable[Any]) -> torch.optim.Optimizer:
     """The configured optimizer over the trainable ``params``."""
     trainable = [p for p in params if p.requires_grad]
-    fused = _fused(cfg, trainable) if cfg.name != "decoupled_lionw" else None
-    if cfg.name == "adamw":
-        return torch.optim.AdamW(
+    if cfg.name in ("adamw", "decoupled_adamw"):
+        adam = torch.optim.AdamW if cfg.name == "adamw" else DecoupledAdamW
+        return adam(
             trainable,
             lr=cfg.lr,
             betas=cfg.betas,
             eps=cfg.eps,
             weight_decay=cfg.weight_decay,
-            fused=fused,
-        )
-    if cfg.name == "decoupled_adamw":
-        return DecoupledAdamW(
-            trainable,
-            lr=cfg.lr,
-            betas=cfg.betas,
-            eps=cfg.eps,
-            weight_decay=cfg.weight_decay,
-            fused=fused,
+            fused=_fused(cfg, trainable),
         )
     return DecoupledLionW(trainable, lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
 
