@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from foundry_data import decode_finetuning_sample
 from streaming import Stream, StreamingDataset
 from torch.utils.data import DataLoader
 
@@ -62,8 +63,6 @@ class TokenDataset(StreamingDataset):
         if self.kind == "pretraining":
             tokens = np.asarray(sample["tokens"], dtype=np.int64)[: self.max_seq_len]
             return {"input_ids": tokens, "labels": tokens}
-        from foundry_data import decode_finetuning_sample
-
         decoded = decode_finetuning_sample(sample)
         ids = np.asarray(decoded.input_ids, dtype=np.int64)[: self.max_seq_len]
         labels = np.asarray(decoded.labels, dtype=np.int64)[: self.max_seq_len]
