@@ -71,8 +71,10 @@ def foundry_tasks(data_root: Path, shots: dict[str, int]):
     return load_tasks(specs, data_root)
 
 
-def train_small_model(data_root: Path, out: Path, steps: int, hidden: int, layers: int) -> None:
-    """A Llama with a byte-level BPE tokenizer, trained on the eval text itself (CPU, minutes)."""
+def train_small_model(
+    data_root: Path, out: Path, steps: int, hidden: int, layers: int, device: str = "cpu"
+) -> None:
+    """A Llama with a byte-level BPE tokenizer, trained on the eval text itself (CPU: minutes)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -109,12 +111,12 @@ def train_small_model(data_root: Path, out: Path, steps: int, hidden: int, layer
         bos_token_id=tok.eos_token_id,
     )
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
+    model = LlamaForCausalLM(cfg).to(device)
     ids = [t for text in texts for t in tok(text)["input_ids"] + [tok.eos_token_id]]
-    data = torch.tensor(ids)
+    data = torch.tensor(ids, device=device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
     for step in range(steps):
-        starts = torch.randint(0, len(data) - 129, (16,))
+        starts = torch.randint(0, len(data) - 129, (16,)).tolist()
         x = torch.stack([data[s : s + 128] for s in starts])
         loss = model(input_ids=x, labels=x).loss
         opt.zero_grad()
@@ -277,7 +279,7 @@ def main() -> int:
                 f"training a {args.layers}-layer d{args.hidden} Llama for {args.train_steps} steps",
                 file=sys.stderr,
             )
-            train_small_model(data_root, model_dir, args.train_steps, args.hidden, args.layers)
+            train_small_model(data_root, model_dir, args.train_steps, args.hidden, args.layers, dev)
         # Warm-up (imports, kernel selection) on a handful of examples.
         run_foundry(model_dir, tasks, 4, bs, dev, True)
         load_before = _load()

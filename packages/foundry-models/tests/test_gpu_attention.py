@@ -22,6 +22,7 @@ CASES = {
     "gqa_window_alibi": {"d": 128, "kv": 2, "alibi": True, "window": 100},
     "mqa_packed_alibi": {"d": 64, "kv": 1, "alibi": True, "packed": True},
     "packed_window_odd_len": {"d": 128, "t": 333, "packed": True, "window": 50},
+    "noncausal_gqa_alibi": {"d": 64, "kv": 4, "alibi": True, "causal": False},
 }
 
 
@@ -50,6 +51,7 @@ def test_kernel_matches_torch_reference(impl, case, dtype):
         out = attention(
             *args,
             impl=name,
+            causal=c.get("causal", True),
             alibi_slopes=slopes,
             window=c.get("window"),
             sequence_id=seq_id,
