@@ -372,6 +372,36 @@ GRIDS: dict[str, list[RunSpec]] = {
             prefetch=True,
         ),
     ],
+    # Two more scaling levers for the 1B row, each against its own 1-GPU run (--gpus 1, then N):
+    # micro-batch 16 (twice the compute per all-gather and reduce-scatter) and the whole model
+    # compiled under FSDP. The Llama baseline comes first, for the 1-GPU run.
+    "scaling_levers": [
+        RunSpec(model="llama", preset="125m", attn_impl="sdpa", steps=20, warmup=8),
+        RunSpec(
+            model="mpt",
+            preset="1b",
+            attn_impl="flash",
+            compile=True,
+            loss_chunk=8192,
+            micro_batch=16,
+            steps=14,
+            warmup=5,
+            sharding="SHARD_GRAD_OP",
+            prefetch=True,
+        ),
+        RunSpec(
+            model="mpt",
+            preset="1b",
+            attn_impl="flash",
+            full_compile=True,
+            loss_chunk=8192,
+            micro_batch=8,
+            steps=16,
+            warmup=6,
+            sharding="SHARD_GRAD_OP",
+            prefetch=True,
+        ),
+    ],
     # FSDP scaling: the same 1B run on 1 GPU (no FSDP) and, with --gpus N, FULL_SHARD on N.
     "scale1b": [
         RunSpec(
@@ -533,6 +563,9 @@ def main() -> None:
     g.add_argument("--out-dir", type=Path, default=Path("bench-output"))
     g.add_argument("--gpus", type=int, default=1)
     g.add_argument("--timeout", type=int, default=300)
+    g.add_argument(
+        "--only", default="", help="run only the rows whose label contains this (e.g. mpt-1b)"
+    )
     args = p.parse_args()
     if args.cmd == "run":
         fields = {k: getattr(args, k) for k in asdict(RunSpec())}
@@ -545,7 +578,10 @@ def main() -> None:
             args.out.write_text(sheet)
         print(sheet)
         return
-    rows = run_grid(list(GRIDS[args.grid]), args.out_dir, args.gpus, args.timeout)
+    specs = [s for s in GRIDS[args.grid] if args.only in s.label()]
+    if not specs:
+        sys.exit(f"no row of grid {args.grid!r} has {args.only!r} in its label")
+    rows = run_grid(specs, args.out_dir, args.gpus, args.timeout)
     sheet = datasheet(rows)
     (args.out_dir / "DATASHEET.md").write_text(sheet)
     print(sheet)
