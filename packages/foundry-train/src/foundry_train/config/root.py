@@ -185,7 +185,8 @@ class TrainConfig(Section):
         "none",
         description=(
             "torch.compile: 'blocks' compiles each transformer block (works with FSDP), 'model' "
-            "the whole model, head and loss included (fastest on one GPU)."
+            "the whole model, head and loss included (fastest on one GPU; under multi-GPU FSDP "
+            "it scales poorly, use 'blocks')."
         ),
     )
     callbacks: CallbacksConfig = Field(
