@@ -26,7 +26,7 @@ import shlex
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 PEAK_FLOPS = 989e12  # H100/H200 dense bf16
@@ -246,194 +246,64 @@ def run_one(spec: RunSpec, out: Path) -> dict:
     return result
 
 
+# The issue's baseline: composer training transformers' Llama of MPT-125M's size with SDPA.
+_BASELINE = RunSpec(model="llama", preset="125m", attn_impl="sdpa", steps=20, warmup=8)
+_MPT125 = RunSpec(
+    model="mpt", preset="125m", attn_impl="flash", full_compile=True, steps=20, warmup=8
+)
+_MPT1B = RunSpec(
+    model="mpt",
+    preset="1b",
+    attn_impl="flash",
+    compile=True,
+    loss_chunk=8192,
+    micro_batch=8,
+    steps=16,
+    warmup=6,
+)
+_SHORT = {"seq_len": 512, "micro_batch": 2, "steps": 6, "warmup": 2}
+
 GRIDS: dict[str, list[RunSpec]] = {
     # The baseline of issue 7 first, then our model with each lever turned on in turn.
     "h100": [
-        RunSpec(model="llama", preset="125m", attn_impl="sdpa", steps=20, warmup=8),
-        RunSpec(
-            model="mpt", preset="125m", attn_impl="flash", full_compile=True, steps=20, warmup=8
-        ),
-        RunSpec(
-            model="mpt",
-            preset="125m",
-            attn_impl="flash",
-            full_compile=True,
-            loss_chunk=8192,
-            steps=20,
-            warmup=8,
-        ),
-        RunSpec(
-            model="mpt",
-            preset="125m",
-            attn_impl="flash",
-            full_compile=True,
-            loss_chunk=8192,
-            micro_batch=32,
-            steps=20,
-            warmup=8,
-        ),
-        RunSpec(
-            model="mpt",
-            preset="125m",
-            attn_impl="triton",
-            full_compile=True,
-            loss_chunk=8192,
-            micro_batch=32,
-            steps=20,
-            warmup=8,
-        ),
-        RunSpec(
-            model="mpt",
-            preset="350m",
-            attn_impl="flash",
-            full_compile=True,
-            loss_chunk=8192,
-            micro_batch=16,
-            steps=16,
-            warmup=6,
-        ),
-        RunSpec(
-            model="mpt",
-            preset="1b",
-            attn_impl="flash",
-            full_compile=True,
-            loss_chunk=8192,
-            micro_batch=8,
-            steps=14,
-            warmup=5,
-        ),
+        _BASELINE,
+        _MPT125,
+        replace(_MPT125, loss_chunk=8192),
+        replace(_MPT125, loss_chunk=8192, micro_batch=32),
+        replace(_MPT125, attn_impl="triton", loss_chunk=8192, micro_batch=32),
+        replace(_MPT125, preset="350m", loss_chunk=8192, micro_batch=16, steps=16, warmup=6),
+        replace(_MPT1B, compile=False, full_compile=True, steps=14, warmup=5),
     ],
     "tune125": [
-        RunSpec(model="llama", preset="125m", attn_impl="sdpa", steps=20, warmup=8),
-        RunSpec(
-            model="mpt", preset="125m", attn_impl="flash", full_compile=True, steps=20, warmup=8
-        ),
-        RunSpec(
-            model="mpt",
-            preset="125m",
-            attn_impl="flash",
-            full_compile=True,
-            micro_batch=32,
-            steps=20,
-            warmup=8,
-        ),
-        RunSpec(
-            model="mpt",
-            preset="125m",
-            attn_impl="flash",
-            compile=True,
-            loss_chunk=8192,
-            micro_batch=32,
-            steps=20,
-            warmup=8,
-        ),
-        RunSpec(
-            model="mpt", preset="125m", attn_impl="triton", full_compile=True, steps=20, warmup=8
-        ),
+        _BASELINE,
+        _MPT125,
+        replace(_MPT125, micro_batch=32),
+        replace(_MPT125, full_compile=False, compile=True, loss_chunk=8192, micro_batch=32),
+        replace(_MPT125, attn_impl="triton"),
     ],
     # FSDP scaling with its baseline: run with --gpus 1, 2 and 4; on N > 1 GPUs every row is
     # FULL_SHARD. Tokens/s per GPU of the 1B row on N GPUs against 1 GPU is the scaling figure.
-    "scaling": [
-        RunSpec(model="llama", preset="125m", attn_impl="sdpa", steps=20, warmup=8),
-        RunSpec(
-            model="mpt",
-            preset="1b",
-            attn_impl="flash",
-            compile=True,
-            loss_chunk=8192,
-            micro_batch=8,
-            steps=16,
-            warmup=6,
-        ),
-    ],
+    "scaling": [_BASELINE, _MPT1B],
     # The 1B row of "scaling" with FSDP's communication tuned (run with --gpus 2 and 4).
     "scaling_tuned": [
-        RunSpec(
-            model="mpt",
-            preset="1b",
-            attn_impl="flash",
-            compile=True,
-            loss_chunk=8192,
-            micro_batch=8,
-            steps=16,
-            warmup=6,
-            prefetch=True,
-        ),
-        RunSpec(
-            model="mpt",
-            preset="1b",
-            attn_impl="flash",
-            compile=True,
-            loss_chunk=8192,
-            micro_batch=8,
-            steps=16,
-            warmup=6,
-            sharding="SHARD_GRAD_OP",
-            prefetch=True,
-        ),
+        replace(_MPT1B, prefetch=True),
+        replace(_MPT1B, sharding="SHARD_GRAD_OP", prefetch=True),
     ],
     # Two more scaling levers for the 1B row, each against its own 1-GPU run (--gpus 1, then N):
     # micro-batch 16 (twice the compute per all-gather and reduce-scatter) and the whole model
     # compiled under FSDP. The Llama baseline comes first, for the 1-GPU run.
     "scaling_levers": [
-        RunSpec(model="llama", preset="125m", attn_impl="sdpa", steps=20, warmup=8),
-        RunSpec(
-            model="mpt",
-            preset="1b",
-            attn_impl="flash",
-            compile=True,
-            loss_chunk=8192,
-            micro_batch=16,
-            steps=14,
-            warmup=5,
-            sharding="SHARD_GRAD_OP",
-            prefetch=True,
+        _BASELINE,
+        replace(
+            _MPT1B, micro_batch=16, steps=14, warmup=5, sharding="SHARD_GRAD_OP", prefetch=True
         ),
-        RunSpec(
-            model="mpt",
-            preset="1b",
-            attn_impl="flash",
-            full_compile=True,
-            loss_chunk=8192,
-            micro_batch=8,
-            steps=16,
-            warmup=6,
-            sharding="SHARD_GRAD_OP",
-            prefetch=True,
-        ),
+        replace(_MPT1B, compile=False, full_compile=True, sharding="SHARD_GRAD_OP", prefetch=True),
     ],
     # FSDP scaling: the same 1B run on 1 GPU (no FSDP) and, with --gpus N, FULL_SHARD on N.
-    "scale1b": [
-        RunSpec(
-            model="mpt",
-            preset="1b",
-            attn_impl="triton",
-            compile=True,
-            loss_chunk=8192,
-            micro_batch=8,
-            steps=14,
-            warmup=5,
-        ),
-    ],
+    "scale1b": [replace(_MPT1B, attn_impl="triton", steps=14, warmup=5)],
     "smoke": [
-        RunSpec(
-            model="llama",
-            preset="125m",
-            attn_impl="sdpa",
-            seq_len=512,
-            micro_batch=2,
-            steps=6,
-            warmup=2,
-        ),
-        RunSpec(
-            model="mpt",
-            preset="125m",
-            attn_impl="torch",
-            seq_len=512,
-            micro_batch=2,
-            steps=6,
-            warmup=2,
-        ),
+        replace(_BASELINE, **_SHORT),
+        RunSpec(model="mpt", preset="125m", attn_impl="torch", **_SHORT),
     ],
 }
 
@@ -455,7 +325,7 @@ def run_grid(specs: list[RunSpec], out_dir: Path, gpus: int, timeout: int) -> li
     rows: list[dict] = []
     for spec in specs:
         if gpus > 1:
-            spec.fsdp = True
+            spec = replace(spec, fsdp=True)
         cmd = [sys.executable, __file__, "run", *_spec_args(spec), "--out", str(results_path)]
         if gpus > 1:
             cmd = ["composer", "-n", str(gpus), *cmd[1:]]

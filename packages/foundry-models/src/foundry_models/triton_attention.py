@@ -114,6 +114,36 @@ def _visible(
 
 
 @triton.jit
+def _bias_and_mask(
+    s,
+    q_pos,
+    k_pos,
+    q_seq,
+    k_seq,
+    ref,
+    slope2,
+    seq_len,
+    window,
+    CAUSAL: tl.constexpr,
+    HAS_ALIBI: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_SEQ: tl.constexpr,
+    MASKED: tl.constexpr,
+):
+    """Scores of one tile with the ALiBi bias added and invisible pairs at -inf.
+
+    Positions and sequence ids come broadcast to the tile's layout (queries x keys in the forward
+    and dQ loops, keys x queries in the dK/dV loop); tiles with MASKED false need no mask.
+    """
+    if HAS_ALIBI:
+        s += _alibi_bias(q_pos, k_pos, ref, slope2, CAUSAL)
+    if MASKED:
+        vis = _visible(q_pos, k_pos, q_seq, k_seq, seq_len, window, CAUSAL, HAS_WINDOW, HAS_SEQ)
+        s = tl.where(vis, s, float("-inf"))
+    return s
+
+
+@triton.jit
 def _key_ranges(
     m0,
     seq_len,
@@ -222,24 +252,25 @@ def _fwd_key_loop(
         k_ok = k_pos < seq_len
         k = _load_rows(k_ptrs + n0 * stride_kt, k_ok, offs_d, HEAD_DIM, MASKED, PAD_D)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale2
-        if HAS_ALIBI:
-            s += _alibi_bias(q_pos[:, None], k_pos[None, :], q_ref, slope2, CAUSAL)
-        if MASKED:
-            k_seq = k_pos
-            if HAS_SEQ:
-                k_seq = tl.load(seq_ptrs + k_pos, mask=k_ok, other=-1)
-            vis = _visible(
-                q_pos[:, None],
-                k_pos[None, :],
-                q_seq[:, None],
-                k_seq[None, :],
-                seq_len,
-                window,
-                CAUSAL,
-                HAS_WINDOW,
-                HAS_SEQ,
-            )
-            s = tl.where(vis, s, float("-inf"))
+        k_seq = k_pos
+        if MASKED and HAS_SEQ:  # ids are only read where the tile needs a mask
+            k_seq = tl.load(seq_ptrs + k_pos, mask=k_ok, other=-1)
+        s = _bias_and_mask(
+            s,
+            q_pos[:, None],
+            k_pos[None, :],
+            q_seq[:, None],
+            k_seq[None, :],
+            q_ref,
+            slope2,
+            seq_len,
+            window,
+            CAUSAL,
+            HAS_ALIBI,
+            HAS_WINDOW,
+            HAS_SEQ,
+            MASKED,
+        )
         m_new = tl.maximum(m_i, tl.max(s, 1))
         p = tl.exp2(s - m_new[:, None])
         alpha = tl.exp2(m_i - m_new)
@@ -447,26 +478,26 @@ def _dq_key_loop(
         k = _load_rows(k_ptrs + n0 * stride_kt, k_ok, offs_d, HEAD_DIM, MASKED, PAD_D)
         v = _load_rows(v_ptrs + n0 * stride_vt, k_ok, offs_d, HEAD_DIM, MASKED, PAD_D)
         s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale2
-        if HAS_ALIBI:
-            s += _alibi_bias(q_pos[:, None], k_pos[None, :], q_ref, slope2, CAUSAL)
-        s = s - lse[:, None]
-        if MASKED:
-            k_seq = k_pos
-            if HAS_SEQ:
-                k_seq = tl.load(seq_ptrs + k_pos, mask=k_ok, other=-1)
-            vis = _visible(
-                q_pos[:, None],
-                k_pos[None, :],
-                q_seq[:, None],
-                k_seq[None, :],
-                seq_len,
-                window,
-                CAUSAL,
-                HAS_WINDOW,
-                HAS_SEQ,
-            )
-            s = tl.where(vis, s, float("-inf"))
-        p = tl.exp2(s)
+        k_seq = k_pos
+        if MASKED and HAS_SEQ:  # ids are only read where the tile needs a mask
+            k_seq = tl.load(seq_ptrs + k_pos, mask=k_ok, other=-1)
+        s = _bias_and_mask(
+            s,
+            q_pos[:, None],
+            k_pos[None, :],
+            q_seq[:, None],
+            k_seq[None, :],
+            q_ref,
+            slope2,
+            seq_len,
+            window,
+            CAUSAL,
+            HAS_ALIBI,
+            HAS_WINDOW,
+            HAS_SEQ,
+            MASKED,
+        )
+        p = tl.exp2(s - lse[:, None])
         dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
         ds = p * (dp - delta[:, None])
         dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
@@ -634,28 +665,28 @@ def _dkdv_query_loop(
             delta = tl.load(delta_ptrs + q_pos)
         # Transposed (keys x queries) tiles, so that dK and dV come out as plain products.
         s_t = tl.dot(k, tl.trans(q), input_precision=DOT_PREC) * qk_scale2
-        if HAS_ALIBI:
-            s_t += _alibi_bias(q_pos[None, :], k_pos[:, None], k_ref, slope2, CAUSAL)
-            if CAUSAL:
-                lse += _alibi_row_shift(q_pos, k_ref, slope2)
-        s_t = s_t - lse[None, :]
-        if MASKED:
-            q_seq = q_pos
-            if HAS_SEQ:
-                q_seq = tl.load(seq_ptrs + q_pos, mask=q_ok, other=-2)
-            vis = _visible(
-                q_pos[None, :],
-                k_pos[:, None],
-                q_seq[None, :],
-                k_seq[:, None],
-                seq_len,
-                window,
-                CAUSAL,
-                HAS_WINDOW,
-                HAS_SEQ,
-            )
-            s_t = tl.where(vis, s_t, float("-inf"))
-        p_t = tl.exp2(s_t)
+        q_seq = q_pos
+        if MASKED and HAS_SEQ:  # ids are only read where the tile needs a mask
+            q_seq = tl.load(seq_ptrs + q_pos, mask=q_ok, other=-2)
+        s_t = _bias_and_mask(
+            s_t,
+            q_pos[None, :],
+            k_pos[:, None],
+            q_seq[None, :],
+            k_seq[:, None],
+            k_ref,
+            slope2,
+            seq_len,
+            window,
+            CAUSAL,
+            HAS_ALIBI,
+            HAS_WINDOW,
+            HAS_SEQ,
+            MASKED,
+        )
+        if HAS_ALIBI and CAUSAL:
+            lse += _alibi_row_shift(q_pos, k_ref, slope2)
+        p_t = tl.exp2(s_t - lse[None, :])
         dv = tl.dot(p_t.to(do.dtype), do, dv, input_precision=DOT_PREC)
         dp_t = tl.dot(v, tl.trans(do), input_precision=DOT_PREC)
         ds_t = p_t * (dp_t - delta[None, :])
