@@ -96,6 +96,13 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+def _add_conversion_args(p: argparse.ArgumentParser) -> None:
+    """What ``convert`` and ``convert-finetuning`` both take: SOURCE, OUT and --tokenizer."""
+    _add_source_args(p)
+    _add_output_args(p)
+    p.add_argument("--tokenizer", required=True, help="tokenizer directory or Hugging Face name")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="foundry-data",
@@ -113,9 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_CONVERT_EXAMPLES,
         formatter_class=fmt,
     )
-    _add_source_args(p)
-    _add_output_args(p)
-    p.add_argument("--tokenizer", required=True, help="tokenizer directory or Hugging Face name")
+    _add_conversion_args(p)
     p.add_argument(
         "--concat-tokens", type=int, required=True, metavar="N", help="tokens per sample"
     )
@@ -155,9 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_FINETUNING_EXAMPLES,
         formatter_class=fmt,
     )
-    _add_source_args(p)
-    _add_output_args(p)
-    p.add_argument("--tokenizer", required=True, help="tokenizer directory or Hugging Face name")
+    _add_conversion_args(p)
     p.add_argument(
         "--max-seq-len", type=int, required=True, metavar="N", help="longest sample, in tokens"
     )
@@ -219,10 +222,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _output_kwargs(args: argparse.Namespace) -> dict[str, object]:
+def _conversion_kwargs(args: argparse.Namespace) -> dict[str, object]:
+    """The options of :func:`_add_conversion_args`, as conversion-options keywords."""
     from foundry_data.mds_options import parse_compression, parse_hashes, parse_shard_size
 
     return {
+        "source": args.source,
+        "out": args.out,
+        "tokenizer": args.tokenizer,
         "compression": parse_compression(args.compression),
         "hashes": parse_hashes(args.hashes),
         "shard_size": parse_shard_size(args.shard_size),
@@ -242,9 +249,6 @@ def _run_convert(args: argparse.Namespace) -> None:
         raise FoundryError(f"--workers must be 0 (all cores) or more, not {args.workers}.")
     report = convert_pretraining(
         PretrainingOptions(
-            source=args.source,
-            out=args.out,
-            tokenizer=args.tokenizer,
             seq_len=args.concat_tokens,
             text_column=args.text_column,
             bos_text=args.bos_text,
@@ -252,7 +256,7 @@ def _run_convert(args: argparse.Namespace) -> None:
             wrap=not args.no_wrap,
             workers=args.workers,
             txt_unit=args.txt_unit,
-            **_output_kwargs(args),  # type: ignore[arg-type]
+            **_conversion_kwargs(args),  # type: ignore[arg-type]
         )
     )
     print(report.summary())
@@ -263,16 +267,13 @@ def _run_convert_finetuning(args: argparse.Namespace) -> None:
 
     report = convert_finetuning(
         FinetuningOptions(
-            source=args.source,
-            out=args.out,
-            tokenizer=args.tokenizer,
             max_seq_len=args.max_seq_len,
             overlong=args.overlong,
             prompt_column=args.prompt_column,
             response_column=args.response_column,
             messages_column=args.messages_column,
             chat_template=args.chat_template,
-            **_output_kwargs(args),  # type: ignore[arg-type]
+            **_conversion_kwargs(args),  # type: ignore[arg-type]
         )
     )
     print(report.summary())

@@ -8,7 +8,7 @@ bug in foundry-data.
 
 from __future__ import annotations
 
-__all__ = ["FoundryError"]
+__all__ = ["FoundryError", "first_line"]
 
 
 class FoundryError(Exception):
@@ -24,3 +24,10 @@ class FoundryError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+def first_line(exc: BaseException, *, empty: str = "(no message)") -> str:
+    """The first line of ``exc``'s message, to quote a library's error inside one of ours;
+    ``empty`` when the message is blank."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else empty

@@ -20,15 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from foundry_data.conversion_run import ConversionRun
 from foundry_data.errors import FoundryError
 from foundry_data.finetuning_format import FINETUNING_COLUMNS, Turn, encode_turns
 from foundry_data.manifest import DatasetManifest, FinetuningInfo, SourceInfo
 from foundry_data.mds_options import DEFAULT_HASHES
-from foundry_data.output import DatasetWriter, prepare_output
 from foundry_data.pretraining import ConversionReport
-from foundry_data.progress import ConversionProgress, human_bytes, human_count
+from foundry_data.progress import human_bytes, human_count
 from foundry_data.records import unit_records
-from foundry_data.sources import iter_units, resolve_source
+from foundry_data.sources import iter_units
 from foundry_data.tokenizer_loading import LoadedTokenizer, load_tokenizer
 
 __all__ = ["FinetuningOptions", "FinetuningReport", "convert_finetuning", "record_turns"]
@@ -242,27 +242,12 @@ def convert_finetuning(options: FinetuningOptions) -> FinetuningReport:
 
     if options.max_seq_len < 2:
         raise FoundryError(f"--max-seq-len must be at least 2 tokens, not {options.max_seq_len}.")
-    source = resolve_source(
-        options.source, reader=options.reader, subset=options.subset, split=options.split
-    )
-    target = prepare_output(options.out, overwrite=options.overwrite, local=options.local)
-    progress = ConversionProgress(total_bytes=None, enabled=False, desc="convert-finetuning")
-    writer: DatasetWriter | None = None
-    counts = _Counts()
-    try:
+    with ConversionRun(options, desc="convert-finetuning") as run:
         tok = load_tokenizer(options.tokenizer)
         tokenizer = _Tokenizer(tok, _read_template(options.chat_template))
-        writer = DatasetWriter(
-            target,
-            columns=FINETUNING_COLUMNS,
-            compression=options.compression,
-            hashes=options.hashes,
-            size_limit=options.shard_size,
-        )
-        progress = ConversionProgress(
-            total_bytes=source.total_bytes, enabled=options.progress, desc="convert-finetuning"
-        )
-        for unit, num_bytes in iter_units(source, text_column=None):
+        writer, progress = run.start(FINETUNING_COLUMNS)
+        counts = _Counts()
+        for unit, num_bytes in iter_units(run.source, text_column=None):
             records = unit_records(unit)
             tokens = 0
             for where, record in records:
@@ -288,26 +273,12 @@ def convert_finetuning(options: FinetuningOptions) -> FinetuningReport:
         manifest = _manifest(
             options,
             tok,
-            source_info=SourceInfo(
-                spec=source.spec,
-                reader=source.reader,
-                num_files=len(source.files) if source.files else None,
-                subset=source.subset,
-                split=None if source.files else source.split,
-            ),
+            source_info=run.source_info(),
             counts=counts,
             num_documents=progress.documents,
             version=__version__,
         )
         writer.finish(lambda: manifest)
-    except BaseException:
-        progress.close()
-        if writer is not None:
-            writer.abort()
-        else:
-            target.abort()
-        raise
-    progress.close()
     return FinetuningReport(
         out=options.out, manifest=manifest, num_bytes=progress.bytes, seconds=progress.seconds
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from foundry_data.errors import FoundryError
+from foundry_data.errors import FoundryError, first_line
 from foundry_data.finetuning_format import decode_finetuning_sample
 from foundry_data.manifest import MANIFEST_NAME, DatasetManifest, is_remote, read_manifest
 from foundry_data.progress import human_bytes
@@ -171,7 +171,7 @@ def _read_sample(location: str, workdir: str, index: int, algo: str | None) -> d
     except Exception as exc:  # botocore / google / azure errors while fetching a shard
         if not is_remote(location):
             raise
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc, empty=type(exc).__name__)
         raise FoundryError(
             f"cannot read the shards of {location}: {type(exc).__name__}: {text}. The store "
             "stopped answering while the sample was read; check that it is up, the "

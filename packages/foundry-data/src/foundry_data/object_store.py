@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from foundry_data.errors import FoundryError
+from foundry_data.errors import FoundryError, first_line
 
 __all__ = ["download"]
 
@@ -30,7 +30,7 @@ def download(remote: str, local: str, *, missing: str, timeout: float = 60) -> N
     except FileNotFoundError:
         raise FoundryError(f"nothing at {remote}: {missing}") from None
     except Exception as exc:  # botocore, google, azure, ... errors
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc, empty=type(exc).__name__)
         if "not found" in text.lower() or "nosuchkey" in text.lower() or "404" in text:
             raise FoundryError(f"nothing at {remote}: {missing}") from None
         raise FoundryError(

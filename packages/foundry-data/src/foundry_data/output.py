@@ -20,7 +20,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from foundry_data.errors import FoundryError
+from foundry_data.errors import FoundryError, first_line
 from foundry_data.manifest import MANIFEST_NAME, DatasetManifest, is_remote, write_manifest
 from foundry_data.mds_writer import INDEX_NAME, MDSShardWriter
 
@@ -165,16 +165,11 @@ def _connect(remote: str, staging: Path, *, keep_local: bool) -> Any:
         hint = f" (S3_ENDPOINT_URL={endpoint})" if endpoint and remote.startswith("s3://") else ""
         raise FoundryError(
             f"cannot reach the object store for {remote}{hint}: {type(exc).__name__}: "
-            f"{_first_line(exc)}. Check that the bucket exists, the endpoint is up and the "
+            f"{first_line(exc)}. Check that the bucket exists, the endpoint is up and the "
             "credentials are set (for S3: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, and "
             "S3_ENDPOINT_URL for S3-compatible stores)."
         ) from None
     return uploader
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 def _top_level(keys: list[str], remote: str) -> list[str]:
@@ -246,7 +241,7 @@ class DatasetWriter:
                 assert exc is not None
                 raise FoundryError(
                     f"uploading to {self.target.remote} failed: {type(exc).__name__}: "
-                    f"{_first_line(exc)}. Check the object store and run the command again; it "
+                    f"{first_line(exc)}. Check the object store and run the command again; it "
                     "starts over and replaces the partial upload."
                 )
         self._uploads = [f for f in self._uploads if not f.done()]
@@ -268,7 +263,7 @@ class DatasetWriter:
         except Exception as exc:
             raise FoundryError(
                 f"uploading {name} to {self.target.remote} failed: {type(exc).__name__}: "
-                f"{_first_line(exc)}. Run the command again to finish the dataset."
+                f"{first_line(exc)}. Run the command again to finish the dataset."
             ) from None
 
     def abort(self) -> None:

@@ -22,13 +22,12 @@ from typing import Literal
 import numpy as np
 
 from foundry_data.backend_tokenizer import BackendTokenizer, load_backend_tokenizer
+from foundry_data.conversion_run import ConversionRun
 from foundry_data.errors import FoundryError
-from foundry_data.manifest import DatasetManifest, SeparatorInfo, SourceInfo
+from foundry_data.manifest import DatasetManifest, SeparatorInfo
 from foundry_data.mds_options import DEFAULT_HASHES
-from foundry_data.output import DatasetWriter, prepare_output
-from foundry_data.progress import ConversionProgress
 from foundry_data.records import Unit
-from foundry_data.sources import ResolvedSource, iter_units, resolve_source
+from foundry_data.sources import iter_units
 from foundry_data.tokenize_worker import (
     Tokenization,
     TokenizedUnit,
@@ -190,17 +189,6 @@ class SamplePacker:
         return self.dropped
 
 
-def _source_info(source: ResolvedSource, text_column: str) -> SourceInfo:
-    return SourceInfo(
-        spec=source.spec,
-        reader=source.reader,
-        num_files=len(source.files) if source.files else None,
-        text_column=text_column,
-        subset=source.subset,
-        split=source.split if not source.files else None,
-    )
-
-
 def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
     """Run a pretraining conversion. Raises FoundryError on bad input."""
     from foundry_data import __version__
@@ -209,13 +197,7 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
         raise FoundryError(
             f"--concat-tokens must be a positive number of tokens, not {options.seq_len}."
         )
-    source = resolve_source(
-        options.source, reader=options.reader, subset=options.subset, split=options.split
-    )
-    target = prepare_output(options.out, overwrite=options.overwrite, local=options.local)
-    writer: DatasetWriter | None = None
-    progress = ConversionProgress(total_bytes=source.total_bytes, enabled=False, desc="convert")
-    try:
+    with ConversionRun(options, desc="convert") as run:
         tok = load_backend_tokenizer(options.tokenizer)
         separator = _separators(tok, options.bos_text, options.eos_text).model_copy(
             update={"wrap": options.wrap}
@@ -227,19 +209,10 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
             eos_tokens=tuple(separator.eos_tokens),
         )
         workers = options.workers or default_workers()
-        writer = DatasetWriter(
-            target,
-            columns=PRETRAINING_COLUMNS,
-            compression=options.compression,
-            hashes=options.hashes,
-            size_limit=options.shard_size,
-        )
-        progress = ConversionProgress(
-            total_bytes=source.total_bytes, enabled=options.progress, desc="convert"
-        )
+        writer, progress = run.start(PRETRAINING_COLUMNS)
         packer = SamplePacker(options.seq_len, options.wrap)
         num_samples = 0
-        units = iter_units(source, text_column=options.text_column, txt_unit=options.txt_unit)
+        units = iter_units(run.source, text_column=options.text_column, txt_unit=options.txt_unit)
         for chunk in tokenized_units(units, spec, workers):
             for sample in packer.add(chunk):
                 writer.write({"tokens": sample})
@@ -267,7 +240,7 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
             bos_token_id=tok.bos_token_id,
             pad_token_id=tok.pad_token_id,
             separator=separator,
-            source=_source_info(source, options.text_column),
+            source=run.source_info(options.text_column),
             num_samples=num_samples,
             num_tokens=num_samples * options.seq_len,
             num_documents=progress.documents,
@@ -278,14 +251,6 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
             foundry_data_version=__version__,
         )
         writer.finish(lambda: manifest)
-    except BaseException:
-        progress.close()
-        if writer is not None:
-            writer.abort()
-        else:
-            target.abort()
-        raise
-    progress.close()
     return ConversionReport(
         out=options.out, manifest=manifest, num_bytes=progress.bytes, seconds=progress.seconds
     )

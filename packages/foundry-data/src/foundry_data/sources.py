@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from foundry_data.errors import FoundryError
+from foundry_data.errors import FoundryError, first_line
 from foundry_data.records import JsonLinesBlock, Records, TextFiles, TextLinesBlock, Unit
 from foundry_data.tokenizer_loading import looks_like_local_path
 
@@ -320,15 +320,10 @@ def _dataset_units(source: ResolvedSource, text_column: str | None) -> Iterator[
     except Exception as exc:  # datasets raises many kinds while streaming
         raise FoundryError(
             f"reading {name} with the `datasets` library failed: {type(exc).__name__}: "
-            f"{_first_line(exc)}. Check the files (or the dataset name, subset and split)."
+            f"{first_line(exc)}. Check the files (or the dataset name, subset and split)."
         ) from None
     if records:
         yield Records(tuple(records), tuple(origins)), nbytes
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else "(no message)"
 
 
 _DATASETS_BUILDERS: dict[Format, str] = {
@@ -360,6 +355,6 @@ def open_streaming_dataset(source: ResolvedSource) -> Any:
         raise FoundryError(
             f"source {source.spec!r} is not a local file, folder or glob, and the `datasets` "
             f"library could not open it as a Hugging Face dataset ({type(exc).__name__}: "
-            f"{_first_line(exc)}). Check the path, or the dataset name, --subset and --split, "
+            f"{first_line(exc)}). Check the path, or the dataset name, --subset and --split, "
             "and that the Hub (or its cache) is reachable."
         ) from None

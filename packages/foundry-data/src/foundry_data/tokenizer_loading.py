@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from foundry_data.errors import FoundryError
+from foundry_data.errors import FoundryError, first_line
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -133,7 +133,7 @@ def load_tokenizer(spec: str) -> LoadedTokenizer:
         hf = AutoTokenizer.from_pretrained(name)
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors, ...
         where = "the directory" if path.exists() else "the Hugging Face Hub (or its local cache)"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, empty=type(exc).__name__)
         raise FoundryError(
             f"unknown tokenizer {spec!r}: it could not be loaded from {where} ({reason}). Pass a "
             "directory that AutoTokenizer loads (e.g. one made by `foundry-data "
