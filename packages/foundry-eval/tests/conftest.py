@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+# <repo>/tests/support is on sys.path: the root conftest puts it there.
+from tiny_lm import train_byte_bpe, train_on_windows
+
 DATA_ROOT = (Path(__file__).resolve().parents[3] / "../shared/eval-data").resolve()
 TRAIN_FILES = [
     "language_understanding/lambada_openai.jsonl",
@@ -34,25 +37,6 @@ def _training_text(limit_per_file: int = 1500) -> list[str]:
     return texts
 
 
-def _train_tokenizer(texts: list[str]):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=1024,
-        special_tokens=["<|endoftext|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-
-
 def _train_model(tokenizer, texts: list[str], steps: int = 200):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -75,21 +59,7 @@ def _train_model(tokenizer, texts: list[str], steps: int = 200):
     ids: list[int] = []
     for t in texts:
         ids += tokenizer(t)["input_ids"] + [tokenizer.eos_token_id]
-    data = torch.tensor(ids)
-    seq, batch = 64, 16
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    losses = []
-    for _ in range(steps):
-        starts = torch.randint(0, len(data) - seq - 1, (batch,), generator=gen)
-        x = torch.stack([data[s : s + seq] for s in starts])
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    model.eval()
+    losses = train_on_windows(model, torch.tensor(ids), steps=steps, seq=64, batch=16)
     return model, losses
 
 
@@ -108,7 +78,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) ->
     torch.set_num_threads(1)  # the CI box has 2 shared cores; more threads thrash
     start = time.perf_counter()
     texts = _training_text()
-    tokenizer = _train_tokenizer(texts)
+    tokenizer = train_byte_bpe(texts, vocab_size=1024, special_tokens=["<|endoftext|>"])
     model, losses = _train_model(tokenizer, texts)
     out = tmp_path_factory.mktemp("tiny-llama")
     model.save_pretrained(out)

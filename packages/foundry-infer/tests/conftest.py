@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
+# <repo>/tests/support is on sys.path: the root conftest puts it there.
+from tiny_lm import save_hf_dir, train_byte_bpe, train_on_windows
+
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -41,32 +44,12 @@ def corpus() -> str:
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
+    return train_byte_bpe(
+        [corpus_text()],
         vocab_size=384,
         special_tokens=["<|endoftext|>", "<|end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        chat_template=CHAT_TEMPLATE,
     )
-    bpe.train_from_iterator([corpus_text()], trainer)
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<|endoftext|>"
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-def _save(model: torch.nn.Module, tokenizer, path: Path, eos: list[int]) -> Path:
-    from transformers import GenerationConfig
-
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    GenerationConfig(eos_token_id=eos, pad_token_id=eos[0]).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="session")
@@ -89,23 +72,11 @@ def trained_llama_dir(tmp_path_factory, tokenizer) -> Path:
     )
     model = LlamaForCausalLM(config)
     ids = torch.tensor(tokenizer(corpus_text()).input_ids)
-    seq, batch = 64, 8
-    starts_max = ids.numel() - seq - 1
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(300):
-        starts = torch.randint(0, starts_max, (batch,), generator=gen)
-        x = torch.stack([ids[s : s + seq] for s in starts.tolist()])
-        loss = model(input_ids=x, labels=x).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    model.eval()
-    assert loss.item() < 3.5, f"training did not learn (loss {loss.item():.2f})"
+    losses = train_on_windows(model, ids, steps=300, seq=64, batch=8)
+    assert losses[-1] < 3.5, f"training did not learn (loss {losses[-1]:.2f})"
     path = tmp_path_factory.mktemp("llama") / "hf"
     eos = [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end|>")]
-    return _save(model, tokenizer, path, eos)
+    return save_hf_dir(model, tokenizer, path, eos)
 
 
 @pytest.fixture(scope="session")
@@ -142,7 +113,7 @@ def gpt2_dir(tmp_path_factory, tokenizer) -> Path:
         bos_token_id=tokenizer.eos_token_id,
     )
     path = tmp_path_factory.mktemp("gpt2") / "hf"
-    return _save(GPT2LMHeadModel(config), tokenizer, path, [tokenizer.eos_token_id])
+    return save_hf_dir(GPT2LMHeadModel(config), tokenizer, path, [tokenizer.eos_token_id])
 
 
 @pytest.fixture(scope="session")
@@ -164,4 +135,4 @@ def mpt_dir(tmp_path_factory, tokenizer) -> Path:
             if p.dim() == 2:
                 p.normal_(0.0, 0.2)
     path = tmp_path_factory.mktemp("mpt") / "hf"
-    return _save(model, tokenizer, path, [tokenizer.eos_token_id])
+    return save_hf_dir(model, tokenizer, path, [tokenizer.eos_token_id])
