@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import numpy as np
 from foundry_data import MANIFEST_NAME, read_manifest
 
@@ -45,8 +47,15 @@ def test_s3_round_trip_with_streaming_dataset(
     # An existing remote dataset is refused unless --overwrite; --local keeps a local copy.
     code, _, stderr = _convert(cli, corpus_dir, url, tokenizer_dir)
     assert code == 2 and "already holds a dataset" in stderr and "--overwrite" in stderr
+    # A killed run's local work folder is not resumed for an object-store OUT: removed, and said.
     copy = tmp_path / "copy"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    leftover = tmp_path / f"copy.tmp-{dead.pid}"
+    leftover.mkdir()
+    (leftover / "shard.00000.mds.zstd").write_bytes(b"from a killed run")
     code, _, stderr = _convert(cli, corpus_dir, url, tokenizer_dir, "--overwrite", "--local", copy)
     assert code == 0, stderr
+    assert "resume is for local outputs only" in stderr and not leftover.exists()
     assert read_manifest(copy) == read_manifest(url)
     assert mds.tree(copy) == mds.tree(local)

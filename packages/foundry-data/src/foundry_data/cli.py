@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from foundry_data.errors import FoundryError
+from foundry_data.errors import ConversionInterrupted, FoundryError
 
 __all__ = ["build_parser", "main"]
 
@@ -23,6 +23,10 @@ examples:
   # a Hugging Face dataset, read in streaming mode
   foundry-data convert allenai/c4 c4-mds/ --subset en --split validation \\
       --tokenizer EleutherAI/gpt-neox-20b --concat-tokens 2048
+
+  # killed or Ctrl-C'd part-way? The same command again continues from the last finished shard
+  # (same source files, tokenizer and options); --no-resume starts over instead
+  foundry-data convert data/raw/ data/mds/ --tokenizer my-tokenizer/ --concat-tokens 2048
 """
 
 _FINETUNING_EXAMPLES = """\
@@ -93,6 +97,13 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
         help="most sample bytes per shard before compression (default: 64MiB)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="start over even if a killed (or Ctrl-C'd) run of the same command left finished "
+        "shards to continue from (by default it resumes them; local OUT only)",
+    )
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -239,6 +250,7 @@ def _conversion_kwargs(args: argparse.Namespace) -> dict[str, object]:
         "subset": args.subset,
         "split": args.split,
         "progress": args.progress,
+        "resume": args.resume,
     }
 
 
@@ -327,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FoundryError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except ConversionInterrupted as exc:
+        print(exc.message, file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(
             "interrupted: nothing was published; run the command again to redo it.", file=sys.stderr

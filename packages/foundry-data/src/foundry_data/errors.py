@@ -8,7 +8,7 @@ bug in foundry-data.
 
 from __future__ import annotations
 
-__all__ = ["FoundryError", "first_line"]
+__all__ = ["ConversionInterrupted", "FoundryError", "first_line"]
 
 
 class FoundryError(Exception):
@@ -21,6 +21,18 @@ class FoundryError(Exception):
     def __reduce__(self) -> tuple[type[FoundryError], tuple[str]]:
         # Keep the message when the error crosses a process boundary (worker -> main).
         return (type(self), (self.message,))
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConversionInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a conversion whose finished shards were kept so that it can resume; the
+    message says where they are and how to go on."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
     def __str__(self) -> str:
         return self.message

@@ -15,8 +15,9 @@ A sample longer than ``--max-seq-len`` is truncated (default) or dropped; both a
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,7 +29,7 @@ from foundry_data.mds_options import DEFAULT_HASHES
 from foundry_data.pretraining import ConversionReport
 from foundry_data.progress import human_bytes, human_count
 from foundry_data.records import unit_records
-from foundry_data.sources import iter_units
+from foundry_data.resume import TOKENIZER_SUFFIXES, hash_files
 from foundry_data.tokenizer_loading import LoadedTokenizer, load_tokenizer
 
 __all__ = ["FinetuningOptions", "FinetuningReport", "convert_finetuning", "record_turns"]
@@ -54,6 +55,7 @@ class FinetuningOptions:
     subset: str | None = None
     split: str = "train"
     progress: bool = True
+    resume: bool = True  # continue a killed identical run's work folder, if there is one
 
 
 @dataclass(frozen=True)
@@ -62,14 +64,13 @@ class FinetuningReport(ConversionReport):
         m = self.manifest
         info = m.finetuning
         assert info is not None
-        secs = max(self.seconds, 1e-9)
         return (
             f"converted {m.num_documents:,} records ({info.num_prompt_response_records:,} "
             f"prompt/response, {info.num_chat_records:,} chat; {human_bytes(self.num_bytes)}) into "
             f"{m.num_samples:,} samples ({human_count(m.num_tokens)} tokens, max {m.seq_len}); "
             f"{info.num_truncated:,} truncated, {info.num_dropped:,} dropped as too long, "
-            f"{info.num_empty:,} left out as empty; in {self.seconds:.1f} s "
-            f"({human_count(m.num_tokens / secs)} tokens/s) -> {self.out}"
+            f"{info.num_empty:,} left out as empty; in {self.seconds:.1f} s"
+            f"{self.resumed_note()} ({human_count(self.tokens_per_second())} tokens/s) -> {self.out}"
         )
 
 
@@ -214,6 +215,9 @@ class _Counts:
     prompt_tokens: int = 0
     response_tokens: int = 0
 
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 def _fit(
     turns: list[Turn], options: FinetuningOptions, counts: _Counts, eos: int | None
@@ -245,9 +249,12 @@ def convert_finetuning(options: FinetuningOptions) -> FinetuningReport:
     with ConversionRun(options, desc="convert-finetuning") as run:
         tok = load_tokenizer(options.tokenizer)
         tokenizer = _Tokenizer(tok, _read_template(options.chat_template))
-        writer, progress = run.start(FINETUNING_COLUMNS)
-        counts = _Counts()
-        for unit, num_bytes in iter_units(run.source, text_column=None):
+        writer, progress = run.start(
+            FINETUNING_COLUMNS, identity=_tokenizer_identity(options, tok, tokenizer.template)
+        )
+        counts = _Counts(**run.resumed_state) if run.resumed_state is not None else _Counts()
+        for unit, num_bytes in run.units(text_column=None):
+            run.unit_started(replace(counts))
             records = unit_records(unit)
             tokens = 0
             for where, record in records:
@@ -280,8 +287,34 @@ def convert_finetuning(options: FinetuningOptions) -> FinetuningReport:
         )
         writer.finish(lambda: manifest)
     return FinetuningReport(
-        out=options.out, manifest=manifest, num_bytes=progress.bytes, seconds=progress.seconds
+        out=options.out,
+        manifest=manifest,
+        num_bytes=progress.bytes,
+        seconds=progress.seconds,
+        resumed_shards=len(run.resumed.shards) if run.resumed else 0,
+        resumed_tokens=progress.resumed_tokens,
+        resumed_bytes=progress.resumed_bytes,
     )
+
+
+def _tokenizer_identity(
+    options: FinetuningOptions, tok: LoadedTokenizer, template: str | None
+) -> dict[str, Any]:
+    """What of the tokenizer and chat template decides the output."""
+    return {
+        "tokenizer": {
+            "files": hash_files(Path(options.tokenizer).expanduser(), TOKENIZER_SUFFIXES),
+            "backend": _sha256(tok.backend_json()),
+            "name": tok.name,
+            "ids": [tok.vocab_size, tok.eos_token_id, tok.bos_token_id, tok.pad_token_id],
+            "chat_template": _sha256(str(tok.hf.chat_template or "")),
+        },
+        "chat_template": _sha256(template) if template is not None else None,
+    }
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _read_template(path: str | None) -> str | None:

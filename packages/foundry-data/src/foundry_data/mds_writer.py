@@ -124,6 +124,8 @@ class MDSShardWriter:
     size_limit=...)`` does.
 
     ``on_shard(basename)`` is called after each shard file is complete (to upload it).
+    ``shards``: index entries of shards already in ``out`` (a resumed conversion); the writer
+    goes on with the next shard number.
     """
 
     def __init__(
@@ -135,11 +137,13 @@ class MDSShardWriter:
         hashes: list[str],
         size_limit: int | None,
         on_shard: Callable[[str], None] | None = None,
+        shards: list[dict[str, Any]] | None = None,
     ) -> None:
         if hashes != sorted(hashes):
             raise ValueError(f"MDS hashes must be sorted, got {hashes}")
         names = sorted(columns)
         self._columns = [(name, _column(columns[name])) for name in names]
+        self.shards: list[dict[str, Any]] = list(shards or [])
         self.config: dict[str, Any] = {
             "version": 2,
             "format": "mds",
@@ -150,11 +154,13 @@ class MDSShardWriter:
             "column_encodings": [columns[name] for name in names],
             "column_sizes": [column.size for _, column in self._columns],
         }
+        for shard in self.shards:
+            if any(shard.get(key) != value for key, value in self.config.items()):
+                raise ValueError(f"shard {shard.get('raw_data')} was written with another config")
         self._config_bytes = json.dumps(self.config, sort_keys=True).encode("utf-8")
         num_sizes = sum(column.size is None for _, column in self._columns)
         self._sizes = struct.Struct(f"={num_sizes}I")  # native-order uint32s, as numpy's
         self.out = out
-        self.shards: list[dict[str, Any]] = []
         self._on_shard = on_shard
         self._samples: list[bytes] = []
         self._shard_bytes = self._empty_shard_bytes()

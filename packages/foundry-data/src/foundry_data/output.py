@@ -2,7 +2,8 @@
 
 Local output: shards go to ``OUT.tmp-<pid>`` beside OUT; ``index.json`` and then the manifest are
 written there last and the folder is renamed to OUT. A run that was killed leaves only the
-``.tmp-<pid>`` folder, which the next run removes before it starts again.
+``.tmp-<pid>`` folder; the next run for the same OUT finds it (``OutputTarget.leftovers``) and
+either continues from it (:mod:`foundry_data.resume`) or removes it and starts again.
 
 Object-store output (``s3://bucket/prefix`` and the other schemes streaming knows): shards are
 written to a local staging folder (``--local`` or a temporary one) and uploaded as each is
@@ -40,12 +41,15 @@ class OutputTarget:
         final_local: Path | None,
         remote: str | None,
         uploader: Any = None,
+        leftovers: list[Path] | None = None,
     ) -> None:
         self.out = out
         self.staging = staging
         self.final_local = final_local
         self.remote = remote
         self.uploader = uploader
+        self.leftovers = list(leftovers or [])
+        """Work folders of killed runs for the same output, most recently changed first."""
 
     def abort(self) -> None:
         """Remove what this run wrote locally (the remote prefix still has no index)."""
@@ -83,21 +87,33 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _clear_stale_staging(final: Path) -> None:
-    """Remove ``FINAL.tmp-<pid>`` folders left by killed runs; refuse if a live run owns one."""
+def _dead_staging(final: Path) -> list[Path]:
+    """``FINAL.tmp-<pid>`` folders left by killed runs, most recently changed first; refuse if a
+    live run owns one."""
     if not final.parent.is_dir():
-        return
+        return []
+    found: list[Path] = []
     for candidate in final.parent.glob(f"{final.name}.tmp-*"):
         suffix = candidate.name.rsplit(".tmp-", 1)[1]
-        if not suffix.isdigit():
+        if not suffix.isdigit() or not candidate.is_dir():
             continue
         pid = int(suffix)
+        # Our own pid: left by an earlier conversion in this process (the Python API, after a
+        # Ctrl-C) or by a dead process whose pid we were given; either way no one is writing it.
         if pid != os.getpid() and _pid_alive(pid):
             raise FoundryError(
                 f"another process (pid {pid}) is writing {final} right now (its work folder is "
                 f"{candidate}). Wait for it to finish, or stop it and run again."
             )
-        shutil.rmtree(candidate, ignore_errors=True)
+        found.append(candidate)
+    return sorted(found, key=_changed_at, reverse=True)
+
+
+def _changed_at(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _check_local_free(final: Path, overwrite: bool, what: str) -> None:
@@ -114,17 +130,19 @@ def _check_local_free(final: Path, overwrite: bool, what: str) -> None:
     )
 
 
-def _local_staging(final: Path, overwrite: bool, what: str) -> Path:
+def _local_staging(final: Path, overwrite: bool, what: str) -> tuple[Path, list[Path]]:
     _check_local_free(final, overwrite, what)
-    _clear_stale_staging(final)
+    leftovers = _dead_staging(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    return staging
+    if staging.exists() and staging not in leftovers:  # a file of that name
+        _remove(staging)
+    return staging, leftovers
 
 
 def prepare_output(out: str, *, overwrite: bool, local: str | None = None) -> OutputTarget:
-    """Check OUT and set up where shards are written.
+    """Check OUT and set up where shards are written. Work folders of killed runs are left in
+    place and listed in the target's ``leftovers``: the conversion decides whether it resumes one.
 
     Raises:
         FoundryError: OUT exists (without ``overwrite``), the object store is unreachable, or a
@@ -134,11 +152,13 @@ def prepare_output(out: str, *, overwrite: bool, local: str | None = None) -> Ou
         if local is not None:
             raise FoundryError("--local is for object-store outputs only (OUT like s3://...).")
         final = Path(out).expanduser().absolute()
-        return OutputTarget(out, _local_staging(final, overwrite, "output"), final, None)
+        staging, leftovers = _local_staging(final, overwrite, "output")
+        return OutputTarget(out, staging, final, None, leftovers=leftovers)
     remote = out.rstrip("/")
+    leftovers = []
     if local is not None:
         final_local: Path | None = Path(local).expanduser().absolute()
-        staging = _local_staging(final_local, overwrite, "--local folder")
+        staging, leftovers = _local_staging(final_local, overwrite, "--local folder")
     else:
         final_local = None
         staging = Path(tempfile.mkdtemp(prefix="foundry-data-staging-"))
@@ -149,7 +169,7 @@ def prepare_output(out: str, *, overwrite: bool, local: str | None = None) -> Ou
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return OutputTarget(out, staging, final_local, remote, uploader)
+    return OutputTarget(out, staging, final_local, remote, uploader, leftovers=leftovers)
 
 
 def _connect(remote: str, staging: Path, *, keep_local: bool) -> Any:
@@ -203,7 +223,14 @@ def _check_remote_free(uploader: Any, remote: str, overwrite: bool) -> None:
 
 
 class DatasetWriter:
-    """An MDS writer whose output appears (locally or remotely) only when it is complete."""
+    """An MDS writer whose output appears (locally or remotely) only when it is complete.
+
+    A resumed conversion passes the shards already in the staging folder (``shards``) and the
+    number of samples it will produce again before it reaches new ones (``skip_samples``: the
+    samples of the unit it redoes that those shards already hold); ``write`` drops those.
+    ``on_shard_closed(entry)`` is called with each shard's index entry once its file is written;
+    ``before_publish()`` right before the finished dataset is published.
+    """
 
     def __init__(
         self,
@@ -213,21 +240,49 @@ class DatasetWriter:
         compression: str | None,
         hashes: list[str],
         size_limit: int,
+        shards: list[dict[str, Any]] | None = None,
+        skip_samples: int = 0,
+        on_shard_closed: Callable[[dict[str, Any]], None] | None = None,
+        before_publish: Callable[[], None] | None = None,
     ) -> None:
         self.target = target
         self._pool = ThreadPoolExecutor(UPLOAD_THREADS) if target.remote else None
         self._uploads: list[Future[None]] = []
+        self._on_shard_closed = on_shard_closed
+        self._before_publish = before_publish
+        self._skip = skip_samples
+        self.closed_samples = sum(int(shard["samples"]) for shard in shards or [])
+        """Samples in closed shards."""
+        self.samples_seen = self.closed_samples - skip_samples
+        """Samples handed to ``write`` (or restored), the dropped ones included."""
         self._writer = MDSShardWriter(
             target.staging,
             columns=columns,
             compression=compression,
             hashes=hashes,
             size_limit=size_limit,
-            on_shard=self._upload if self._pool is not None else None,
+            on_shard=self._shard_closed,
+            shards=shards,
         )
 
+    @property
+    def num_shards(self) -> int:
+        return len(self._writer.shards)
+
     def write(self, sample: dict[str, Any]) -> None:
+        self.samples_seen += 1
+        if self._skip:
+            self._skip -= 1  # already in a shard the interrupted run closed
+            return
         self._writer.write(sample)
+
+    def _shard_closed(self, basename: str) -> None:
+        entry = self._writer.shards[-1]
+        self.closed_samples += int(entry["samples"])
+        if self._pool is not None:
+            self._upload(basename)
+        if self._on_shard_closed is not None:
+            self._on_shard_closed(entry)
 
     def _upload(self, basename: str) -> None:
         assert self._pool is not None
@@ -248,7 +303,15 @@ class DatasetWriter:
 
     def finish(self, manifest: Callable[[], DatasetManifest]) -> None:
         """Write the last shard and ``index.json``, then the manifest; publish the dataset."""
+        if self._skip:
+            raise FoundryError(
+                f"the source gave {self._skip:,} samples fewer than the interrupted run this one "
+                "resumed had written: it changed without its files' sizes or modification times "
+                "changing. Run the command again with --no-resume."
+            )
         self._writer.finish()
+        if self._before_publish is not None:
+            self._before_publish()
         write_manifest(manifest(), self.target.staging)
         if self._pool is not None:
             self._raise_failed_upload(wait=True)

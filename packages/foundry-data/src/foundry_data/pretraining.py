@@ -9,6 +9,7 @@ was split, any ``--workers`` gives byte-identical shards.
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
 import pickle
@@ -17,7 +18,8 @@ from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 
@@ -27,7 +29,7 @@ from foundry_data.errors import FoundryError
 from foundry_data.manifest import DatasetManifest, SeparatorInfo
 from foundry_data.mds_options import DEFAULT_HASHES
 from foundry_data.records import Unit
-from foundry_data.sources import iter_units
+from foundry_data.resume import TOKENIZER_SUFFIXES, hash_files
 from foundry_data.tokenize_worker import (
     Tokenization,
     TokenizedUnit,
@@ -63,6 +65,7 @@ class PretrainingOptions:
     split: str = "train"
     txt_unit: Literal["file", "line"] = "file"
     progress: bool = True
+    resume: bool = True  # continue a killed identical run's work folder, if there is one
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,11 @@ class ConversionReport:
     manifest: DatasetManifest
     num_bytes: int
     seconds: float
+    resumed_shards: int = 0
+    """Shards a killed run had finished before this one resumed it (0: not resumed)."""
+    resumed_tokens: int = 0
+    """Tokens (and below, input bytes) this run did not read again because the killed run had."""
+    resumed_bytes: int = 0
 
     def summary(self) -> str:
         from foundry_data.progress import human_bytes, human_count
@@ -80,10 +88,19 @@ class ConversionReport:
         return (
             f"converted {m.num_documents:,} documents ({human_bytes(self.num_bytes)}) into "
             f"{m.num_samples:,} samples of {m.seq_len} tokens ({human_count(m.num_tokens)} "
-            f"tokens, {human_count(m.num_dropped_tokens)} left over) in {self.seconds:.1f} s: "
-            f"{human_count(m.num_tokens / secs)} tokens/s, {human_bytes(self.num_bytes / secs)}/s "
-            f"-> {self.out}"
+            f"tokens, {human_count(m.num_dropped_tokens)} left over) in {self.seconds:.1f} s"
+            f"{self.resumed_note()}: {human_count(self.tokens_per_second())} tokens/s, "
+            f"{human_bytes((self.num_bytes - self.resumed_bytes) / secs)}/s -> {self.out}"
         )
+
+    def tokens_per_second(self) -> float:
+        """Tokens this run converted (the resumed part not counted) per second."""
+        return (self.manifest.num_tokens - self.resumed_tokens) / max(self.seconds, 1e-9)
+
+    def resumed_note(self) -> str:
+        if not self.resumed_shards:
+            return ""
+        return f" (resumed after the {self.resumed_shards:,} shards of the killed run)"
 
 
 def default_workers() -> int:
@@ -134,6 +151,25 @@ def tokenized_units(
                 yield pending.popleft().get()
 
 
+@dataclass(frozen=True)
+class PackerSnapshot:
+    """A :class:`SamplePacker`'s carry-over at the start of a unit, with the samples written."""
+
+    carry: np.ndarray
+    parts: tuple[np.ndarray, ...]
+    dropped: int
+    samples: int
+
+    def to_json(self) -> dict[str, Any]:
+        parts = np.concatenate(self.parts) if self.parts else np.empty(0, dtype=np.int32)
+        return {
+            "carry": self.carry.tolist(),
+            "parts": parts.tolist(),  # only their concatenation matters
+            "dropped": self.dropped,
+            "samples": self.samples,
+        }
+
+
 class SamplePacker:
     """Cuts a stream of tokenized documents into samples of exactly ``seq_len`` tokens.
 
@@ -150,6 +186,19 @@ class SamplePacker:
         self._carry = np.empty(0, dtype=np.int32)
         self._parts: list[np.ndarray] = []
         self._parts_len = 0
+
+    def snapshot(self, samples: int) -> PackerSnapshot:
+        """The packer's state now (no copy: its arrays are never changed in place)."""
+        return PackerSnapshot(self._carry, tuple(self._parts), self.dropped, samples)
+
+    def restore(self, state: dict[str, Any]) -> int:
+        """Go back to a :meth:`PackerSnapshot.to_json` state; returns its sample count."""
+        self._carry = np.array(state["carry"], dtype=np.int32)
+        parts = np.array(state["parts"], dtype=np.int32)
+        self._parts = [parts] if parts.size else []
+        self._parts_len = int(parts.size)
+        self.dropped = int(state["dropped"])
+        return int(state["samples"])
 
     def add(self, unit: TokenizedUnit) -> Iterator[np.ndarray]:
         if unit.tokens.itemsize != 4:
@@ -209,11 +258,15 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
             eos_tokens=tuple(separator.eos_tokens),
         )
         workers = options.workers or default_workers()
-        writer, progress = run.start(PRETRAINING_COLUMNS)
+        identity = _tokenizer_identity(options.tokenizer, tok, separator)
+        writer, progress = run.start(PRETRAINING_COLUMNS, identity=identity)
         packer = SamplePacker(options.seq_len, options.wrap)
         num_samples = 0
-        units = iter_units(run.source, text_column=options.text_column, txt_unit=options.txt_unit)
+        if run.resumed_state is not None:
+            num_samples = packer.restore(run.resumed_state)
+        units = run.units(text_column=options.text_column, txt_unit=options.txt_unit)
         for chunk in tokenized_units(units, spec, workers):
+            run.unit_started(packer.snapshot(num_samples))
             for sample in packer.add(chunk):
                 writer.write({"tokens": sample})
                 num_samples += 1
@@ -252,5 +305,26 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
         )
         writer.finish(lambda: manifest)
     return ConversionReport(
-        out=options.out, manifest=manifest, num_bytes=progress.bytes, seconds=progress.seconds
+        out=options.out,
+        manifest=manifest,
+        num_bytes=progress.bytes,
+        seconds=progress.seconds,
+        resumed_shards=len(run.resumed.shards) if run.resumed else 0,
+        resumed_tokens=progress.resumed_tokens,
+        resumed_bytes=progress.resumed_bytes,
     )
+
+
+def _tokenizer_identity(
+    spec: str, tok: BackendTokenizer, separator: SeparatorInfo
+) -> dict[str, Any]:
+    """What of the tokenizer decides the output: its files, what it loaded as, the separators."""
+    return {
+        "tokenizer": {
+            "files": hash_files(Path(spec).expanduser(), TOKENIZER_SUFFIXES),
+            "backend": hashlib.sha256(tok.backend_json.encode("utf-8")).hexdigest(),
+            "name": tok.name,
+            "ids": [tok.vocab_size, tok.eos_token_id, tok.bos_token_id, tok.pad_token_id],
+        },
+        "separator": separator.model_dump(mode="json"),
+    }

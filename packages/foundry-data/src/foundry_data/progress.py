@@ -27,11 +27,20 @@ class ConversionProgress:
     """A tqdm bar over input bytes (when the total is known) or documents, with documents and
     tokens/s alongside. Disabled bars cost nothing."""
 
-    def __init__(self, *, total_bytes: int | None, enabled: bool, desc: str) -> None:
+    def __init__(
+        self,
+        *,
+        total_bytes: int | None,
+        enabled: bool,
+        desc: str,
+        done: tuple[int, int, int] = (0, 0, 0),
+    ) -> None:
+        """``done``: documents, tokens and input bytes an interrupted run already converted (the
+        counts go on from there; rates count this run's work only)."""
         self.start = time.perf_counter()
-        self.documents = 0
-        self.tokens = 0
-        self.bytes = 0
+        self.documents, self.tokens, self.bytes = done
+        self.resumed_tokens = self.tokens
+        self.resumed_bytes = self.bytes
         self._last_postfix = 0.0
         self._bar: Any = None
         if enabled:
@@ -45,9 +54,16 @@ class ConversionProgress:
                     desc=desc,
                     file=sys.stderr,
                     dynamic_ncols=True,
+                    initial=self.bytes,
                 )
             else:
-                self._bar = tqdm(unit=" docs", desc=desc, file=sys.stderr, dynamic_ncols=True)
+                self._bar = tqdm(
+                    unit=" docs",
+                    desc=desc,
+                    file=sys.stderr,
+                    dynamic_ncols=True,
+                    initial=self.documents,
+                )
         self._by_bytes = bool(total_bytes)
 
     def update(self, *, documents: int, tokens: int, num_bytes: int) -> None:
@@ -63,7 +79,7 @@ class ConversionProgress:
             self._show_counts(now)
 
     def _show_counts(self, now: float) -> None:
-        rate = self.tokens / max(now - self.start, 1e-9)
+        rate = (self.tokens - self.resumed_tokens) / max(now - self.start, 1e-9)
         self._bar.set_postfix_str(
             f"docs={human_count(self.documents)} tokens/s={human_count(rate)}", refresh=False
         )
