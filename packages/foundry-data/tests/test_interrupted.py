@@ -23,11 +23,12 @@ def _run_cli_and_exit(args: list[str]) -> None:
 
 @pytest.fixture(scope="module", autouse=True)
 def small_units():
-    """Units of 256 KiB instead of 1 MiB (every run here, the killed ones forked from this
-    process included), so a run is a few units in after a fraction of a second and the next run
-    has units to skip."""
+    """Units of 64 KiB instead of 1 MiB (every run here, the killed ones forked from this
+    process included): the 1.2 MB corpus is then about 18 units, so a run is stopped two units in,
+    far from its end even when this process is slow to notice, and the next run has units to
+    skip."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("foundry_data.sources.BLOCK_BYTES", 1 << 18)
+        patch.setattr("foundry_data.sources.BLOCK_BYTES", 1 << 16)
         yield
 
 
@@ -71,6 +72,7 @@ def _stop_part_way(args: list[str], out: Path, sig: int = signal.SIGKILL) -> tup
     os.kill(child.pid, sig)
     child.join()
     assert child.exitcode is not None
+    assert not out.exists(), "the conversion finished before the signal reached it"
     return staging, child.exitcode
 
 
