@@ -310,9 +310,10 @@ class DatasetWriter:
                 "changing. Run the command again with --no-resume."
             )
         self._writer.finish()
+        write_manifest(manifest(), self.target.staging)
+        # Last before publishing, so a Ctrl-C up to here still leaves a resumable folder.
         if self._before_publish is not None:
             self._before_publish()
-        write_manifest(manifest(), self.target.staging)
         if self._pool is not None:
             self._raise_failed_upload(wait=True)
             self._pool.shutdown(wait=True)
