@@ -8,6 +8,7 @@ import multiprocessing
 import os
 import shutil
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -15,10 +16,21 @@ import pytest
 from foundry_data import read_manifest
 
 
-def _run_cli_and_exit(args: list[str]) -> None:
+def _run_cli_and_exit(args: list[str], sigint_exits: bool = False) -> None:
+    """The command line in a forked child, with Python's own Ctrl-C behaviour (this process may
+    have imported a library that replaced it) or, with ``sigint_exits``, a handler that calls
+    ``sys.exit(130)`` (what importing composer installs)."""
     from foundry_data.cli import main
 
-    os._exit(main(args))
+    if sigint_exits:
+        signal.signal(signal.SIGINT, lambda signum, frame: sys.exit(128 + signum))
+    else:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    os._exit(code)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,12 +67,16 @@ def _position(staging: Path) -> dict:
         return {}
 
 
-def _stop_part_way(args: list[str], out: Path, sig: int = signal.SIGKILL) -> tuple[Path, int]:
+def _stop_part_way(
+    args: list[str], out: Path, sig: int = signal.SIGKILL, sigint_exits: bool = False
+) -> tuple[Path, int]:
     """Run the conversion in a real process and send it ``sig`` once its work folder holds at
     least two finished shards and it is past its first unit (block) of input, so that the
     next run has units to skip; returns the work folder and the exit code."""
     # fork: the child starts at once, with foundry-data already imported.
-    child = multiprocessing.get_context("fork").Process(target=_run_cli_and_exit, args=(args,))
+    child = multiprocessing.get_context("fork").Process(
+        target=_run_cli_and_exit, args=(args, sigint_exits)
+    )
     child.start()
     assert child.pid is not None
     staging = out.with_name(f"{out.name}.tmp-{child.pid}")
@@ -129,13 +145,14 @@ def test_killed_conversion_resumes_byte_identical(
     assert ".resume" not in {p.name for p in out.iterdir()}
 
 
+@pytest.mark.parametrize("sigint_exits", [False, True], ids=["keyboard-interrupt", "sys-exit"])
 def test_ctrl_c_keeps_the_work_for_the_next_run(
-    cli, mds, bigger_corpus, tokenizer_dir, clean, tmp_path
+    cli, mds, bigger_corpus, tokenizer_dir, clean, tmp_path, sigint_exits
 ):
     out = tmp_path / "out"
     args = _args(bigger_corpus, out, tokenizer_dir, "--workers", "1")
-    staging, code = _stop_part_way(args, out, signal.SIGINT)
-    assert code == 130  # KeyboardInterrupt, handled by the command line
+    staging, code = _stop_part_way(args, out, signal.SIGINT, sigint_exits)
+    assert code == 130  # KeyboardInterrupt handled by the command line, or the handler's exit
     assert staging.is_dir() and not out.exists()
 
     code, stdout, stderr = cli(*args)

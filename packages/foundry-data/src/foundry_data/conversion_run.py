@@ -300,12 +300,19 @@ class ConversionRun:
             self._log.close()
         if exc_type is None:
             return
-        if issubclass(exc_type, KeyboardInterrupt) and self._log and self._log.resumable:
-            raise ConversionInterrupted(
+        stopped = issubclass(exc_type, KeyboardInterrupt | SystemExit)
+        if stopped and self._log is not None and self._log.resumable:
+            message = (
                 f"interrupted: the {self._log.num_shards:,} finished shards are kept in "
                 f"{self.target.staging}; run the same command again to resume from there (or "
                 "pass --no-resume to start over)."
-            ) from None
+            )
+            if issubclass(exc_type, KeyboardInterrupt):
+                raise ConversionInterrupted(message) from None
+            # SystemExit: a signal handler stops the process (importing composer installs one
+            # for SIGINT and SIGTERM); keep the work and let the exit go on.
+            _say(message)
+            return
         if self.writer is not None:
             self.writer.abort()
         else:
