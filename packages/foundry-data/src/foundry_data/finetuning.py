@@ -286,15 +286,7 @@ def convert_finetuning(options: FinetuningOptions) -> FinetuningReport:
             version=__version__,
         )
         writer.finish(lambda: manifest)
-    return FinetuningReport(
-        out=options.out,
-        manifest=manifest,
-        num_bytes=progress.bytes,
-        seconds=progress.seconds,
-        resumed_shards=len(run.resumed.shards) if run.resumed else 0,
-        resumed_tokens=progress.resumed_tokens,
-        resumed_bytes=progress.resumed_bytes,
-    )
+    return FinetuningReport.of_run(run, options.out, manifest)
 
 
 def _tokenizer_identity(

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.pool import AsyncResult
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import numpy as np
 
@@ -79,6 +79,20 @@ class ConversionReport:
     resumed_tokens: int = 0
     """Tokens (and below, input bytes) this run did not read again because the killed run had."""
     resumed_bytes: int = 0
+
+    @classmethod
+    def of_run(cls, run: ConversionRun, out: str, manifest: DatasetManifest) -> Self:
+        """The report of a finished ``run`` (its sizes and time from the progress counters)."""
+        progress = run.progress
+        return cls(
+            out=out,
+            manifest=manifest,
+            num_bytes=progress.bytes,
+            seconds=progress.seconds,
+            resumed_shards=len(run.resumed.shards) if run.resumed else 0,
+            resumed_tokens=progress.resumed_tokens,
+            resumed_bytes=progress.resumed_bytes,
+        )
 
     def summary(self) -> str:
         from foundry_data.progress import human_bytes, human_count
@@ -304,15 +318,7 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
             foundry_data_version=__version__,
         )
         writer.finish(lambda: manifest)
-    return ConversionReport(
-        out=options.out,
-        manifest=manifest,
-        num_bytes=progress.bytes,
-        seconds=progress.seconds,
-        resumed_shards=len(run.resumed.shards) if run.resumed else 0,
-        resumed_tokens=progress.resumed_tokens,
-        resumed_bytes=progress.resumed_bytes,
-    )
+    return ConversionReport.of_run(run, options.out, manifest)
 
 
 def _tokenizer_identity(
