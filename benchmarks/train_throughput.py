@@ -261,6 +261,7 @@ _MPT1B = RunSpec(
     steps=16,
     warmup=6,
 )
+_MPT1B1 = replace(_MPT1B, micro_batch=16, steps=20, warmup=6)
 _SHORT = {"seq_len": 512, "micro_batch": 2, "steps": 6, "warmup": 2}
 
 GRIDS: dict[str, list[RunSpec]] = {
@@ -299,6 +300,16 @@ GRIDS: dict[str, list[RunSpec]] = {
         ),
         replace(_MPT1B, compile=False, full_compile=True, sharding="SHARD_GRAD_OP", prefetch=True),
     ],
+    # The three sharding strategies for the micro-batch 16 row of "scaling_levers", with more
+    # measured steps (--gpus 1 measures the shared 1-GPU row once, then --only mpt-1b --gpus 4).
+    # NO_SHARD moves as many bytes as SHARD_GRAD_OP (one all-reduce in the backward) and needs
+    # no all-gather before the forward; a 1B model's full optimizer state fits every GPU.
+    "scaling4": [
+        _BASELINE,
+        replace(_MPT1B1, sharding="SHARD_GRAD_OP", prefetch=True),
+        replace(_MPT1B1, sharding="NO_SHARD"),
+        replace(_MPT1B1, sharding="FULL_SHARD", prefetch=True),
+    ],
     # FSDP scaling: the same 1B run on 1 GPU (no FSDP) and, with --gpus N, FULL_SHARD on N.
     "scale1b": [replace(_MPT1B, attn_impl="triton", steps=14, warmup=5)],
     "smoke": [
@@ -323,9 +334,15 @@ def run_grid(specs: list[RunSpec], out_dir: Path, gpus: int, timeout: int) -> li
     out_dir.mkdir(parents=True, exist_ok=True)
     results_path = out_dir / "throughput.jsonl"
     rows: list[dict] = []
+    seen: set[str] = set()
     for spec in specs:
         if gpus > 1:
             spec = replace(spec, fsdp=True)
+        if spec.label() in seen:
+            # Rows that differ only in FSDP settings are the same run on one GPU (no wrapper).
+            print(f"== {spec.label()} ({gpus} GPU): measured above, not repeated", flush=True)
+            continue
+        seen.add(spec.label())
         cmd = [sys.executable, __file__, "run", *_spec_args(spec), "--out", str(results_path)]
         if gpus > 1:
             cmd = ["composer", "-n", str(gpus), *cmd[1:]]
@@ -448,7 +465,8 @@ def main() -> None:
             args.out.write_text(sheet)
         print(sheet)
         return
-    specs = [s for s in GRIDS[args.grid] if args.only in s.label()]
+    # --only matches the label each row runs under (with its FSDP settings on several GPUs).
+    specs = [s for s in GRIDS[args.grid] if args.only in replace(s, fsdp=args.gpus > 1).label()]
     if not specs:
         sys.exit(f"no row of grid {args.grid!r} has {args.only!r} in its label")
     rows = run_grid(specs, args.out_dir, args.gpus, args.timeout)
