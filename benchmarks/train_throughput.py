@@ -50,6 +50,7 @@ class RunSpec:
     warmup: int = 10
     fused_optimizer: bool = True
     loss_chunk: int = 0  # >0: MPTConfig.loss_chunk_size, fused head + loss (mpt only)
+    meta_init: bool = False  # mpt with fsdp: build on meta, FSDP initialises unit by unit
 
     def label(self) -> str:
         parts = [
@@ -71,6 +72,8 @@ class RunSpec:
             parts.append("fsdp" if self.sharding == "FULL_SHARD" else self.sharding.lower())
             if self.prefetch:
                 parts.append("prefetch")
+            if self.meta_init:
+                parts.append("meta")
         return "-".join(parts)
 
 
@@ -87,6 +90,11 @@ def _build_model(spec: RunSpec):
         cfg.attn_config = {**cfg.attn_config, "attn_impl": spec.attn_impl}
         cfg.loss_chunk_size = spec.loss_chunk or None
         cfg = type(cfg).from_dict(cfg.to_dict())  # re-validate
+        if spec.meta_init and spec.fsdp:
+            # Left on meta: composer's FSDP calls model.param_init_fn on each unit it materialises.
+            with torch.device("meta"):
+                model = MPTForCausalLM(cfg)
+            return model, list(model.transformer.blocks)
         with device:
             model = MPTForCausalLM(cfg)
         model.init_weights_()
@@ -217,6 +225,8 @@ def run_one(spec: RunSpec, out: Path) -> dict:
         save_folder=None,
         seed=0,
     )
+    # Memory once the model is built and wrapped, before the first step: what meta init saves.
+    init_peak = torch.cuda.max_memory_allocated() / 2**30
     trainer.fit()
     elapsed = timer.t1 - timer.t0
     steps = timer.done
@@ -234,6 +244,7 @@ def run_one(spec: RunSpec, out: Path) -> dict:
         "mfu": tps * fpt / (PEAK_FLOPS * world),
         "step_time_s": elapsed / max(steps, 1),
         "peak_mem_gib": torch.cuda.max_memory_allocated() / 2**30,
+        "init_peak_mem_gib": init_peak,
         "measured_steps": steps,
         "torch": torch.__version__,
     }
@@ -262,6 +273,9 @@ _MPT1B = RunSpec(
     warmup=6,
 )
 _MPT1B1 = replace(_MPT1B, micro_batch=16, steps=20, warmup=6)
+_MPT7B_SHORT = replace(
+    _MPT1B, preset="7b", attn_impl="torch", compile=False, micro_batch=2, steps=4, warmup=2
+)
 _SHORT = {"seq_len": 512, "micro_batch": 2, "steps": 6, "warmup": 2}
 
 GRIDS: dict[str, list[RunSpec]] = {
@@ -310,6 +324,10 @@ GRIDS: dict[str, list[RunSpec]] = {
         replace(_MPT1B1, sharding="NO_SHARD"),
         replace(_MPT1B1, sharding="FULL_SHARD", prefetch=True),
     ],
+    # Meta init: the 7B preset under FULL_SHARD with its weights materialised on every rank
+    # before FSDP wraps it, then left on meta for FSDP to initialise one unit at a time (compare
+    # init_peak_mem_gib, the memory before the first step). Run with --gpus 2 or more.
+    "meta_init": [_MPT7B_SHORT, replace(_MPT7B_SHORT, meta_init=True)],
     # FSDP scaling: the same 1B run on 1 GPU (no FSDP) and, with --gpus N, FULL_SHARD on N.
     "scale1b": [replace(_MPT1B, attn_impl="triton", steps=14, warmup=5)],
     "smoke": [
@@ -373,7 +391,8 @@ def run_grid(specs: list[RunSpec], out_dir: Path, gpus: int, timeout: int) -> li
 def _fsdp_cell(r: dict) -> str:
     if not r.get("fsdp"):
         return "-"
-    return r.get("sharding", "FULL_SHARD") + ("+prefetch" if r.get("prefetch") else "")
+    cell = r.get("sharding", "FULL_SHARD") + ("+prefetch" if r.get("prefetch") else "")
+    return cell + (", meta init" if r.get("meta_init") else "")
 
 
 def datasheet(rows: list[dict]) -> str:

@@ -176,6 +176,29 @@ def test_meta_construction_then_explicit_init():
     assert torch.isfinite(model(input_ids=x, labels=x).loss)
 
 
+def test_param_init_fn_module_by_module_equals_init_weights():
+    # FSDP's meta init: each module is moved off meta on its own, then param_init_fn(module).
+    config = preset_config("debug", init_config={"name": "kaiming_normal_", "emb_init_std": 0.02})
+    torch.manual_seed(3)
+    whole = MPTForCausalLM(config)
+    torch.manual_seed(0)
+    whole.init_weights_()
+    with torch.device("meta"):
+        unit = MPTForCausalLM(config)
+    torch.manual_seed(0)
+    for module in unit.modules():
+        module.to_empty(device="cpu", recurse=False)
+        unit.param_init_fn(module)
+    unit.tie_weights()
+    expected = dict(whole.named_parameters())
+    got = dict(unit.named_parameters())
+    assert sorted(got) == sorted(expected)
+    for name, param in got.items():
+        assert torch.equal(param, expected[name]), name
+    x = _tokens()
+    assert torch.isfinite(unit(input_ids=x, labels=x).loss)
+
+
 @pytest.mark.parametrize(
     "scheme", ["normal_", "kaiming_normal_", "kaiming_uniform_", "xavier_normal_"]
 )

@@ -162,6 +162,10 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
             model = MPTForCausalLM(config)
         model.to_empty(device="cuda")
         model.init_weights_()
+
+    or leave it on the meta device and let FSDP materialise it one wrapped unit at a time:
+    composer's FSDP wrapper calls `param_init_fn` on each module it moves off the meta device,
+    so no rank ever holds the whole unsharded model.
     """
 
     def __init__(self, config: MPTConfig) -> None:
@@ -262,6 +266,13 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
         """Initialise every weight per `config.init_config` (after `to_empty` on meta models)."""
         for module in self.modules():
             init_module_(module, self.config)
+
+    def param_init_fn(self, module: nn.Module) -> None:
+        """Initialise the parameters `module` owns directly (FSDP's per-unit meta init hook).
+
+        Calling it on every module in `self.modules()` order equals `init_weights_()`.
+        """
+        init_module_(module, self.config)
 
     def flops_per_token(self, seq_len: int | None = None) -> int:
         """Training FLOPs per token: 6N + 12 * n_layers * d_model * seq_len.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 from typing import Any
 
@@ -14,6 +15,8 @@ from foundry_train.config.sections import LoraConfig, ModelConfig
 from foundry_train.errors import FoundryError
 
 __all__ = ["FoundryComposerModel", "build_network", "build_composer_model", "flops_per_token"]
+
+log = logging.getLogger(__name__)
 
 
 def _hf_flops_per_token(config: Any, n_params: int, seq_len: int) -> int:
@@ -88,7 +91,7 @@ def _build_hf(cfg: ModelConfig) -> nn.Module:
     return network
 
 
-def _build_mpt(cfg: ModelConfig, max_seq_len: int) -> nn.Module:
+def _build_mpt(cfg: ModelConfig, max_seq_len: int, defer_init: bool) -> nn.Module:
     import foundry_models
 
     if cfg.pretrained_model_name_or_path:
@@ -110,6 +113,11 @@ def _build_mpt(cfg: ModelConfig, max_seq_len: int) -> nn.Module:
     if cfg.init_device == "meta":
         with torch.device("meta"):
             network = foundry_models.MPTForCausalLM(mpt_cfg)
+        if defer_init:
+            # FSDP moves one wrapped unit at a time off the meta device and calls the model's
+            # param_init_fn on it: no rank ever holds the whole unsharded model.
+            log.info("model on the meta device: FSDP initialises it one wrapped unit at a time")
+            return network
         device = "cuda" if torch.cuda.is_available() else "cpu"
         network.to_empty(device=device)
         network.init_weights_()
@@ -141,9 +149,18 @@ def _apply_lora(network: nn.Module, lora: LoraConfig) -> nn.Module:
     return wrapped
 
 
-def build_network(cfg: ModelConfig, max_seq_len: int) -> nn.Module:
-    """The bare torch model (with LoRA adapters when configured)."""
-    network = _build_hf(cfg) if cfg.name == "hf_causal_lm" else _build_mpt(cfg, max_seq_len)
+def build_network(cfg: ModelConfig, max_seq_len: int, fsdp: bool = False) -> nn.Module:
+    """The bare torch model (with LoRA adapters when configured).
+
+    With ``fsdp`` (composer's FSDP on CUDA will wrap it) an MPT with ``init_device: meta`` is left
+    on the meta device for FSDP to initialise unit by unit; LoRA models are materialised first, as
+    their adapters need their own initialisation.
+    """
+    if cfg.name == "hf_causal_lm":
+        network = _build_hf(cfg)
+    else:
+        defer = fsdp and cfg.lora is None and torch.cuda.is_available()
+        network = _build_mpt(cfg, max_seq_len, defer_init=defer)
     if cfg.lora is not None:
         network = _apply_lora(network, cfg.lora)
     return network
@@ -189,7 +206,9 @@ class FoundryComposerModel(ComposerModel):
         metric.update(logits, target)
 
 
-def build_composer_model(cfg: ModelConfig, max_seq_len: int) -> FoundryComposerModel:
-    """The network wrapped for composer."""
-    network = build_network(cfg, max_seq_len)
+def build_composer_model(
+    cfg: ModelConfig, max_seq_len: int, fsdp: bool = False
+) -> FoundryComposerModel:
+    """The network wrapped for composer (``fsdp``: composer's FSDP will wrap it)."""
+    network = build_network(cfg, max_seq_len, fsdp=fsdp)
     return FoundryComposerModel(network, max_seq_len, accepts_sequence_id=cfg.name == "mpt")

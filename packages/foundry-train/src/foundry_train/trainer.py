@@ -188,7 +188,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     )
     pad_id = int(pad_id or 0)
     reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
-    model = build_composer_model(cfg.model, cfg.max_seq_len)
+    model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=cfg.fsdp_config is not None)
     if cfg.compile == "blocks":
         compile_blocks(model.model)
     elif cfg.compile == "model" and cfg.fsdp_config is not None and dist.get_world_size() > 1:

@@ -104,3 +104,41 @@ def test_single_gpu_debug_run_with_auto_microbatch(assets: dict, h: object, tmp_
     assert result.returncode == 0, result.stderr[-3000:]
     loss = h.losses(tmp_path / "run")  # type: ignore[attr-defined]
     assert loss[5] < loss[0]
+
+
+@needs_two
+def test_meta_model_is_initialised_by_fsdp_unit_by_unit(
+    assets: dict, h: object, tmp_path: Path
+) -> None:
+    """init_device: meta under FSDP: each wrapped unit is initialised as init_weights_ would."""
+    import foundry_models
+    from foundry_train.export import read_model_state_dict
+
+    folder = tmp_path / "run"
+    # A learning rate of 1e-9: the checkpoint after one step holds the initial weights.
+    cfg = _gpu_config(h, assets, folder, max_duration="1ba", save_interval="1ba")
+    cfg["model"] = {"name": "mpt", "preset": "debug", "init_device": "meta"}
+    cfg["optimizer"] = {"name": "decoupled_adamw", "lr": 1e-9, "weight_decay": 0.0}
+    cfg["fsdp_config"] = {
+        "sharding_strategy": "FULL_SHARD",
+        "mixed_precision": "PURE",
+        "state_dict_type": "sharded",
+    }
+    path = h.write_config(tmp_path / "cfg.yaml", cfg)  # type: ignore[attr-defined]
+    result = h.run_cli([str(path)])  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "FSDP initialises it one wrapped unit at a time" in result.stderr
+    got = read_model_state_dict(folder / "ep0-ba1")
+    reference = foundry_models.MPTForCausalLM(
+        foundry_models.preset_config("debug", max_seq_len=h.SEQ)  # type: ignore[attr-defined]
+    )
+    reference.init_weights_()
+    expected = {k: v.detach() for k, v in reference.state_dict().items()}
+    assert sorted(got) == sorted(expected)
+    for name, ref in expected.items():
+        value = got[name].float()
+        if torch.all(ref == ref.flatten()[0]):  # norms (ones), biases (zeros)
+            assert torch.allclose(value, ref, atol=1e-6), name
+        else:  # random matrices: the same scale (a different draw)
+            assert abs(value.std().item() - ref.std().item()) < 0.1 * ref.std().item(), name
+    print("meta init per FSDP unit: every parameter matches init_weights_'s scheme")
