@@ -27,6 +27,7 @@ def test_autoresume_from_an_object_store_continues_the_run(
     assert run.returncode == 0, run.stderr[-3000:]
     keys = s3_server.keys("runs/remote-resume/")  # type: ignore[attr-defined]
     assert "runs/remote-resume/ep0-ba4-rank0.pt" in keys, keys
+    assert not [k for k in keys if k.endswith(".symlink")], keys  # no `latest` object to wait for
     assert latest_remote_checkpoint(url) == "ep0-ba4-rank0.pt"
 
     second = h.write_config(tmp_path / "second.yaml", {**cfg, "max_duration": "6ba"})  # type: ignore[attr-defined]
@@ -51,3 +52,38 @@ def test_missing_or_unreachable_remote_checkpoints_are_clear_errors(
     monkeypatch.setenv("S3_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
     with pytest.raises(FoundryError, match="cannot list the checkpoints under"):
         latest_remote_checkpoint(url)
+
+
+@pytest.mark.filterwarnings("ignore:torch.distributed is disabled")
+def test_sharded_checkpoint_folders_are_found_only_when_complete_and_fetched_whole(
+    s3_server: object, tmp_path: Path, monkeypatch
+) -> None:
+    """A sharded (DCP) checkpoint is a folder of objects; one without .metadata is skipped."""
+    import torch
+    import torch.distributed.checkpoint as dcp
+    from foundry_train.export import read_model_state_dict
+
+    monkeypatch.setenv("FOUNDRY_CHECKPOINT_CACHE", str(tmp_path / "cache"))
+    weights = {"transformer.wte.weight": torch.randn(8, 4), "lm_head.weight": torch.randn(4, 8)}
+    for name in ("ep0-ba2", "ep0-ba4"):
+        state = {"state": {"model": {f"model.{k}": v + int(name[-1]) for k, v in weights.items()}}}
+        dcp.save(state, checkpoint_id=str(tmp_path / "local" / name))
+    # ep0-ba6: an upload cut short, shards but no .metadata yet
+    dcp.save({"state": {"model": {"model.x": torch.ones(2)}}}, checkpoint_id=str(tmp_path / "cut"))
+    (tmp_path / "cut" / ".metadata").unlink()
+    client = s3_server.client()  # type: ignore[attr-defined]
+    bucket = s3_server.bucket  # type: ignore[attr-defined]
+    for folder, name in [(tmp_path / "local/ep0-ba2", "ep0-ba2"), (tmp_path / "local/ep0-ba4", "ep0-ba4"), (tmp_path / "cut", "ep0-ba6")]:  # fmt: skip
+        for f in folder.iterdir():
+            client.upload_file(str(f), bucket, f"runs/sharded/{name}/{f.name}")
+    url = s3_server.url("runs/sharded")  # type: ignore[attr-defined]
+
+    assert latest_remote_checkpoint(url) == "ep0-ba4"
+    local = download_checkpoint(url, "ep0-ba4")
+    assert local.is_dir() and (local / ".metadata").is_file()
+    got = read_model_state_dict(local)
+    assert sorted(got) == sorted(weights)
+    for key, value in weights.items():
+        assert torch.equal(got[key], value + 4), key
+    with pytest.raises(FoundryError, match="incomplete or corrupt"):
+        download_checkpoint(url, "ep0-ba6")

@@ -253,6 +253,10 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         log_to_console=cfg.log_to_console,
         console_log_interval=cfg.console_log_interval,
         save_folder=cfg.save_folder,
+        # In an object store composer would also upload a `latest` symlink object, after a
+        # helper process has seen every checkpoint object there, polling every 30 s: each run
+        # ended up to a minute late. Autoresume lists the checkpoints instead, so none is kept.
+        save_latest_filename=None if "://" in (cfg.save_folder or "") else "latest-rank{rank}.pt",
         save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         save_overwrite=cfg.save_overwrite or cfg.autoresume,
