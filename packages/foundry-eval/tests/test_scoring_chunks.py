@@ -82,3 +82,17 @@ def test_results_follow_input_order(llama: LlamaForCausalLM) -> None:
     backward = score_groups(llama, groups[::-1], **common)[::-1]
     for got, want in zip(forward, backward, strict=True):
         assert [s.logprob for s in got] == pytest.approx([s.logprob for s in want], abs=1e-4)
+
+
+def test_host_thread_cap_is_set_for_the_block_and_restored_after_an_error() -> None:
+    from foundry_eval.scoring import _host_threads  # pyright: ignore[reportPrivateUsage]
+
+    before = torch.get_num_threads()
+    with _host_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), _host_threads(1):
+        raise RuntimeError("scoring failed")
+    assert torch.get_num_threads() == before
+    with _host_threads(None):  # CPU scoring keeps every thread
+        assert torch.get_num_threads() == before

@@ -21,9 +21,10 @@ In both, where a length-sorted list is cut into batches is chosen by
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -321,10 +322,29 @@ def score_groups(
     single: list[int] = []
     for i, grp in enumerate(groups):
         (shared if shared_ok and _sharing_pays(grp, max_seq_len) else single).append(i)
-    with torch.inference_mode():
+    with torch.inference_mode(), _host_threads(1 if dev.type == "cuda" else None):
         _run_shared(run, groups, shared, results)
         _run_full(run, groups, single, results)
     return [r if r is not None else [] for r in results]
+
+
+@contextlib.contextmanager
+def _host_threads(n: int | None) -> Iterator[None]:
+    """torch's intra-op CPU threads set to ``n`` for the block (None: unchanged).
+
+    With the model on a GPU only small bookkeeping tensors are built on the host, and OpenMP's
+    threads spin after each of those. Measured on one H200 (16 cores), 1,773 gauntlet examples
+    with a shared prefix: 16 threads 2.72 s wall and 5.79 CPU-s, one thread 2.53 s and 3.05 CPU-s.
+    """
+    if n is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _sharing_pays(grp: ScoreGroup, max_seq_len: int) -> bool:
