@@ -39,9 +39,7 @@ def test_one_gpu_matches_cpu(tiny_model_dir, data_root):
     threads = torch.get_num_threads()
     gpu = run_eval(_cfg(tiny_model_dir, data_root, device="cuda:0"))
     assert _preds(gpu) == _preds(cpu)
-    assert (
-        torch.get_num_threads() == threads
-    )  # scoring on a GPU uses one host thread, then restores
+    assert torch.get_num_threads() == threads  # the one-thread cap of GPU scoring is undone
 
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two or more GPUs")

@@ -87,12 +87,16 @@ def test_results_follow_input_order(llama: LlamaForCausalLM) -> None:
 def test_host_thread_cap_is_set_for_the_block_and_restored_after_an_error() -> None:
     from foundry_eval.scoring import _host_threads  # pyright: ignore[reportPrivateUsage]
 
-    before = torch.get_num_threads()
-    with _host_threads(1):
-        assert torch.get_num_threads() == 1
-    assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError), _host_threads(1):
-        raise RuntimeError("scoring failed")
-    assert torch.get_num_threads() == before
-    with _host_threads(None):  # CPU scoring keeps every thread
-        assert torch.get_num_threads() == before
+    default = torch.get_num_threads()
+    torch.set_num_threads(3)  # not 1, so the cap below is visible on any machine
+    try:
+        with _host_threads(1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 3
+        with pytest.raises(RuntimeError), _host_threads(1):
+            raise RuntimeError("scoring failed")
+        assert torch.get_num_threads() == 3
+        with _host_threads(None):  # CPU scoring keeps every thread
+            assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(default)

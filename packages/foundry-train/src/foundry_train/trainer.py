@@ -45,13 +45,18 @@ def _init_dist(cfg: TrainConfig) -> None:
         dist.initialize_dist(device, timeout=cfg.dist_timeout)
 
 
+def _saves_remotely(cfg: TrainConfig) -> bool:
+    """Whether checkpoints go to an object store (``s3://...``) rather than a local folder."""
+    return bool(cfg.save_folder and "://" in cfg.save_folder)
+
+
 def resolve_load_path(cfg: TrainConfig) -> str | None:
     """The checkpoint this run starts from (autoresume first), scanned before composer sees it.
 
     A checkpoint in an object store (autoresume from a remote ``save_folder``, or a remote
     ``load_path``) is downloaded to a local cache first by one process per node.
     """
-    remote_folder = bool(cfg.save_folder and "://" in cfg.save_folder)
+    remote_folder = _saves_remotely(cfg)
     chosen: str | None = None
     if cfg.autoresume and cfg.save_folder:
         picked = None
@@ -140,7 +145,7 @@ def _fsdp(cfg: TrainConfig) -> dict[str, Any] | None:
 
 
 def _check_existing_checkpoints(cfg: TrainConfig) -> None:
-    if not cfg.save_folder or cfg.autoresume or cfg.save_overwrite or "://" in cfg.save_folder:
+    if not cfg.save_folder or cfg.autoresume or cfg.save_overwrite or _saves_remotely(cfg):
         return
     folder = Path(cfg.save_folder)
     if folder.is_dir() and find_latest_checkpoint(folder) is not None:
@@ -151,7 +156,7 @@ def _check_existing_checkpoints(cfg: TrainConfig) -> None:
 
 
 def _write_run_config(cfg: TrainConfig) -> None:
-    if not cfg.save_folder or "://" in cfg.save_folder or dist.get_global_rank() != 0:
+    if not cfg.save_folder or _saves_remotely(cfg) or dist.get_global_rank() != 0:
         return
     folder = Path(cfg.save_folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -214,7 +219,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             pad_token_id=pad_id,
         )
     metrics_path = None
-    if cfg.loggers.metrics_file or (cfg.save_folder and "://" not in cfg.save_folder):
+    if cfg.loggers.metrics_file or (cfg.save_folder and not _saves_remotely(cfg)):
         metrics_path = Path(
             cfg.loggers.metrics_file or Path(str(cfg.save_folder)) / "metrics.jsonl"
         )
@@ -256,7 +261,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         # In an object store composer would also upload a `latest` symlink object, after a
         # helper process has seen every checkpoint object there, polling every 30 s: each run
         # ended up to a minute late. Autoresume lists the checkpoints instead, so none is kept.
-        save_latest_filename=None if "://" in (cfg.save_folder or "") else "latest-rank{rank}.pt",
+        save_latest_filename=None if _saves_remotely(cfg) else "latest-rank{rank}.pt",
         save_interval=cfg.save_interval,
         save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
         save_overwrite=cfg.save_overwrite or cfg.autoresume,
