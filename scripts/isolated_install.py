@@ -52,6 +52,9 @@ FORBIDDEN = {
     "foundry-models": {"mosaicml", "mosaicml-streaming"},
     "foundry-train": set(),
 }
+# The extra each package is installed with: foundry-infer's ONNX Runtime build is an extra
+# (`[cpu]` onnxruntime or `[gpu]` onnxruntime-gpu, which hold the same module).
+EXTRAS = {"foundry-infer": "[cpu]"}
 CLEANUPS: list[subprocess.Popen[bytes]] = []
 REPORTED = ["torch", "transformers", "tokenizers", "numpy", "mosaicml", "mosaicml-streaming",
             "onnxruntime", "datasets", "pydantic"]  # fmt: skip
@@ -149,6 +152,22 @@ def check_installed_set(package: str, dists: dict[str, str], wheels: dict[str, P
         raise StepFailed("forbidden", f"{package} pulled in {forbidden}")
 
 
+def check_one_onnx_runtime(env_pip: list[str], wheel: Path, log_file: Path) -> None:
+    """pip resolves `foundry-infer[gpu]` to onnxruntime-gpu alone (never both builds)."""
+    cmd = [*env_pip, "install", "--dry-run", "--ignore-installed", "--quiet", "--report", "-",
+           "--find-links", str(wheel.parent), f"{wheel}[gpu]"]  # fmt: skip
+    log(f"gpu extra: {' '.join(cmd)}")
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    with log_file.open("a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n{proc.stderr}")
+    if proc.returncode != 0:
+        raise StepFailed("gpu extra", f"exit {proc.returncode}\n{proc.stderr[-3000:]}")
+    names = {normalize(i["metadata"]["name"]) for i in json.loads(proc.stdout)["install"]}
+    builds = sorted(n for n in names if n.startswith("onnxruntime"))
+    if builds != ["onnxruntime-gpu"]:
+        raise StepFailed("gpu extra", f"foundry-infer[gpu] resolves to {builds}")
+
+
 def check_one(
     package: str, wheels: dict[str, Path], work: Path, args: argparse.Namespace
 ) -> Result:
@@ -172,11 +191,13 @@ def check_one(
         t = time.monotonic()
         run_logged(
             [*env_pip, "install", "--quiet", "--no-compile", "--find-links",
-             str(wheels[package].parent), str(wheels[package])],
+             str(wheels[package].parent), f"{wheels[package]}{EXTRAS.get(package, '')}"],
             log_file,
             "pip install",
         )  # fmt: skip
         result.seconds["install"] = round(time.monotonic() - t, 1)
+        if package == "foundry-infer":
+            check_one_onnx_runtime(env_pip, wheels[package], log_file)
 
         run_logged([*env_pip, "check"], log_file, "pip check")
         dists = installed(venv)

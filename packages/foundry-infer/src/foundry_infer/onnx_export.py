@@ -244,6 +244,7 @@ def _compare(
 
 
 def _quantise(src: Path, dst: Path) -> None:
+    import_onnxruntime()  # a clear error when neither ONNX Runtime build is installed
     from onnxruntime.quantization import QuantType
 
     external = (src.parent / f"{src.name}.data").exists()
@@ -271,7 +272,6 @@ def _save_side_files(
     diff: float,
     int8: bool,
 ) -> None:
-    import onnxruntime
     import torch
     import transformers
     from transformers import GenerationConfig
@@ -299,7 +299,7 @@ def _save_side_files(
         versions={
             "torch": torch.__version__,
             "transformers": transformers.__version__,
-            "onnxruntime": onnxruntime.__version__,
+            "onnxruntime": str(getattr(import_onnxruntime(), "__version__", "")),
         },
     ).write(work)
 

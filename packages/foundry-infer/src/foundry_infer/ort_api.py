@@ -96,13 +96,26 @@ class OrtQuantization(Protocol):
     ) -> None: ...
 
 
-def import_onnxruntime() -> OrtModule:
-    import onnxruntime
+_MISSING = (
+    "ONNX Runtime is not installed. foundry-infer runs ONNX models with one of its two builds, "
+    "chosen by an extra: `pip install 'foundry-infer[cpu]'` (onnxruntime) on CPU hosts, or "
+    "`pip install 'foundry-infer[gpu]'` (onnxruntime-gpu, the CUDA execution provider) on GPU "
+    "hosts. The torch backend (`--backend torch`) needs neither."
+)
 
+
+def import_onnxruntime() -> OrtModule:
+    try:
+        import onnxruntime
+    except ImportError:
+        from .errors import FoundryError
+
+        raise FoundryError(_MISSING) from None
     return onnxruntime
 
 
 def import_quantization() -> OrtQuantization:
+    import_onnxruntime()
     import onnxruntime.quantization
 
     return onnxruntime.quantization
