@@ -7,7 +7,6 @@ import tomllib
 from pathlib import Path
 
 import pytest
-
 from foundry_infer.errors import FoundryError
 from foundry_infer.ort_api import import_onnxruntime
 

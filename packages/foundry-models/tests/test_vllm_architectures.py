@@ -15,7 +15,6 @@ import json
 
 import pytest
 import torch
-
 from foundry_models import MPTConfig, MPTForCausalLM, export_hf, preset_config
 from foundry_models.hf_export import native_arch
 
