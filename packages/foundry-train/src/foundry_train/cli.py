@@ -42,6 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("config", help="training YAML")
     t.add_argument("overrides", nargs="*", help="dotted.key=value overrides (YAML values)")
+    t.add_argument(
+        "--skip-hardware",
+        action="store_true",
+        help="skip the checks of this machine's GPUs (e.g. run fp8 emulated on a CPU)",
+    )
     v = sub.add_parser(
         "validate",
         help="check a config; start nothing",
@@ -84,7 +89,7 @@ def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
     from foundry_train.launcher import single_process_node_env, under_launcher
 
     if not under_launcher():
-        problems = preflight_problems(cfg)
+        problems = preflight_problems(cfg, hardware=not args.skip_hardware)
         if problems:
             raise ConfigError(problems, args.config)
         node_env = single_process_node_env(cfg)

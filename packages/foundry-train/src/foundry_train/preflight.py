@@ -146,14 +146,16 @@ def preflight_problems(
     if cfg.load_path and "://" not in cfg.load_path and not Path(cfg.load_path).exists():
         problems.append(f"load_path: '{cfg.load_path}' does not exist.")
     if hardware:
-        problems += _hardware_problems(cfg)
+        problems += _hardware_problems(cfg, world)
     return problems
 
 
-def _hardware_problems(cfg: TrainConfig) -> list[str]:
+def _hardware_problems(cfg: TrainConfig, world: int) -> list[str]:
     import torch
 
-    problems = []
+    from foundry_train.run_plan import Machine, fp8_problems
+
+    problems = fp8_problems(cfg, Machine.here(world))
     if cfg.fsdp_config is not None and not torch.cuda.is_available():
         problems.append(
             "fsdp_config: FSDP needs CUDA GPUs; remove fsdp_config on CPU (DDP is used)."

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any, cast
@@ -23,10 +24,12 @@ from foundry_train.config.sections import LoaderConfig
 from foundry_train.data import build_dataloader
 from foundry_train.errors import FoundryError
 from foundry_train.export import CONFIG_NAME
+from foundry_train.fp8 import apply_fp8
 from foundry_train.loggers import build_tracking_loggers
 from foundry_train.model import build_composer_model
 from foundry_train.optim import build_optimizer, build_scheduler
 from foundry_train.resume import find_latest_checkpoint, remove_newer_than
+from foundry_train.run_plan import Machine, RunPlan, plan_run
 
 __all__ = ["build_trainer", "train", "resolve_load_path"]
 
@@ -141,7 +144,13 @@ def _callbacks(cfg: TrainConfig, metrics_path: Path | None) -> list[Callback]:
 def _fsdp(cfg: TrainConfig) -> dict[str, Any] | None:
     if cfg.fsdp_config is None:
         return None
-    return {"fsdp": cfg.fsdp_config.model_dump()}
+    return {"fsdp": cfg.fsdp_config.model_dump(exclude={"single_gpu"})}
+
+
+def _announce(plan: RunPlan) -> None:
+    """The start-up line (rank 0): each speed choice of this run and why."""
+    if dist.get_global_rank() == 0:
+        print(f"foundry-train: {plan.line()}", file=sys.stderr, flush=True)
 
 
 def _check_existing_checkpoints(cfg: TrainConfig) -> None:
@@ -193,10 +202,16 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     )
     pad_id = int(pad_id or 0)
     reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
-    model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=cfg.fsdp_config is not None)
-    if cfg.compile == "blocks":
+    plan = plan_run(cfg, Machine.here(world))
+    cfg = cfg.model_copy(update={"compile": plan.compile})  # the saved config says what ran
+    model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=plan.fsdp)
+    if plan.fp8 is not None:
+        converted = apply_fp8(model.model, plan.fp8)
+        log.info("fp8: %d linear layers train through torchao float8 (%s)", converted, plan.fp8)
+    _announce(plan)
+    if plan.compile == "blocks":
         compile_blocks(model.model)
-    elif cfg.compile == "model" and cfg.fsdp_config is not None and dist.get_world_size() > 1:
+    elif plan.compile == "model" and plan.fsdp and world > 1:
         log.warning(
             "compile: model under multi-GPU FSDP was measured much slower than compile: blocks "
             "(MPT-1B on 2xH200: 77% of one GPU's tokens/s per GPU, against 97% with blocks); "
@@ -250,8 +265,8 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         if isinstance(mb, int) or torch.cuda.is_available()
         else device_batch,
         precision=precision,
-        parallelism_config=_fsdp(cfg),
-        compile_config={} if cfg.compile == "model" else None,
+        parallelism_config=_fsdp(cfg) if plan.fsdp else None,
+        compile_config={} if plan.compile == "model" else None,
         callbacks=[*_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
         loggers=loggers,
         progress_bar=cfg.progress_bar,

@@ -18,6 +18,7 @@ from foundry_train.config.sections import (
 )
 
 __all__ = [
+    "FP8Config",
     "FSDPSection",
     "SpeedMonitorConfig",
     "LossSpikeConfig",
@@ -39,6 +40,15 @@ def check_time(value: str) -> str:
     return value
 
 
+class FP8Config(Section):
+    """FP8 training of the transformer blocks' linear layers (torchao.float8)."""
+
+    recipe: Literal["tensorwise", "rowwise"] = Field(
+        "tensorwise",
+        description="torchao's float8 scaling recipe: one scale per tensor, or per row.",
+    )
+
+
 class FSDPSection(Section):
     """FSDP (needs CUDA); passed to composer's parallelism_config."""
 
@@ -47,6 +57,13 @@ class FSDPSection(Section):
     )
     mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = Field(
         "DEFAULT", description="FSDP mixed precision (composer's names)."
+    )
+    single_gpu: Literal["skip", "wrap"] = Field(
+        "skip",
+        description=(
+            "On a world of one GPU: 'skip' trains without the FSDP wrapper (it only costs there: "
+            "benchmarks/DATASHEET.md), 'wrap' keeps it."
+        ),
     )
     activation_checkpointing: bool = Field(False, description="Recompute each block's activations.")
     activation_checkpointing_reentrant: bool = Field(False, description="Reentrant checkpointing.")
@@ -181,13 +198,17 @@ class TrainConfig(Section):
     fsdp_config: FSDPSection | None = Field(
         None, description="FSDP; null uses DDP on several ranks."
     )
-    compile: Literal["none", "blocks", "model"] = Field(
-        "none",
+    compile: Literal["auto", "none", "blocks", "model"] = Field(
+        "auto",
         description=(
             "torch.compile: 'blocks' compiles each transformer block (works with FSDP), 'model' "
             "the whole model, head and loss included (fastest on one GPU; under multi-GPU FSDP "
-            "it scales poorly, use 'blocks')."
+            "it scales poorly, use 'blocks'); 'auto': none without CUDA, 'model' on one GPU, "
+            "'blocks' on several GPUs with FSDP, 'model' with DDP."
         ),
+    )
+    fp8: FP8Config | None = Field(
+        None, description="FP8 training through torchao.float8 (Ada/Hopper GPUs and newer)."
     )
     callbacks: CallbacksConfig = Field(
         default_factory=lambda: CallbacksConfig.model_validate({}), description="Callbacks."
@@ -231,6 +252,11 @@ class TrainConfig(Section):
             raise ValueError(
                 "train_loader.packing needs model.name 'mpt' (HF models take no sequence_id); "
                 "turn packing off for hf_causal_lm"
+            )
+        if self.fp8 is not None and self.precision != "amp_bf16":
+            raise ValueError(
+                f"fp8 needs precision: amp_bf16 (the layers outside the float8 matmuls run in "
+                f"bf16), got {self.precision}"
             )
         if self.callbacks.plot and not self.save_folder:
             self.callbacks.plot = False

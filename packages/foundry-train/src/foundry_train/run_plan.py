@@ -1,0 +1,128 @@
+"""What a run does on this machine: compile mode, FSDP wrapper and FP8, each with its reason.
+
+`compile: auto` resolves by a fixed rule taken from benchmarks/DATASHEET.md:
+
+- no CUDA: no compile (torch.compile on CPU costs start-up time and gains little here);
+- one GPU: the whole model (MPT-125M with flash: 46.2% MFU through `foundry-train`, against
+  33.8% with per-block compile);
+- several GPUs with FSDP: each block (MPT-1B on 2xH200: 97% of one GPU's tokens/s per GPU with
+  blocks, 77% with the whole model);
+- several GPUs without FSDP (DDP): the whole model.
+
+FSDP on a world of one GPU only costs (datasheet, same run: MPT-125M 326,145 tokens/s with
+FULL_SHARD against 345,116 without; MPT-1B 58,451 against 60,092), so a one-GPU run trains
+without the wrapper unless `fsdp_config.single_gpu: wrap` asks for it. The start-up line names
+each choice and why. Explicit settings always win.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from foundry_train.config import TrainConfig
+
+__all__ = ["FP8_MIN_CAPABILITY", "Machine", "RunPlan", "fp8_problems", "plan_run"]
+
+CompileMode = Literal["none", "blocks", "model"]
+# float8 matmuls (torch._scaled_mm) need Ada (sm89) or Hopper (sm90) and newer.
+FP8_MIN_CAPABILITY = (8, 9)
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the run will have: processes and, with CUDA, the GPUs' compute capability."""
+
+    world_size: int
+    cuda: bool
+    capability: tuple[int, int] | None = None
+
+    @staticmethod
+    def here(world_size: int) -> Machine:
+        import torch
+
+        if not torch.cuda.is_available():
+            return Machine(world_size, cuda=False)
+        major, minor = torch.cuda.get_device_capability()
+        return Machine(world_size, cuda=True, capability=(major, minor))
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """The resolved choices of one run."""
+
+    compile: CompileMode
+    compile_reason: str
+    fsdp: bool
+    fsdp_reason: str
+    fp8: str | None
+
+    def line(self, attention: str | None = None) -> str:
+        """The start-up line: `attention: ...; compile: model (one GPU); fsdp: ...; fp8: ...`."""
+        parts = [f"attention: {attention}"] if attention else []
+        parts.append(f"compile: {self.compile} ({self.compile_reason})")
+        parts.append(f"fsdp: {self.fsdp_reason}")
+        if self.fp8:
+            parts.append(f"fp8: {self.fp8} (torchao float8)")
+        return "; ".join(parts)
+
+
+def _compile_choice(cfg: TrainConfig, machine: Machine, fsdp: bool) -> tuple[CompileMode, str]:
+    if cfg.compile != "auto":
+        return cfg.compile, "set in the config"
+    if not machine.cuda:
+        return "none", "auto: no CUDA"
+    if machine.world_size == 1:
+        return "model", "auto: one GPU"
+    if fsdp:
+        return "blocks", f"auto: {machine.world_size} GPUs with FSDP"
+    return "model", f"auto: {machine.world_size} GPUs with DDP"
+
+
+def _fsdp_choice(cfg: TrainConfig, machine: Machine) -> tuple[bool, str]:
+    fsdp = cfg.fsdp_config
+    if fsdp is None:
+        return False, "off (no fsdp_config)"
+    if machine.world_size == 1 and machine.cuda and fsdp.single_gpu == "skip":
+        return False, "off (one GPU: FSDP only costs there; fsdp_config.single_gpu: wrap keeps it)"
+    return True, f"{fsdp.sharding_strategy}, mixed precision {fsdp.mixed_precision}"
+
+
+def plan_run(cfg: TrainConfig, machine: Machine) -> RunPlan:
+    """Resolve `compile: auto`, the FSDP wrapper on one GPU and FP8 for `machine`."""
+    fsdp, fsdp_reason = _fsdp_choice(cfg, machine)
+    compile_mode, compile_reason = _compile_choice(cfg, machine, fsdp)
+    return RunPlan(
+        compile=compile_mode,
+        compile_reason=compile_reason,
+        fsdp=fsdp,
+        fsdp_reason=fsdp_reason,
+        fp8=cfg.fp8.recipe if cfg.fp8 is not None else None,
+    )
+
+
+def fp8_problems(cfg: TrainConfig, machine: Machine) -> list[str]:
+    """Why `fp8` cannot run on `machine` (empty when it can, or when FP8 is off)."""
+    if cfg.fp8 is None:
+        return []
+    problems: list[str] = []
+    try:
+        import torchao.float8  # noqa: F401  (only whether it imports)
+    except ImportError:
+        problems.append(
+            "fp8: torchao is not installed; install it with `pip install 'foundry-train[fp8]'`."
+        )
+    need = ".".join(map(str, FP8_MIN_CAPABILITY))
+    if not machine.cuda:
+        problems.append(
+            f"fp8: FP8 training needs a CUDA GPU of compute capability {need} or newer (Ada, "
+            "Hopper, Blackwell); this machine has none. Remove `fp8`, or pass --skip-hardware "
+            "to validate a GPU config here."
+        )
+    elif machine.capability is not None and machine.capability < FP8_MIN_CAPABILITY:
+        have = ".".join(map(str, machine.capability))
+        problems.append(
+            f"fp8: this GPU has compute capability {have}; float8 matmuls need {need} or newer "
+            "(Ada, Hopper, Blackwell). Remove `fp8` on this GPU."
+        )
+    return problems

@@ -1,0 +1,92 @@
+"""Fast by default: `compile: auto`, FSDP on one GPU, FP8 — the rule, the checks and a CPU run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from foundry_train.config import parse_config
+from foundry_train.errors import ConfigError
+from foundry_train.run_plan import Machine, fp8_problems, plan_run
+
+H200 = (9, 0)
+
+
+@pytest.fixture
+def cfg_of(assets, h):
+    return lambda **extra: parse_config(h.base_config(assets, None, **extra))
+
+
+@pytest.mark.parametrize(
+    ("machine", "fsdp", "expected"),
+    [
+        (Machine(1, cuda=False), None, ("none", "auto: no CUDA", False)),
+        (Machine(1, cuda=True, capability=H200), None, ("model", "auto: one GPU", False)),
+        (Machine(1, cuda=True, capability=H200), {}, ("model", "auto: one GPU", False)),
+        (Machine(8, cuda=True, capability=H200), {}, ("blocks", "auto: 8 GPUs with FSDP", True)),
+        (Machine(2, cuda=True, capability=H200), None, ("model", "auto: 2 GPUs with DDP", False)),
+    ],
+)
+def test_compile_auto_and_fsdp_follow_the_datasheet_rule(cfg_of, machine, fsdp, expected) -> None:
+    plan = plan_run(cfg_of(fsdp_config=fsdp), machine)
+    assert (plan.compile, plan.compile_reason, plan.fsdp) == expected
+
+
+def test_explicit_settings_win(cfg_of) -> None:
+    one_gpu = Machine(1, cuda=True, capability=H200)
+    cfg = cfg_of(compile="blocks", fsdp_config={"single_gpu": "wrap"})
+    plan = plan_run(cfg, one_gpu)
+    assert (plan.compile, plan.compile_reason, plan.fsdp) == ("blocks", "set in the config", True)
+    assert plan_run(cfg_of(compile="none"), one_gpu).compile == "none"
+
+
+def test_fp8_needs_an_fp8_gpu(cfg_of) -> None:
+    cfg = cfg_of(fp8={"recipe": "tensorwise"}, precision="amp_bf16")
+    assert fp8_problems(cfg, Machine(1, cuda=True, capability=H200)) == []
+    (cpu,) = fp8_problems(cfg, Machine(1, cuda=False))
+    assert "needs a CUDA GPU of compute capability 8.9" in cpu and "--skip-hardware" in cpu
+    (ampere,) = fp8_problems(cfg, Machine(1, cuda=True, capability=(8, 0)))
+    assert "compute capability 8.0" in ampere
+    with pytest.raises(ConfigError, match="fp8 needs precision: amp_bf16"):
+        cfg_of(fp8={"recipe": "rowwise"}, precision="fp32")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without GPU")
+def test_validate_refuses_fp8_here_unless_hardware_checks_are_skipped(assets, h, tmp_path) -> None:
+    path = h.write_config(
+        tmp_path / "fp8.yaml", h.base_config(assets, None, precision="amp_bf16", fp8={})
+    )
+    refused = h.run_cli(["validate", str(path)])
+    assert refused.returncode == 2, refused.stderr
+    assert "fp8: FP8 training needs a CUDA GPU" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    accepted = h.run_cli(["validate", str(path), "--skip-hardware"])
+    assert accepted.returncode == 0, accepted.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU start-up line")
+def test_fp8_trains_emulated_on_cpu_and_saves_full_precision_weights(assets, h, tmp_path) -> None:
+    folder = tmp_path / "run"
+    cfg = h.base_config(
+        assets, folder, precision="amp_bf16", fp8={"recipe": "tensorwise"}, max_duration="4ba"
+    )
+    cfg["save_interval"] = "4ba"
+    done = h.run_cli(["train", str(h.write_config(tmp_path / "c.yaml", cfg)), "--skip-hardware"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    line = next(x for x in done.stderr.splitlines() if x.startswith("foundry-train: "))
+    assert "compile: none (auto: no CUDA)" in line and "fp8: tensorwise" in line
+    # 2 blocks x (Wqkv, out_proj, up_proj, down_proj): every block linear became a float8 one
+    assert "fp8: 8 linear layers train through torchao float8" in done.stderr
+    saved = (folder / "foundry_train_config.yaml").read_text()
+    assert "compile: none" in saved  # the resolved choice, not 'auto'
+    rows = [json.loads(x) for x in (folder / "metrics.jsonl").read_text().splitlines()]
+    train_losses = [r["loss/train/total"] for r in rows if "loss/train/total" in r]
+    assert len(train_losses) == 4 and all(0 < x < 20 for x in train_losses)
+    state = torch.load(folder / "ep0-ba4-rank0.pt", map_location="cpu", weights_only=False)
+    weights = state["state"]["model"]
+    wqkv = next(v for k, v in weights.items() if k.endswith("blocks.0.attn.Wqkv.weight"))
+    assert wqkv.dtype == torch.float32  # float8 lives only inside the matmuls
+    export = h.run_cli(["export-hf", str(folder / "ep0-ba4-rank0.pt"), str(tmp_path / "hf")])
+    assert export.returncode == 0, export.stderr[-3000:]
+    assert (tmp_path / "hf" / "config.json").is_file()
