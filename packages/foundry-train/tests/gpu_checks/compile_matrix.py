@@ -26,7 +26,12 @@ from throughput import _assets  # noqa: E402  (writes the tokenizer and a random
 def _config(root: Path, name: str, combo: dict[str, str]) -> dict:
     fsdp = None
     if combo["fsdp"] != "none":
-        fsdp = {"sharding_strategy": combo["fsdp"], "mixed_precision": combo["mp"]}
+        # single_gpu: wrap keeps FSDP on one GPU (a one-GPU run skips the wrapper by default)
+        fsdp = {
+            "sharding_strategy": combo["fsdp"],
+            "mixed_precision": combo["mp"],
+            "single_gpu": "wrap",
+        }
     return {
         "run_name": name,
         "max_seq_len": 512,
