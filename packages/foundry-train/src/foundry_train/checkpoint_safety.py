@@ -36,6 +36,7 @@ __all__ = [
     "scan_checkpoint",
     "load_dcp_metadata",
     "read_skeleton",
+    "full_checkpoint_skeleton",
 ]
 
 _STR_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
@@ -331,3 +332,15 @@ def read_skeleton(data: bytes) -> tuple[Any, list[str]]:
         raise CheckpointSecurityError("; ".join(bad))
     unpickler = _SkeletonUnpickler(io.BytesIO(data))
     return unpickler.load(), unpickler.storage_keys
+
+
+def full_checkpoint_skeleton(path: Path) -> tuple[Any, list[str]]:
+    """A full checkpoint's state as containers and keys (after :func:`scan_checkpoint` passed),
+    and the storage records its pickle references that the zip lacks."""
+    scan_checkpoint(path)
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        [(name, data)] = _zip_pickles(path, path.name)
+    state, keys = read_skeleton(data)
+    prefix = name.rsplit("/", 1)[0]
+    return state, [k for k in keys if f"{prefix}/data/{k}" not in names]
