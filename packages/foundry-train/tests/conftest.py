@@ -236,3 +236,22 @@ def h() -> object:
         losses=losses,
         SEQ=SEQ,
     )
+
+
+@pytest.fixture(scope="session")
+def lora_run(assets: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-batch LoRA fine-tuning run of the tiny Llama (checkpoint ep0-ba2-rank0.pt)."""
+    from foundry_train.config import parse_config
+    from foundry_train.trainer import train
+
+    folder = tmp_path_factory.mktemp("lora") / "run"
+    cfg = base_config(assets, folder, max_duration="2ba", save_interval="2ba")
+    cfg["model"] = {
+        "name": "hf_causal_lm",
+        "pretrained_model_name_or_path": str(assets["llama"]),
+        "pretrained": True,
+        "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["q_proj", "v_proj"]},
+    }
+    cfg["train_loader"] = {"name": "finetuning", "dataset": {"local": str(assets["finetune"])}}
+    train(parse_config(cfg))
+    return folder

@@ -1,9 +1,19 @@
 """Refusing malicious checkpoints before anything unpickles them.
 
-composer 0.32 loads checkpoints with ``torch.load(weights_only=False)``, which runs any callable
-a pickle names. Before a checkpoint reaches composer (load_path, autoresume, export-hf) every
-pickle in it is scanned opcode by opcode (nothing is executed) and each global it imports is
-checked against an allow-list of what composer's training state legitimately contains.
+composer 0.32 loads checkpoints with ``torch.load(weights_only=False)`` and torch.distributed
+.checkpoint reads ``.metadata`` with a plain ``pickle.load``: either runs any callable a pickle
+names. Before a checkpoint reaches them (autoresume, load_path, export-hf) every pickle in it is
+run through a model of the unpickler's stack, opcode by opcode, executing nothing:
+
+- each global it imports must be one exact ``(module, qualname)`` pair of
+  :data:`~foundry_train.checkpoint_allowlist.ALLOWED_GLOBALS`;
+- only those globals may be called (REDUCE, NEWOBJ, OBJ, INST), so nothing a call returns is
+  called in turn, and none of them may be modified (BUILD, SETITEM, APPEND...), so no class or
+  function of the process is patched;
+- the extension registry (EXT1/2/4) and unresolvable STACK_GLOBALs are refused.
+
+A full checkpoint must also be a zip laid out exactly as ``torch.save`` writes it (a TorchScript
+archive, which ``torch.load`` hands to ``torch.jit.load``, is refused).
 """
 
 from __future__ import annotations
@@ -14,150 +24,240 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from foundry_train.checkpoint_allowlist import ALLOWED_GLOBALS
 from foundry_train.errors import CheckpointSecurityError, FoundryError
 
-__all__ = ["ALLOWED_GLOBALS", "disallowed_globals", "scan_checkpoint", "load_dcp_metadata"]
+__all__ = [
+    "ALLOWED_GLOBALS",
+    "disallowed_globals",
+    "pickle_globals",
+    "scan_checkpoint",
+    "load_dcp_metadata",
+    "read_skeleton",
+    "full_checkpoint_skeleton",
+]
 
-# (module, name) pairs a composer / torch.distributed.checkpoint state may import.
-ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
-    {
-        ("collections", "OrderedDict"),
-        ("collections", "defaultdict"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("builtins", "slice"),
-        ("builtins", "bytearray"),
-        ("builtins", "complex"),
-        ("_codecs", "encode"),
-        ("datetime", "timedelta"),
-        ("pathlib", "PosixPath"),
-        ("pathlib", "PurePosixPath"),
-        ("pathlib", "WindowsPath"),
-        ("datetime", "datetime"),
-        ("torch.torch_version", "TorchVersion"),
-        ("torch", "Size"),
-        ("torch", "device"),
-        ("torch", "dtype"),
-        ("torch._utils", "_rebuild_tensor_v2"),
-        ("torch._utils", "_rebuild_tensor_v3"),
-        ("torch._utils", "_rebuild_parameter"),
-        ("torch._utils", "_rebuild_parameter_with_state"),
-        ("torch.serialization", "_get_layout"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
-)
-# (module regex, name regex) families: storages, dtypes, DCP metadata dataclasses.
-_ALLOWED_PATTERNS: tuple[tuple[re.Pattern[str], re.Pattern[str]], ...] = tuple(
-    (re.compile(m), re.compile(n))
-    for m, n in (
-        (
-            r"torch",
-            r"[A-Za-z]*Storage|bfloat16|float16|float32|float64|int64|int32|int8|uint8|bool",
-        ),
-        (r"numpy\.dtypes", r"[A-Za-z0-9]+DType"),
-        (r"torch\.distributed\.checkpoint\.metadata", r"[A-Za-z_]+"),
-        (r"torch\.distributed\.checkpoint\.filesystem", r"_StorageInfo"),
-        (r"torch\.distributed\.checkpoint\.planner", r"[A-Za-z_]+"),
-        (r"torch\.distributed\._shard\.sharded_tensor\.metadata", r"[A-Za-z_]+"),
-        (r"torch\.distributed\._shard\.metadata", r"ShardMetadata"),
-        (r"composer\.core\.time", r"Time|TimeUnit|Timestamp"),
-    )
+_STR_OPS = frozenset({"SHORT_BINUNICODE", "BINUNICODE", "BINUNICODE8", "UNICODE"})
+_CALL_OPS = frozenset({"REDUCE", "NEWOBJ", "NEWOBJ_EX"})
+_MUTATE_ONE = {"BUILD": 1, "SETITEM": 2, "APPEND": 1}  # items popped above the target
+_MUTATE_MARK = frozenset({"SETITEMS", "APPENDS", "ADDITEMS"})
+_MARK_OPS = frozenset({"LIST", "TUPLE", "DICT", "FROZENSET", "POP_MARK"})
+_TORCH_ENTRY = re.compile(
+    r"[^/]+/(data\.pkl|\.format_version|\.storage_alignment|byteorder|version"
+    r"|\.data/serialization_id|data/\d+)"
 )
 
 
-def _allowed(module: str, name: str) -> bool:
-    if (module, name) in ALLOWED_GLOBALS:
-        return True
-    return any(m.fullmatch(module) and n.fullmatch(name) for m, n in _ALLOWED_PATTERNS)
+class _Unsafe(Exception):
+    """A pickle the model refuses (or cannot follow): never unpickle it."""
 
 
-def _pickle_globals(data: bytes) -> list[tuple[str, str]]:
-    """Every (module, name) a pickle stream imports, found without executing it."""
-    found: list[tuple[str, str]] = []
-    strings: list[str | None] = []  # a shadow of string pushes for STACK_GLOBAL
-    memo: dict[int, str | None] = {}
-    stream = io.BytesIO(data)
-    while stream.tell() < len(data):
-        for op, arg, _pos in pickletools.genops(stream):
-            name = op.name
-            if name in ("GLOBAL", "INST"):
-                module, _, attr = str(arg).partition(" ")
-                found.append((module, attr))
-            elif name == "STACK_GLOBAL":
-                if len(strings) < 2 or strings[-1] is None or strings[-2] is None:
-                    found.append(("<unresolved>", "<STACK_GLOBAL>"))
-                else:
-                    found.append((str(strings[-2]), str(strings[-1])))
-            if name in ("SHORT_BINUNICODE", "BINUNICODE", "UNICODE", "BINUNICODE8"):
-                strings.append(str(arg))
-            elif name in ("BINPUT", "LONG_BINPUT", "PUT"):
-                memo[int(cast(int, arg))] = strings[-1] if strings else None
-            elif name == "MEMOIZE":
-                memo[len(memo)] = strings[-1] if strings else None
-            elif name in ("BINGET", "LONG_BINGET", "GET"):
-                strings.append(memo.get(int(cast(int, arg))))
-            elif name not in ("PROTO", "FRAME"):
-                strings.append(None)
-            if name == "STOP":
-                break
+class _Value:
+    """A stack entry of the model: a str (its value), a global (its name) or anything else."""
+
+    __slots__ = ("kind", "text")
+
+    def __init__(self, kind: str, text: str = "") -> None:
+        self.kind, self.text = kind, text
+
+
+_ANY = _Value("any")
+
+
+class _Machine:
+    """The unpickler's object stack, mark stack and memo, holding only what the checks need."""
+
+    def __init__(self) -> None:
+        self.stack: list[_Value] = []
+        self.marks: list[int] = []
+        self.memo: dict[int, _Value] = {}
+        self.globals: list[tuple[str, str]] = []
+
+    def pop(self) -> _Value:
+        if len(self.stack) <= (self.marks[-1] if self.marks else 0):
+            raise _Unsafe("stack underflow")
+        return self.stack.pop()
+
+    def pop_mark(self) -> list[_Value]:
+        if not self.marks:
+            raise _Unsafe("no mark to pop to")
+        start = self.marks.pop()
+        items = self.stack[start:]
+        del self.stack[start:]
+        return items
+
+    def top(self) -> _Value:
+        if not self.stack:
+            raise _Unsafe("empty stack")
+        return self.stack[-1]
+
+    def push_global(self, module: str, name: str) -> None:
+        self.globals.append((module, name))
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise _Unsafe(f"{module}.{name}")
+        self.stack.append(_Value("global", f"{module}.{name}"))
+
+    def call(self, fn: _Value) -> None:
+        if fn.kind != "global":
+            raise _Unsafe("a call of something that is not an allow-listed global")
+        self.stack.append(_ANY)
+
+    def mutate(self, target: _Value, op: str) -> None:
+        if target.kind == "global":
+            raise _Unsafe(f"{op} on the global {target.text} (it would patch it in place)")
+
+    def step(self, name: str, arg: Any) -> None:
+        if name in ("PROTO", "FRAME", "STOP"):
+            return
+        if name == "MARK":
+            self.marks.append(len(self.stack))
+        elif name in _STR_OPS:
+            self.stack.append(_Value("str", str(arg)))
+        elif name in ("GLOBAL", "INST"):
+            module, _, attr = str(arg).partition(" ")
+            if name == "INST":
+                self.pop_mark()
+            self.push_global(module, attr)
+            if name == "INST":
+                self.call(self.pop())
+        elif name == "STACK_GLOBAL":
+            attr, module = self.pop(), self.pop()
+            if attr.kind != "str" or module.kind != "str":
+                raise _Unsafe("a STACK_GLOBAL whose names cannot be resolved")
+            self.push_global(module.text, attr.text)
         else:
-            break
-    return found
+            self._step_other(name, arg)
+
+    def _step_other(self, name: str, arg: Any) -> None:
+        if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memo[int(arg)] = self.top()
+        elif name == "MEMOIZE":
+            self.memo[len(self.memo)] = self.top()
+        elif name in ("GET", "BINGET", "LONG_BINGET"):
+            if int(arg) not in self.memo:
+                raise _Unsafe("a memo entry that was never stored")
+            self.stack.append(self.memo[int(arg)])
+        elif name in _CALL_OPS:
+            for _ in range(3 if name == "NEWOBJ_EX" else 2):
+                fn = self.pop()
+            self.call(fn)
+        elif name == "OBJ":
+            items = self.pop_mark()
+            self.call(items[0] if items else _ANY)
+        elif name in _MUTATE_ONE:
+            for _ in range(_MUTATE_ONE[name]):
+                self.pop()
+            self.mutate(self.top(), name)
+        elif name in _MUTATE_MARK:
+            self.pop_mark()
+            self.mutate(self.top(), name)
+        elif name in ("EXT1", "EXT2", "EXT4"):
+            raise _Unsafe(f"the extension registry ({name})")
+        elif name == "DUP":
+            self.stack.append(self.top())
+        elif name == "POP":
+            if self.marks and self.marks[-1] == len(self.stack):
+                self.marks.pop()
+            else:
+                self.pop()
+        elif name in _MARK_OPS:
+            self.pop_mark()
+            if name != "POP_MARK":
+                self.stack.append(_ANY)
+        else:
+            self._generic(name)
+
+    def _generic(self, name: str) -> None:
+        op = pickletools.code2op[_OPCODES[name]]
+        for _ in op.stack_before:
+            self.pop()
+        self.stack.extend([_ANY] * len(op.stack_after))
+
+
+_OPCODES = {op.name: op.code for op in pickletools.opcodes}
+
+
+def _run(data: bytes) -> _Machine:
+    machine = _Machine()
+    try:
+        for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
+            machine.step(op.name, arg)
+    except _Unsafe:
+        raise
+    except Exception as exc:  # a corrupt stream cannot be vetted
+        raise _Unsafe(f"<unreadable pickle: {exc}>") from None
+    return machine
+
+
+def pickle_globals(data: bytes) -> set[tuple[str, str]]:
+    """Every (module, qualname) a clean pickle imports (to derive the allow-list); raises
+    CheckpointSecurityError where :func:`disallowed_globals` would refuse the pickle."""
+    try:
+        return set(_run(data).globals)
+    except _Unsafe as exc:
+        raise CheckpointSecurityError(str(exc)) from None
 
 
 def disallowed_globals(data: bytes) -> list[str]:
-    """Globals a pickle imports that are not on the allow-list, as 'module.name'."""
+    """Why a pickle is refused (disallowed globals, calls or patches); empty when it is clean."""
     try:
-        pairs = _pickle_globals(data)
-    except Exception as exc:  # a corrupt stream cannot be vetted
-        return [f"<unreadable pickle: {exc}>"]
-    return sorted({f"{m}.{n}" for m, n in pairs if not _allowed(m, n)})
+        _run(data)
+    except _Unsafe as exc:
+        return [str(exc)]
+    return []
 
 
-def _zip_pickles(blob: bytes | Path) -> list[tuple[str, bytes]]:
+def _zip_pickles(blob: bytes | Path, where: str) -> list[tuple[str, bytes]]:
     src: Any = io.BytesIO(blob) if isinstance(blob, bytes) else blob
     with zipfile.ZipFile(src) as zf:
-        return [(n, zf.read(n)) for n in zf.namelist() if n.endswith(".pkl")]
+        names = zf.namelist()
+        odd = [n for n in names if not _TORCH_ENTRY.fullmatch(n)]
+        pickles = [n for n in names if n.endswith("/data.pkl")]
+        if odd or len(pickles) != 1 or len({n.split("/", 1)[0] for n in names}) != 1:
+            raise CheckpointSecurityError(
+                f"'{where}' is not laid out as torch.save writes a checkpoint (entries "
+                f"{', '.join(odd or names)[:200]}); it was refused and nothing was unpickled."
+            )
+        return [(n, zf.read(n)) for n in pickles]
 
 
 def _scan_blob(blob: bytes | Path, where: str) -> list[str]:
-    raw = blob if isinstance(blob, bytes) else blob.read_bytes()
-    pickles = _zip_pickles(blob) if raw[:4] == b"PK\x03\x04" else [("<pickle>", raw)]
     bad: list[str] = []
-    for name, data in pickles:
+    for name, data in _zip_pickles(blob, where):
         bad += [f"{g} (in {where}:{name})" for g in disallowed_globals(data)]
     return bad
 
 
-class _MetadataUnpickler(pickle.Unpickler):
+def _refuse(path: Path, bad: list[str]) -> CheckpointSecurityError:
+    return CheckpointSecurityError(
+        f"checkpoint '{path}' would run code when loaded: it holds {'; '.join(bad)}, which a "
+        "training checkpoint never contains. It was refused and nothing was unpickled; only "
+        "load checkpoints from sources you trust."
+    )
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
-        if not _allowed(module, name):
+        if (module, name) not in ALLOWED_GLOBALS:
             raise CheckpointSecurityError(f"{module}.{name} is not allowed")
         return super().find_class(module, name)
 
 
 def load_dcp_metadata(directory: Path) -> Any:
-    """The ``.metadata`` of a torch.distributed.checkpoint directory, unpickled restrictedly."""
+    """The ``.metadata`` of a torch.distributed.checkpoint directory, scanned, then unpickled
+    with only the allow-listed globals."""
     path = directory / ".metadata"
     if not path.is_file():
         raise FoundryError(
             f"'{directory}' has no .metadata: it is not a complete sharded checkpoint."
         )
-    bad = disallowed_globals(path.read_bytes())
+    data = path.read_bytes()
+    bad = disallowed_globals(data)
     if bad:
-        raise CheckpointSecurityError(
-            f"checkpoint metadata '{path}' imports non-allow-listed globals: {', '.join(bad)}. "
-            "It was not loaded; only use checkpoints from sources you trust."
-        )
-    with path.open("rb") as f:
-        return _MetadataUnpickler(f).load()
+        raise _refuse(path, bad)
+    return _RestrictedUnpickler(io.BytesIO(data)).load()
 
 
 def _scan_sharded(directory: Path) -> list[str]:
@@ -166,6 +266,8 @@ def _scan_sharded(directory: Path) -> list[str]:
     meta = load_dcp_metadata(directory)
     bad: list[str] = []
     for index, info in meta.storage_data.items():
+        if getattr(info, "transform_descriptors", None):
+            bad.append(f"a transformed (e.g. compressed) item {index.fqn}")
         item_meta = meta.state_dict_metadata.get(index.fqn)
         if not isinstance(item_meta, BytesStorageMetadata):
             continue
@@ -177,7 +279,7 @@ def _scan_sharded(directory: Path) -> list[str]:
 
 
 def scan_checkpoint(path: str | Path) -> None:
-    """Raise CheckpointSecurityError if any pickle in a checkpoint imports a disallowed global."""
+    """Raise CheckpointSecurityError if any pickle in a checkpoint is not provably inert."""
     p = Path(path)
     if p.is_dir():
         bad = _scan_sharded(p)
@@ -191,8 +293,54 @@ def scan_checkpoint(path: str | Path) -> None:
     else:
         raise FoundryError(f"checkpoint '{p}' does not exist.")
     if bad:
-        raise CheckpointSecurityError(
-            f"checkpoint '{p}' would run code when loaded: it imports {', '.join(bad)}, which a "
-            "training checkpoint never contains. It was refused and nothing was unpickled; "
-            "only load checkpoints from sources you trust."
-        )
+        raise _refuse(p, bad)
+
+
+class _Stub(dict[Any, Any]):
+    """Stands for every allow-listed global when only the structure of a pickle is wanted (a
+    dict, so that the items of an OrderedDict land in it)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def __setstate__(self, state: Any) -> None:
+        pass
+
+
+class _SkeletonUnpickler(pickle.Unpickler):
+    """Unpickles a scanned torch ``data.pkl`` with stubs: dicts and keys, no tensors."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file)
+        self.storage_keys: list[str] = []
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise CheckpointSecurityError(f"{module}.{name} is not allowed")
+        return _Stub
+
+    def persistent_load(self, pid: Any) -> Any:
+        if isinstance(pid, tuple) and len(pid) > 2:
+            self.storage_keys.append(str(pid[2]))  # ('storage', type, key, location, numel)
+        return _Stub()
+
+
+def read_skeleton(data: bytes) -> tuple[Any, list[str]]:
+    """A clean pickle's containers and keys (globals replaced by stubs) and its storage keys."""
+    bad = disallowed_globals(data)
+    if bad:
+        raise CheckpointSecurityError("; ".join(bad))
+    unpickler = _SkeletonUnpickler(io.BytesIO(data))
+    return unpickler.load(), unpickler.storage_keys
+
+
+def full_checkpoint_skeleton(path: Path) -> tuple[Any, list[str]]:
+    """A full checkpoint's state as containers and keys (after :func:`scan_checkpoint` passed),
+    and the storage records its pickle references that the zip lacks."""
+    scan_checkpoint(path)
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        [(name, data)] = _zip_pickles(path, path.name)
+    state, keys = read_skeleton(data)
+    prefix = name.rsplit("/", 1)[0]
+    return state, [k for k in keys if f"{prefix}/data/{k}" not in names]

@@ -1,20 +1,43 @@
-"""Picking the checkpoint to resume from: the newest *complete* one in the save folder."""
+"""Picking the checkpoint to resume from: the newest *complete* one in the save folder.
+
+Completeness is read from each checkpoint's own contents, never from composer's
+``latest-rank0.pt`` pointer (which a crash can leave stale): a full checkpoint is complete when
+it is a whole zip whose pickle scans clean, holds composer's state (model, optimizers,
+timestamp) and every storage it references; a sharded one when its ``.metadata`` scans clean,
+names that state and every file it points into is there and long enough. A checkpoint the
+safety scan refuses is never "incomplete": it raises :class:`CheckpointSecurityError` and stays
+where it is. Nothing complete is ever removed; an incomplete checkpoint newer than the one
+resumed from is moved into ``incomplete/`` (so the resumed run can save under its name) and
+deleted only once a complete checkpoint at least as new exists.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
-import zipfile
 from pathlib import Path
+from typing import Any
 
-__all__ = ["checkpoint_batch", "is_complete", "find_latest_checkpoint", "remove_newer_than"]
+from foundry_train.errors import CheckpointSecurityError, FoundryError
+
+__all__ = [
+    "checkpoint_batch",
+    "is_complete",
+    "find_latest_checkpoint",
+    "set_aside_incomplete",
+    "INCOMPLETE_DIR",
+]
 
 log = logging.getLogger(__name__)
 
 _FULL = re.compile(r"^ep(\d+)-ba(\d+)-rank0\.pt$")
 _SHARDED = re.compile(r"^ep(\d+)-ba(\d+)$")
+_ASIDE = re.compile(r"^ep\d+-ba(\d+)(-rank0\.pt)?(\.\d+)?$")  # names in incomplete/
 LATEST_NAME = "latest-rank0.pt"
+INCOMPLETE_DIR = "incomplete"
+_STATE_KEYS = ("model", "optimizers", "timestamp")
 
 
 def checkpoint_batch(path: Path) -> int | None:
@@ -24,28 +47,49 @@ def checkpoint_batch(path: Path) -> int | None:
 
 
 def _complete_sharded(directory: Path) -> bool:
-    from foundry_train.checkpoint_safety import load_dcp_metadata
+    from foundry_train.checkpoint_safety import load_dcp_metadata, scan_checkpoint
 
     try:
-        meta = load_dcp_metadata(directory)
-    except Exception:
+        meta: Any = load_dcp_metadata(directory)
+    except CheckpointSecurityError:
+        raise
+    except (FoundryError, OSError, EOFError):
         return False
     for info in meta.storage_data.values():
         f = directory / info.relative_path
         if not f.is_file() or f.stat().st_size < info.offset + info.length:
             return False
+    fqns = list(meta.state_dict_metadata)
+    if not all(any(k.startswith(f"state.{key}") for k in fqns) for key in _STATE_KEYS):
+        return False
+    scan_checkpoint(directory)  # the pickled items inside the shards
     return True
 
 
+def _complete_full(path: Path) -> bool:
+    from foundry_train.checkpoint_safety import full_checkpoint_skeleton
+
+    try:
+        state, missing = full_checkpoint_skeleton(path)
+    except CheckpointSecurityError:
+        raise
+    except (FoundryError, OSError, ValueError, EOFError):  # truncated or corrupt zip
+        return False
+    inner = state.get("state") if isinstance(state, dict) else None
+    return isinstance(inner, dict) and all(k in inner for k in _STATE_KEYS) and not missing
+
+
 def is_complete(path: Path) -> bool:
-    """Whether a checkpoint was written completely (zip central directory / DCP metadata)."""
+    """Whether a checkpoint was written completely, judged from its contents.
+
+    Raises :class:`CheckpointSecurityError` when its pickles are refused: such a file is
+    dangerous, not incomplete.
+    """
     if path.is_dir():
         return _complete_sharded(path)
-    try:
-        with zipfile.ZipFile(path) as zf:
-            return any(n.endswith("data.pkl") for n in zf.namelist())
-    except (OSError, zipfile.BadZipFile):
+    if not path.is_file():
         return False
+    return _complete_full(path)
 
 
 def _candidates(folder: Path) -> list[Path]:
@@ -54,21 +98,14 @@ def _candidates(folder: Path) -> list[Path]:
 
 
 def find_latest_checkpoint(save_folder: str | Path) -> Path | None:
-    """The checkpoint autoresume should load, or None when there is none.
+    """The newest complete checkpoint in ``save_folder`` by batch number, or None.
 
-    composer's ``latest-rank0.pt`` symlink is trusted only when its target is complete; when it
-    is missing or dangling (a crash between removing and re-creating it) or its target is
-    half-written, the newest complete checkpoint by batch number is taken.
+    ``latest-rank0.pt`` is not consulted. Raises :class:`CheckpointSecurityError` when a
+    checkpoint newer than every complete one is refused by the safety scan.
     """
     folder = Path(save_folder)
     if not folder.is_dir():
         return None
-    link = folder / LATEST_NAME
-    if link.is_symlink() or link.exists():
-        target = link.resolve()
-        if target.exists() and is_complete(target):
-            return target
-        log.warning("%s points to an incomplete checkpoint; searching the folder", link)
     for candidate in _candidates(folder):
         if is_complete(candidate):
             return candidate
@@ -76,15 +113,36 @@ def find_latest_checkpoint(save_folder: str | Path) -> Path | None:
     return None
 
 
-def remove_newer_than(save_folder: str | Path, batch: int) -> list[Path]:
-    """Delete (incomplete) checkpoints later than ``batch`` so the resumed run can re-save them."""
-    removed: list[Path] = []
-    for candidate in _candidates(Path(save_folder)):
-        b = checkpoint_batch(candidate)
-        if b is not None and b > batch:
-            if candidate.is_dir():
-                shutil.rmtree(candidate)
+def _move_aside(candidate: Path) -> Path:
+    aside = candidate.parent / INCOMPLETE_DIR
+    aside.mkdir(exist_ok=True)
+    target, n = aside / candidate.name, 0
+    while target.exists() or target.is_symlink():
+        n += 1
+        target = aside / f"{candidate.name}.{n}"
+    os.replace(candidate, target)
+    return target
+
+
+def set_aside_incomplete(save_folder: str | Path, batch: int) -> list[tuple[Path, Path]]:
+    """Move the incomplete checkpoints later than ``batch`` (the one resumed from, 0 for none)
+    into ``incomplete/``; delete those already there that a complete checkpoint at ``batch``
+    supersedes. Returns the (from, to) moves. A complete checkpoint is never moved."""
+    folder = Path(save_folder)
+    aside = folder / INCOMPLETE_DIR
+    if batch > 0 and aside.is_dir():
+        for old in aside.iterdir():
+            m = _ASIDE.match(old.name)
+            if m is None or int(m.group(1)) > batch:
+                continue
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
             else:
-                candidate.unlink()
-            removed.append(candidate)
-    return removed
+                old.unlink()
+                log.info("deleted %s: the complete checkpoint of batch %d supersedes it", old, batch)
+    moved: list[tuple[Path, Path]] = []
+    for candidate in _candidates(folder):
+        b = checkpoint_batch(candidate)
+        if b is not None and b > batch and not is_complete(candidate):
+            moved.append((candidate, _move_aside(candidate)))
+    return moved

@@ -22,13 +22,13 @@ from foundry_train.checkpoint_safety import scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config
 from foundry_train.config.sections import LoaderConfig
 from foundry_train.data import build_dataloader
-from foundry_train.errors import FoundryError
+from foundry_train.errors import CheckpointSecurityError, FoundryError
 from foundry_train.export import CONFIG_NAME
 from foundry_train.fp8 import apply_fp8
 from foundry_train.loggers import build_tracking_loggers
 from foundry_train.model import build_composer_model
 from foundry_train.optim import build_optimizer, build_scheduler
-from foundry_train.resume import find_latest_checkpoint, remove_newer_than
+from foundry_train.resume import checkpoint_batch, find_latest_checkpoint, set_aside_incomplete
 from foundry_train.run_plan import Machine, RunPlan, plan_run
 
 __all__ = ["build_trainer", "train", "resolve_load_path"]
@@ -57,18 +57,24 @@ def resolve_load_path(cfg: TrainConfig) -> str | None:
     """The checkpoint this run starts from (autoresume first), scanned before composer sees it.
 
     A checkpoint in an object store (autoresume from a remote ``save_folder``, or a remote
-    ``load_path``) is downloaded to a local cache first by one process per node.
+    ``load_path``) is downloaded to a local cache first by one process per node. A refused or
+    unreadable checkpoint stops every rank with rank 0's error.
     """
     remote_folder = _saves_remotely(cfg)
     chosen: str | None = None
     if cfg.autoresume and cfg.save_folder:
-        picked = None
+        picked, error, refused = None, "", False
         if dist.get_global_rank() == 0:
-            picked = _latest(cfg.save_folder, remote_folder)
-        box = [picked]
+            try:
+                picked = _latest(cfg.save_folder, remote_folder)
+            except FoundryError as exc:
+                error, refused = str(exc), isinstance(exc, CheckpointSecurityError)
+        box = [(picked, error, refused)]
         # composer leaves `group` unannotated
         dist.broadcast_object_list(box, src=0)  # pyright: ignore[reportUnknownMemberType]
-        chosen = box[0]
+        chosen, error, refused = box[0]
+        if error:
+            raise (CheckpointSecurityError if refused else FoundryError)(error)
         if chosen:
             log.info("autoresume: resuming from %s", chosen)
     if chosen is None and cfg.load_path:
@@ -88,13 +94,10 @@ def _latest(save_folder: str, remote: bool) -> str | None:
         name = latest_remote_checkpoint(save_folder)
         return f"{save_folder.rstrip('/')}/{name}" if name else None
     found = find_latest_checkpoint(save_folder)
-    if found is None:
-        return None
-    from foundry_train.resume import checkpoint_batch
-
-    for stale in remove_newer_than(save_folder, checkpoint_batch(found) or 0):
-        log.warning("removed incomplete checkpoint %s", stale)
-    return str(found)
+    batch = (checkpoint_batch(found) or 0) if found is not None else 0
+    for src, dst in set_aside_incomplete(save_folder, batch):
+        log.warning("moved incomplete checkpoint %s to %s", src, dst)
+    return None if found is None else str(found)
 
 
 def _fetch(uri: str) -> str:
@@ -190,6 +193,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             f"size {world}."
         )
     device_batch = cfg.global_train_batch_size // world
+    load_path = resolve_load_path(cfg)  # refuse a bad checkpoint before building anything
     # AutoTokenizer.from_pretrained is unannotated in transformers (Unknown); any tokenizer class.
     tokenizer = cast(
         Any,
@@ -241,7 +245,6 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     loggers: list[Any] = build_tracking_loggers(cfg.loggers)
     if metrics_path is not None:
         loggers.append(MetricsFileLogger(metrics_path))
-    load_path = resolve_load_path(cfg)
     _write_run_config(cfg)
     precision = cfg.precision if torch.cuda.is_available() else "fp32"
     mb = cfg.device_train_microbatch_size
