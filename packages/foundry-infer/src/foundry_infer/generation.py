@@ -19,7 +19,7 @@ import numpy as np
 from .engines import Engine
 from .errors import FoundryError
 from .kv_batch import Past, concat_rows, select_rows, trim_left
-from .sampling import SamplingParams, sample_token
+from .sampling import SamplingParams, adjust_logits, sample_token
 
 __all__ = [
     "DecodeBatch",
@@ -58,9 +58,20 @@ class SequenceState:
         if self.finish_reason is None:
             self.finish_reason = "cancelled"
 
+    def choose(self, logits: np.ndarray) -> int:
+        """Sample the next token from this sequence's row of logits and accept it."""
+        params = self.sampling
+        scores = logits
+        if params.adjusts_logits:
+            seen = [*self.prompt_ids, *self.generated] if params.repetition_penalty != 1 else []
+            scores = adjust_logits(logits, params, seen, self.eos_token_ids, len(self.generated))
+        token = sample_token(scores, params, self.rng)
+        self.accept(token)
+        return token
+
     def accept(self, token: int) -> None:
         self.generated.append(token)
-        if token in self.eos_token_ids:
+        if token in self.eos_token_ids and not self.sampling.ignore_eos:
             self.finish_reason = "stop"
         elif len(self.generated) >= self.max_new_tokens:
             self.finish_reason = "length"
@@ -101,8 +112,7 @@ class DecodeBatch:
         mask = np.ones((1, length), dtype=np.int64)
         positions = np.arange(length, dtype=np.int64)[None, :]
         logits, past = self.engine.step(prompt, mask, positions, self.engine.empty_past(1))
-        token = sample_token(logits[0], seq.sampling, seq.rng)
-        seq.accept(token)
+        token = seq.choose(logits[0])
         if not seq.finished:
             self._join(seq, past, mask, length)
         return token
@@ -134,8 +144,7 @@ class DecodeBatch:
         for row, seq in enumerate(self.rows):
             if seq.finished:  # cancelled while the step ran
                 continue
-            token = sample_token(logits[row], seq.sampling, seq.rng)
-            seq.accept(token)
+            token = seq.choose(logits[row])
             events.append((seq, token))
         self._drop_finished()
         return events

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .engines import load_engine
@@ -76,13 +80,37 @@ def run_server(args: argparse.Namespace) -> None:
         f"http://{args.host}:{args.port}  (OpenAPI: /docs)",
         file=sys.stderr,
     )
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
+    )
     try:
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            timeout_graceful_shutdown=30,
-        )
+        _graceful_server_class()(config).run()
     finally:
         service.close()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, except that a SIGINT/SIGTERM it has handled is not raised again.
+
+        uvicorn re-raises the signal after its graceful shutdown, so the process dies of it
+        (exit 143 for SIGTERM) although every in-flight request was answered; a service manager
+        then reports a failure. Here the shutdown is the whole answer to the signal: exit 0.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
