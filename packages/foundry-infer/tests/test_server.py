@@ -183,7 +183,7 @@ BAD_COMPLETIONS = [
     ({"model": NAME, "prompt": []}, 400),
     ({"model": NAME, "prompt": [99999]}, 400),
     ({"model": NAME, "prompt": "x", "n": 100}, 400),
-    ({"model": NAME, "prompt": "x", "logprobs": 3}, 400),
+    ({"model": NAME, "prompt": "x", "logprobs": 50}, 400),
     ({"model": NAME, "prompt": "x", "max_tokens": 10_000}, 400),
     ({"model": NAME, "prompt": "x " * 2000}, 400),
     ({"model": "gpt-4", "prompt": "x"}, 404),
@@ -495,3 +495,112 @@ def test_sigterm_finishes_in_flight_requests_then_exits_0(llama_onnx_dir):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def hf_logprobs(trained_llama_dir):
+    """Log-softmax of a full forward of the HF model (the reference for served logprobs)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(trained_llama_dir, dtype=torch.float32).eval()
+
+    def compute(ids: list[int]):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].double()
+        return torch.log_softmax(logits, dim=-1).numpy()
+
+    return compute
+
+
+def test_completion_logprobs_with_echo_as_lm_eval_asks(client, tokenizer, hf_logprobs):
+    ids = tokenizer("def render_chat(tokenizer, messages):").input_ids
+    resp = client.completions.create(
+        model=NAME, prompt=[ids], max_tokens=1, temperature=0, echo=True, logprobs=1
+    )
+    lp = resp.choices[0].logprobs
+    assert len(lp.token_logprobs) == len(ids) + 1 and lp.token_logprobs[0] is None
+    assert lp.top_logprobs[0] is None and resp.choices[0].text.startswith(tokenizer.decode(ids))
+    reference = hf_logprobs(ids)
+    for t in range(1, len(ids)):
+        assert abs(lp.token_logprobs[t] - reference[t - 1, ids[t]]) < 1e-4
+        (best,) = lp.top_logprobs[t].values()
+        assert abs(best - reference[t - 1].max()) < 1e-4
+    # the generated (greedy) token is the most likely one
+    assert abs(lp.token_logprobs[-1] - reference[-1].max()) < 1e-4
+    assert lp.tokens == [tokenizer.decode([t]) for t in ids] + [lp.tokens[-1]]
+    # without echo: the generated tokens only; streamed pieces add up to the same
+    kwargs = dict(model=NAME, prompt="class Engine", max_tokens=8, temperature=0, logprobs=3)
+    whole = client.completions.create(**kwargs).choices[0].logprobs
+    assert len(whole.token_logprobs) == 8 and all(len(top) == 3 for top in whole.top_logprobs)
+    streamed = [c.choices[0].logprobs for c in client.completions.create(**kwargs, stream=True)]
+    joined = [x for part in streamed if part for x in part.token_logprobs]
+    assert joined == pytest.approx(whole.token_logprobs)
+
+
+def test_chat_logprobs_and_top_logprobs(client, server):
+    resp = client.chat.completions.create(
+        model=NAME,
+        messages=[{"role": "user", "content": "class Engine"}],
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    content = resp.choices[0].logprobs.content
+    assert len(content) == resp.usage.completion_tokens
+    for item in content:
+        tops = [t.logprob for t in item.top_logprobs]
+        assert len(tops) == 2 and tops[0] >= tops[1] and item.logprob == pytest.approx(tops[0])
+        assert item.top_logprobs[0].token == item.token and item.bytes == list(item.token.encode())
+    chat = {"model": NAME, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}
+    bad = _post(server, chat)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_logprobs"
+
+
+def _metrics(url: str) -> dict[str, float]:
+    values = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_tokenize_detokenize_version_and_metrics(server, tokenizer):
+    from foundry_infer import __version__
+    from foundry_infer.chat import render_chat
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.url, headers=auth, timeout=60) as http:
+        text = "def render_chat(tokenizer, messages):"
+        tok = http.post("/tokenize", json={"model": NAME, "prompt": text}).json()
+        assert tok["tokens"] == tokenizer(text).input_ids and tok["count"] == len(tok["tokens"])
+        assert tok["max_model_len"] == 256
+        messages = [{"role": "user", "content": "hi"}]
+        assert http.post("/tokenize", json={"messages": messages}).json()["tokens"] == (
+            render_chat(tokenizer, messages)
+        )
+        assert http.post("/detokenize", json={"tokens": tok["tokens"]}).json() == {"prompt": text}
+        assert http.post("/detokenize", json={"tokens": [10**6]}).status_code == 400
+        assert http.post("/tokenize", json={"prompt": "x", "model": "other"}).status_code == 404
+        assert httpx.post(f"{server.url}/tokenize", json={"prompt": "x"}).status_code == 401
+        assert httpx.get(f"{server.url}/version").json() == {"version": __version__}
+
+        before = _metrics(server.url)
+        body = {"model": NAME, "prompt": "def ", "max_tokens": 5, "temperature": 0}
+        usage = http.post("/v1/completions", json=body).json()["usage"]
+        http.post("/v1/completions", json={**body, "prompt": ""})  # a 400
+        after = _metrics(server.url)
+    ok = 'foundry_infer_requests_total{route="/v1/completions",status="200"}'
+    bad = 'foundry_infer_requests_total{route="/v1/completions",status="400"}'
+    assert after[ok] - before.get(ok, 0) == 1 and after[bad] - before.get(bad, 0) == 1
+    grew = {k: after[k] - before.get(k, 0) for k in after}
+    assert grew["foundry_infer_prompt_tokens_total"] == usage["prompt_tokens"]
+    assert grew["foundry_infer_generation_tokens_total"] == usage["completion_tokens"]
+    count = 'foundry_infer_request_duration_seconds_count{route="/v1/completions"}'
+    inf = 'foundry_infer_request_duration_seconds_bucket{route="/v1/completions",le="+Inf"}'
+    assert grew[count] == 2 and after[inf] == after[count]
+    buckets = [v for k, v in after.items() if k.startswith(count.replace("_count", "_bucket")[:-1])]
+    assert buckets == sorted(buckets)  # cumulative
+    assert {"foundry_infer_queue_waiting", "foundry_infer_queue_running"} <= set(after)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = ["ChatCompletionRequest", "ChatMessage", "CompletionRequest", "StreamOptions"]
 
@@ -129,7 +129,13 @@ class CompletionRequest(_Common):
     prompt: str | list[str] | list[int] | list[list[int]]
     max_tokens: int | None = Field(16, ge=1)
     echo: bool = False
-    logprobs: None = Field(None, description="Not supported; must be unset.")
+    logprobs: int | None = Field(
+        None,
+        ge=0,
+        le=20,
+        description="Log-probabilities of each token and of the k most likely (0..20); with "
+        "echo, of the prompt's tokens too.",
+    )
     best_of: int | None = Field(None, ge=1, le=1)
     suffix: None = None
 
@@ -139,6 +145,9 @@ class CompletionRequest(_Common):
         if isinstance(value, list) and not value:
             raise ValueError("prompt list is empty")
         return value
+
+    def logprobs_count(self) -> int | None:
+        return self.logprobs
 
     def prompts(self) -> list[str | list[int]]:
         """The prompt(s) as a list of texts or token-id lists."""
@@ -172,8 +181,18 @@ class ChatCompletionRequest(_Common):
     messages: list[ChatMessage] = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
-    logprobs: Literal[False] | None = None
-    top_logprobs: None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+    @field_validator("top_logprobs")
+    @classmethod
+    def _needs_logprobs(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and not info.data.get("logprobs"):
+            raise ValueError("top_logprobs needs logprobs: true")
+        return value
+
+    def logprobs_count(self) -> int | None:
+        return (self.top_logprobs or 0) if self.logprobs else None
 
     def token_budget(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens

@@ -65,15 +65,16 @@ def stream_reply(
     max_new_tokens: int,
     defaults: GenerationDefaults,
     write: Callable[[str], None],
-) -> str:
-    """Generate and write the reply piece by piece; return its full text."""
+) -> tuple[str, int]:
+    """Generate and write the reply piece by piece; return its text and how many tokens were
+    generated (an end-of-sequence token included)."""
     check_fits(len(prompt_ids), max_new_tokens, engine.layout.max_positions)
     seq = SequenceState(prompt_ids, max_new_tokens, sampling, frozenset(defaults.eos_token_ids))
     stream = TextStream(tokenizer)
     for token in generate_tokens(engine, seq):
         write(stream.push(token))
     write(stream.finish())
-    return stream.text
+    return stream.text, len(seq.generated)
 
 
 def chat_loop(
@@ -98,6 +99,8 @@ def chat_loop(
     messages: list[dict[str, str]] = [{"role": "system", "content": system}] if system else []
     render_chat(tokenizer, messages + [{"role": "user", "content": "hi"}])  # fail early
     interactive = source.isatty()
+    # Piped: each turn is marked, so a transcript shows where a reply starts and ends.
+    user_mark, reply_mark = ("", "") if interactive else ("user> ", "assistant> ")
 
     def write(piece: str) -> None:
         out.write(piece)
@@ -129,6 +132,8 @@ def chat_loop(
                 file=notes,
                 flush=True,
             )
-        reply = stream_reply(engine, tokenizer, ids, sampling, max_new_tokens, defaults, write)
-        write("\n")
+        if not interactive:
+            write(f"{user_mark}{line.rstrip(chr(10))}\n{reply_mark}")
+        reply, _ = stream_reply(engine, tokenizer, ids, sampling, max_new_tokens, defaults, write)
+        write("\n" if interactive else "\n\n")
         messages.append({"role": "assistant", "content": reply})

@@ -13,6 +13,8 @@ from fastapi.responses import JSONResponse, StreamingResponse
 
 from .api_schema import ChatCompletionRequest, CompletionRequest
 from .http_guards import APIError
+from .logprob_format import chat_logprobs, completion_logprobs
+from .sampling import TokenLogprob
 from .scheduler import StreamEvent
 
 if TYPE_CHECKING:
@@ -44,119 +46,131 @@ def _max_tokens(
     asked = body.max_tokens if isinstance(body, CompletionRequest) else body.token_budget()
     if asked is not None:
         return asked
-    room = (service.engine.layout.max_positions or 1 << 30) - prompt_len
+    room = (service.max_positions or 1 << 30) - prompt_len
     return max(1, min(service.settings.default_chat_max_tokens, room))
+
+
+class _Reply:
+    """What one request's answer needs besides its events: kind, ids, echo and logprobs."""
+
+    def __init__(
+        self,
+        service: InferenceService,
+        body: CompletionRequest | ChatCompletionRequest,
+        prompts: list[list[int]],
+        echo_texts: list[str | None],
+    ) -> None:
+        self.service = service
+        self.body = body
+        self.chat = isinstance(body, ChatCompletionRequest)
+        self.kind = "chat.completion" if self.chat else "text_completion"
+        self.choices = len(prompts) * body.n
+        self.prompt_tokens = sum(len(p) for p in prompts) * body.n
+        echo = isinstance(body, CompletionRequest) and body.echo
+        self.echo = [t if echo else None for t in echo_texts]
+        self.meta = {
+            "id": f"{'chatcmpl' if self.chat else 'cmpl'}-{uuid.uuid4().hex}",
+            "created": int(time.time()),
+            "model": service.settings.model_name,
+        }
+        self.wants_logprobs = body.logprobs_count() is not None
+
+    def prefix(self, index: int) -> str:
+        return self.echo[index // self.body.n] or ""
+
+    def logprobs(self, entries: list[TokenLogprob], offset: int = 0) -> dict[str, Any] | None:
+        if not self.wants_logprobs:
+            return None
+        tokenizer = self.service.tokenizer
+        if self.chat:
+            return chat_logprobs(tokenizer, entries)
+        return completion_logprobs(tokenizer, entries, offset)
+
+    def choice(
+        self, index: int, text: str, reason: str | None, entries: list[TokenLogprob], delta: bool
+    ) -> dict[str, Any]:
+        logprobs = self.logprobs(entries)
+        if not self.chat:
+            return {"index": index, "text": text, "finish_reason": reason, "logprobs": logprobs}
+        key = "delta" if delta else "message"
+        content: dict[str, Any] = {} if delta else {"role": "assistant", "content": text}
+        if delta and text:
+            content["content"] = text
+        return {"index": index, key: content, "finish_reason": reason, "logprobs": logprobs}
+
+    def usage(self, completion_tokens: int) -> dict[str, int]:
+        self.service.metrics.count_tokens(self.prompt_tokens, completion_tokens)
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        }
 
 
 async def answer(
     service: InferenceService,
     body: CompletionRequest | ChatCompletionRequest,
     prompts: list[list[int]],
-    kind: str,
     echo_texts: list[str | None],
 ) -> JSONResponse | StreamingResponse:
-    param = "messages" if kind == "chat.completion" else "prompt"
+    reply = _Reply(service, body, prompts, echo_texts)
+    param = "messages" if reply.chat else "prompt"
     budgets = [_max_tokens(service, body, len(ids)) for ids in prompts]
     for ids, budget in zip(prompts, budgets, strict=True):
         service.check_prompt(ids, budget, param)
     service.check_sampling(body, min(budgets))
     events = service.submit(prompts, body, max(budgets))
-    meta = {
-        "id": f"{'chatcmpl' if kind == 'chat.completion' else 'cmpl'}-{uuid.uuid4().hex}",
-        "created": int(time.time()),
-        "model": service.settings.model_name,
-    }
-    choices = len(prompts) * body.n
-    prompt_tokens = sum(len(p) for p in prompts) * body.n
-    echo = [t if isinstance(body, CompletionRequest) and body.echo else None for t in echo_texts]
     if body.stream:
-        chunks = _stream_chunks(service, events, choices, kind, meta, body, prompt_tokens, echo)
-        return StreamingResponse(chunks, media_type="text/event-stream")
+        return StreamingResponse(_stream_chunks(reply, events), media_type="text/event-stream")
+    texts = [""] * reply.choices
+    reasons: list[str | None] = [None] * reply.choices
+    entries: list[list[TokenLogprob]] = [[] for _ in range(reply.choices)]
+    completion_tokens = 0
     try:
-        texts = [""] * choices
-        reasons: list[str | None] = [None] * choices
-        completion_tokens = 0
-        async for event in _drain(events, choices):
+        async for event in _drain(events, reply.choices):
             texts[event.index] += event.text
+            entries[event.index] += [*event.prompt_logprobs, *event.logprobs]
             if event.finish_reason is not None:
                 reasons[event.index] = event.finish_reason
                 completion_tokens += event.completion_tokens
     finally:
         service.cancel(events)
-    out_choices = []
-    for i, (text, reason) in enumerate(zip(texts, reasons, strict=True)):
-        prefix = echo[i // body.n] or ""
-        if kind == "chat.completion":
-            out_choices.append(
-                {
-                    "index": i,
-                    "message": {"role": "assistant", "content": text},
-                    "finish_reason": reason,
-                    "logprobs": None,
-                }
-            )
-        else:
-            out_choices.append(
-                {"index": i, "text": prefix + text, "finish_reason": reason, "logprobs": None}
-            )
-    usage = {
-        "prompt_tokens": prompt_tokens,
-        "completion_tokens": completion_tokens,
-        "total_tokens": prompt_tokens + completion_tokens,
-    }
-    return JSONResponse({**meta, "object": kind, "choices": out_choices, "usage": usage})
+    out = [
+        reply.choice(i, reply.prefix(i) + text, reason, entries[i], delta=False)
+        for i, (text, reason) in enumerate(zip(texts, reasons, strict=True))
+    ]
+    usage = reply.usage(completion_tokens)
+    return JSONResponse({**reply.meta, "object": reply.kind, "choices": out, "usage": usage})
 
 
-async def _stream_chunks(
-    service: InferenceService,
-    events: asyncio.Queue[StreamEvent],
-    choices: int,
-    kind: str,
-    meta: dict[str, Any],
-    body: CompletionRequest | ChatCompletionRequest,
-    prompt_tokens: int,
-    echo: list[str | None],
-) -> AsyncIterator[bytes]:
-    chat = kind == "chat.completion"
-    obj = "chat.completion.chunk" if chat else "text_completion"
+async def _stream_chunks(reply: _Reply, events: asyncio.Queue[StreamEvent]) -> AsyncIterator[bytes]:
+    obj = "chat.completion.chunk" if reply.chat else "text_completion"
 
-    def chunk(index: int, text: str | None, reason: str | None, first: bool = False) -> bytes:
-        if chat:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""} if first else {}
-            if text:
-                delta["content"] = text
-            choice: dict[str, Any] = {
-                "index": index,
-                "delta": delta,
-                "finish_reason": reason,
-                "logprobs": None,
-            }
-        else:
-            choice = {"index": index, "text": text or "", "finish_reason": reason, "logprobs": None}
-        return _sse({**meta, "object": obj, "choices": [choice]})
+    def chunk(choice: dict[str, Any]) -> bytes:
+        return _sse({**reply.meta, "object": obj, "choices": [choice]})
 
     completion_tokens = 0
     try:
-        for index in range(choices):
-            if chat:
-                yield chunk(index, None, None, first=True)
-            elif echo[index // body.n]:
-                yield chunk(index, echo[index // body.n], None)
-        async for event in _drain(events, choices):
+        for index in range(reply.choices):
+            if reply.chat:
+                first = reply.choice(index, "", None, [], delta=True)
+                yield chunk({**first, "delta": {"role": "assistant", "content": ""}})
+            elif reply.prefix(index):
+                yield chunk(reply.choice(index, reply.prefix(index), None, [], delta=True))
+        async for event in _drain(events, reply.choices):
             completion_tokens += event.completion_tokens
-            if event.text or event.finish_reason is not None:
-                yield chunk(event.index, event.text, event.finish_reason)
-        if body.stream_options is not None and body.stream_options.include_usage:
-            usage = {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens + completion_tokens,
-            }
-            yield _sse({**meta, "object": obj, "choices": [], "usage": usage})
+            entries = [*event.prompt_logprobs, *event.logprobs]
+            if event.text or event.finish_reason is not None or entries:
+                yield chunk(
+                    reply.choice(event.index, event.text, event.finish_reason, entries, delta=True)
+                )
+        usage = reply.usage(completion_tokens)
+        if reply.body.stream_options is not None and reply.body.stream_options.include_usage:
+            yield _sse({**reply.meta, "object": obj, "choices": [], "usage": usage})
         yield _sse("[DONE]")
     except APIError as exc:
         yield _sse(
             {"error": {"message": exc.message, "type": exc.type, "param": None, "code": exc.code}}
         )
     finally:
-        service.cancel(events)
+        reply.service.cancel(events)

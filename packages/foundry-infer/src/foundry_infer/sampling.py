@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from .errors import FoundryError
 
-__all__ = ["SamplingParams", "adjust_logits", "sample_token"]
+__all__ = ["SamplingParams", "TokenLogprob", "adjust_logits", "sample_token", "token_logprob"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,28 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
         trimmed[kept] = probs[kept]
         probs = trimmed / trimmed.sum()
     return int(rng.choice(len(probs), p=probs))
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token with its log-probability under the model and the ``top`` most likely tokens.
+
+    Log-probabilities are the model's own (log-softmax of the raw logits, before temperature or
+    any processor). ``logprob`` is None for a prompt's first token, which has no context.
+    """
+
+    token: int
+    logprob: float | None
+    top: tuple[tuple[int, float], ...] = ()
+
+
+def token_logprob(logits: np.ndarray, token: int, top: int) -> TokenLogprob:
+    """``token``'s log-probability under ``logits`` (shape (V,)) and the ``top`` best tokens."""
+    scores = logits.astype(np.float64)
+    peak = float(np.max(scores))
+    logprobs = scores - (peak + float(np.log(np.sum(np.exp(scores - peak)))))
+    best: tuple[tuple[int, float], ...] = ()
+    if top > 0:
+        order = np.argsort(-logprobs, kind="stable")[:top]
+        best = tuple((int(i), float(logprobs[i])) for i in order)
+    return TokenLogprob(token, float(logprobs[token]), best)

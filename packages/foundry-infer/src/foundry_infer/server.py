@@ -1,7 +1,9 @@
 """``serve``: an OpenAI-compatible HTTP endpoint (FastAPI + uvicorn) over the batching scheduler.
 
 Routes: ``POST /v1/completions``, ``POST /v1/chat/completions`` (both with server-sent-event
-streaming), ``GET /v1/models``, ``GET /health``, and FastAPI's ``/openapi.json`` and ``/docs``.
+streaming and token log-probabilities), ``GET /v1/models``, ``POST /tokenize``,
+``POST /detokenize``, ``GET /version``, ``GET /health``, ``GET /metrics`` (Prometheus), and
+FastAPI's ``/openapi.json`` and ``/docs``.
 Errors are JSON in OpenAI's shape ``{"error": {"message", "type", "param", "code"}}``: 400 for a
 bad request, 401 for a missing or wrong API key, 404 for an unknown model or route, 413 for an
 oversized body, 429 when the queue is full, 503 while shutting down.
@@ -21,16 +23,19 @@ from fastapi import Depends, FastAPI
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from . import __version__
 from .api_schema import ChatCompletionRequest, CompletionRequest
 from .chat import render_chat
 from .engines import Engine
 from .errors import FoundryError
 from .generation import SequenceState, TextStream, check_fits
 from .http_guards import APIError, BodyLimit, auth_dependency, install_error_handlers
+from .metrics import Metrics, MetricsMiddleware
 from .model_dir import GenerationDefaults
 from .responses import answer
 from .sampling import SamplingParams
 from .scheduler import QueueFullError, Scheduler, ShuttingDownError, StreamEvent, Ticket
+from .utility_routes import install_utility_routes, route_template
 
 __all__ = ["APIError", "InferenceService", "ServerSettings", "create_app"]
 
@@ -49,6 +54,7 @@ class ServerSettings:
     max_batch_size: int = 8
     max_queue: int = 64
     max_body_bytes: int = 4_000_000
+    max_model_len: int | None = None  # None: the model's positions
 
 
 class InferenceService:
@@ -66,7 +72,16 @@ class InferenceService:
         )
         self.created = int(time.time())
         self._tickets_of: dict[int, list[Ticket]] = {}
+        self.metrics = Metrics(settings.model_name)
         positions = engine.layout.max_positions
+        if settings.max_model_len is not None:
+            if positions is not None and settings.max_model_len > positions:
+                raise FoundryError(
+                    f"--max-model-len {settings.max_model_len} is more than the model's "
+                    f"{positions} positions. Give at most {positions}."
+                )
+            positions = settings.max_model_len
+        self.max_positions = positions
         self.max_prompt_tokens = settings.max_prompt_tokens or (
             positions - 1 if positions else 4096
         )
@@ -101,7 +116,7 @@ class InferenceService:
         if any(not 0 <= t < vocab for t in ids):
             raise APIError(400, f"prompt token ids must be in [0, {vocab}).", param=param)
         try:
-            check_fits(len(ids), max_tokens, self.engine.layout.max_positions)
+            check_fits(len(ids), max_tokens, self.max_positions)
         except FoundryError as exc:
             raise APIError(400, exc.message, param=param, code="context_length_exceeded") from exc
 
@@ -154,7 +169,14 @@ class InferenceService:
                     request, None if request.seed is None else request.seed + j
                 )
                 seq = SequenceState(
-                    ids, max_tokens, sampling, frozenset(self.defaults.eos_token_ids)
+                    ids,
+                    max_tokens,
+                    sampling,
+                    frozenset(self.defaults.eos_token_ids),
+                    logprobs=request.logprobs_count(),
+                    prompt_logprobs=isinstance(request, CompletionRequest)
+                    and request.echo
+                    and request.logprobs is not None,
                 )
                 stream = TextStream(self.tokenizer, request.stop_list())
                 tickets.append(Ticket(p * request.n + j, seq, stream, loop, events))
@@ -188,25 +210,16 @@ def create_app(service: InferenceService) -> FastAPI:
 
     app = FastAPI(
         title="foundry-infer",
-        version=_version(),
+        version=__version__,
         description="OpenAI-compatible completions and chat for a Foundry or Hugging Face model.",
         lifespan=lifespan,
     )
     app.state.service = service
     install_error_handlers(app)
     app.add_middleware(BodyLimit, limit=service.settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=service.metrics, route_of=route_template)
     auth = Depends(auth_dependency(service.settings.api_key))
-
-    @app.get("/health", tags=["server"])
-    async def health() -> JSONResponse:
-        ok = service.scheduler.accepting
-        body = {
-            "status": "ok" if ok else "shutting_down",
-            "model": service.settings.model_name,
-            "backend": service.engine.name,
-            **service.scheduler.stats(),
-        }
-        return JSONResponse(body, status_code=200 if ok else 503)
+    install_utility_routes(app, service, auth)
 
     @app.get("/v1/models", tags=["openai"], dependencies=[auth])
     async def models() -> dict[str, Any]:
@@ -222,7 +235,12 @@ def create_app(service: InferenceService) -> FastAPI:
         _check_model(service, body.model)
         prompts = await run_in_threadpool(_encode_prompts, service, body)
         texts = [p if isinstance(p, str) else None for p in body.prompts()]
-        return await answer(service, body, prompts, "text_completion", texts)
+        if body.echo:  # a prompt of token ids is echoed as its text
+            texts = [
+                t if t is not None else service.tokenizer.decode(ids)
+                for t, ids in zip(texts, prompts, strict=True)
+            ]
+        return await answer(service, body, prompts, texts)
 
     @app.post("/v1/chat/completions", tags=["openai"], dependencies=[auth], response_model=None)
     async def chat_completions(body: ChatCompletionRequest) -> JSONResponse | StreamingResponse:
@@ -232,18 +250,9 @@ def create_app(service: InferenceService) -> FastAPI:
             ids = await run_in_threadpool(render_chat, service.tokenizer, messages)
         except FoundryError as exc:
             raise APIError(400, exc.message, param="messages") from exc
-        return await answer(service, body, [ids], "chat.completion", [None])
+        return await answer(service, body, [ids], [None])
 
     return app
-
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("foundry-infer")
-    except PackageNotFoundError:
-        return "0"
 
 
 def _model_card(service: InferenceService) -> dict[str, Any]:

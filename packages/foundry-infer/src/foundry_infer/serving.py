@@ -25,7 +25,11 @@ def build_service(args: argparse.Namespace) -> InferenceService:
     for name in ("max_batch_size", "max_queue", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise FoundryError(f"--{name.replace('_', '-')} must be at least 1.")
-    engine = load_engine(args.model, args.backend, device=args.device, provider=args.provider)
+    if args.max_model_len is not None and args.max_model_len < 2:
+        raise FoundryError("--max-model-len must be at least 2.")
+    engine = load_engine(
+        args.model, args.backend, device=args.device, provider=args.provider, dtype=args.dtype
+    )
     tokenizer = load_tokenizer(args.model)
     settings = ServerSettings(
         model_name=args.model_name or Path(args.model).resolve().name,
@@ -34,6 +38,7 @@ def build_service(args: argparse.Namespace) -> InferenceService:
         max_new_tokens=args.max_new_tokens,
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
+        max_model_len=args.max_model_len,
     )
     return InferenceService(
         engine, tokenizer, read_generation_defaults(args.model, tokenizer), settings
