@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from foundry_infer import OrtEngine
+from foundry_infer import FoundryError, OrtEngine, SamplingParams
 from foundry_infer.cli import main
 
 
@@ -130,3 +130,35 @@ def test_help_has_examples(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "example" in capsys.readouterr().out
+
+
+def test_chat_drops_oldest_turns_when_history_outgrows_the_context(llama_onnx_dir, capsys):
+    from foundry_infer import load_tokenizer, read_generation_defaults
+    from foundry_infer.chat import chat_loop, fit_history
+
+    engine = OrtEngine(llama_onnx_dir, provider="cpu")  # 256 positions
+    tokenizer = load_tokenizer(llama_onnx_dir)
+    defaults = read_generation_defaults(llama_onnx_dir, tokenizer)
+    turns = [f"def function_number_{i}(self, engine, tokenizer, defaults):" for i in range(8)]
+    chat_loop(
+        engine,
+        tokenizer,
+        defaults,
+        SamplingParams(),
+        40,
+        system="You write Python.",
+        stdin=io.StringIO("\n".join(turns) + "\n"),
+    )
+    out, err = capsys.readouterr()
+    assert "dropped the" in err and "system message is kept" in err
+    assert out.count("\n") >= 8  # every turn was answered; the session did not end
+    messages = [{"role": "system", "content": "S"}]
+    for i, turn in enumerate(turns):
+        messages += [{"role": "user", "content": turn}, {"role": "assistant", "content": f"r{i}"}]
+    messages.append({"role": "user", "content": "last"})
+    ids, dropped = fit_history(tokenizer, messages, 40, 256)
+    assert dropped > 0 and len(ids) + 40 <= 256
+    assert messages[0]["content"] == "S" and messages[-1]["content"] == "last"
+    assert messages[1]["role"] == "user"  # a turn goes with its reply
+    with pytest.raises(FoundryError, match="too long"):
+        fit_history(tokenizer, [{"role": "user", "content": "word " * 300}], 40, 256)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -15,7 +16,13 @@ import httpx
 import openai
 import pytest
 import uvicorn
-from foundry_infer import OrtEngine, SequenceState, generate_tokens, read_generation_defaults
+from foundry_infer import (
+    OrtEngine,
+    SamplingParams,
+    SequenceState,
+    generate_tokens,
+    read_generation_defaults,
+)
 from foundry_infer.server import InferenceService, ServerSettings, create_app
 
 KEY = "test-key"
@@ -176,7 +183,7 @@ BAD_COMPLETIONS = [
     ({"model": NAME, "prompt": []}, 400),
     ({"model": NAME, "prompt": [99999]}, 400),
     ({"model": NAME, "prompt": "x", "n": 100}, 400),
-    ({"model": NAME, "prompt": "x", "logprobs": 3}, 400),
+    ({"model": NAME, "prompt": "x", "logprobs": 50}, 400),
     ({"model": NAME, "prompt": "x", "max_tokens": 10_000}, 400),
     ({"model": NAME, "prompt": "x " * 2000}, 400),
     ({"model": "gpt-4", "prompt": "x"}, 404),
@@ -314,3 +321,286 @@ def test_cli_serve_over_http_and_clean_shutdown(llama_onnx_dir):
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+class CountingTokenizer:
+    """The real tokenizer, counting how often the server encodes text with it."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.calls = inner, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.inner(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_chunked_oversize_body_is_413_before_tokenizing(server, monkeypatch):
+    counting = CountingTokenizer(server.service.tokenizer)
+    monkeypatch.setattr(server.service, "tokenizer", counting)
+    sent = 0
+
+    def body():  # 12 MB of JSON with no Content-Length: httpx sends it chunked
+        nonlocal sent
+        yield b'{"model": "' + NAME.encode() + b'", "prompt": "'
+        for _ in range(192):
+            sent += 65536
+            yield b"x" * 65536
+        yield b'"}'
+
+    headers = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+        r = http.post("/v1/completions", content=body())
+        assert "content-length" not in r.request.headers
+        assert r.request.headers["transfer-encoding"] == "chunked"
+        assert r.status_code == 413, r.text
+        assert r.json()["error"]["code"] == "request_too_large"
+        assert counting.calls == 0  # refused before any tokenizing
+        ok = http.post("/v1/completions", json={"model": NAME, "prompt": "def ", "max_tokens": 2})
+        assert ok.status_code == 200 and counting.calls == 1
+
+
+def _post(server, body: dict | bytes):
+    headers = {"Authorization": f"Bearer {KEY}", "content-type": "application/json"}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as http:
+        if isinstance(body, bytes):
+            return http.post("/v1/completions", content=body)
+        route = "/v1/chat/completions" if "messages" in body else "/v1/completions"
+        return http.post(route, json=body)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("response_format", {"type": "json_object"}),
+        ("tools", [{"type": "function", "function": {"name": "f", "parameters": {}}}]),
+        ("tool_choice", "auto"),
+        ("guided_json", {"type": "object"}),
+        ("guided_regex", "[0-9]+"),
+        ("functions", [{"name": "f"}]),
+    ],
+)
+def test_unsupported_fields_are_refused_naming_the_field(server, field, value):
+    for base in (
+        {"model": NAME, "prompt": "def ", "max_tokens": 2},
+        {"model": NAME, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2},
+    ):
+        r = _post(server, {**base, field: value})
+        assert r.status_code == 400, (field, r.text)
+        error = r.json()["error"]
+        assert error["param"] == field and field in error["message"]
+    neutral = {"response_format": {"type": "text"}, "tools": [], "tool_choice": "none"}
+    if field in neutral:  # the neutral value asks for nothing different: accepted
+        r = _post(server, {"model": NAME, "prompt": "def ", "max_tokens": 2, field: neutral[field]})
+        assert r.status_code == 200, r.text
+
+
+def test_invalid_json_and_empty_prompt_have_their_own_codes(server):
+    r = _post(server, b'{"model": "tiny-llama", "prompt": "x",, }')
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["code"] == "invalid_json" and error["param"] is None
+    assert "not valid JSON" in error["message"]
+    for prompt in ("", ["def ", ""]):
+        r = _post(server, {"model": NAME, "prompt": prompt, "max_tokens": 2})
+        error = r.json()["error"]
+        assert r.status_code == 400 and error["code"] == "empty_prompt", r.text
+        assert error["param"] == "prompt"
+
+
+def test_sampling_fields_are_honoured_over_http(server, client, engine, tokenizer):
+    ids = tokenizer("def render_chat(").input_ids
+    eos = tokenizer.eos_token_id
+    base = dict(model=NAME, prompt=ids, max_tokens=12, temperature=0)
+    plain = client.completions.create(**base).choices[0].text
+    first = tokenizer(plain, add_special_tokens=False).input_ids[0]
+    banned = client.completions.create(**base, logit_bias={str(first): -100}).choices[0].text
+    assert banned != plain and not banned.startswith(tokenizer.decode([first]))
+
+    def usage(**extra):
+        resp = client.completions.create(
+            **{**base, "max_tokens": 6}, extra_body=extra, logit_bias={str(eos): 100}
+        )
+        return resp.usage.completion_tokens, resp.choices[0].finish_reason
+
+    assert usage() == (1, "stop")
+    assert usage(min_tokens=3) == (4, "stop")
+    assert usage(ignore_eos=True) == (6, "length")
+    penalised = client.completions.create(**base, extra_body={"repetition_penalty": 1.8})
+    seq = SequenceState(
+        ids,
+        12,
+        SamplingParams(repetition_penalty=1.8),
+        frozenset({eos, tokenizer.convert_tokens_to_ids("<|end|>")}),
+    )
+    expected = tokenizer.decode(list(generate_tokens(engine, seq)), skip_special_tokens=True)
+    assert penalised.choices[0].text == expected and expected != plain
+    for extra, param in [
+        ({"logit_bias": {"99999": 5}}, "logit_bias"),
+        ({"logit_bias": {"1": 500}}, "logit_bias"),
+        ({"min_tokens": 50}, "min_tokens"),
+        ({"repetition_penalty": 0}, "repetition_penalty"),
+    ]:
+        r = _post(server, {**base, **extra})
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, r.text
+
+
+def _wait_for_health(proc, url: str) -> None:
+    deadline = time.monotonic() + 90
+    while True:
+        assert proc.poll() is None, proc.communicate()[1]
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "server did not come up"
+        time.sleep(0.2)
+
+
+def test_sigterm_finishes_in_flight_requests_then_exits_0(llama_onnx_dir):
+    port = free_port()
+    env = {**os.environ, "FOUNDRY_INFER_THREADS": "1"}
+    argv = [sys.executable, "-m", "foundry_infer", "serve", str(llama_onnx_dir)]
+    argv += ["--port", str(port), "--max-batch-size", "1", "--log-level", "warning"]
+    proc = subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_health(proc, url)
+        name = httpx.get(f"{url}/v1/models").json()["data"][0]["id"]
+        # 8 choices one at a time, 200 tokens each: seconds of work, surely running at SIGTERM
+        body = {"model": name, "prompt": "def ", "max_tokens": 200, "n": 8, "stream": True}
+        body |= {"temperature": 0, "ignore_eos": True}
+        finished = []
+        with httpx.stream("POST", f"{url}/v1/completions", json=body, timeout=120) as r:
+            lines = r.iter_lines()
+            assert next(lines).startswith("data: ")
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            rest = list(lines)
+        for line in rest:
+            if line.startswith("data: {"):
+                for choice in json.loads(line[6:])["choices"]:
+                    if choice["finish_reason"]:
+                        finished.append(choice["finish_reason"])
+        assert finished == ["length"] * 8 and "data: [DONE]" in rest
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        assert "Traceback" not in err
+        assert time.monotonic() - signalled > 0.2  # the request really was still running
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def hf_logprobs(trained_llama_dir):
+    """Log-softmax of a full forward of the HF model (the reference for served logprobs)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(trained_llama_dir, dtype=torch.float32).eval()
+
+    def compute(ids: list[int]):
+        with torch.no_grad():
+            logits = model(torch.tensor([ids])).logits[0].double()
+        return torch.log_softmax(logits, dim=-1).numpy()
+
+    return compute
+
+
+def test_completion_logprobs_with_echo_as_lm_eval_asks(client, tokenizer, hf_logprobs):
+    ids = tokenizer("def render_chat(tokenizer, messages):").input_ids
+    resp = client.completions.create(
+        model=NAME, prompt=[ids], max_tokens=1, temperature=0, echo=True, logprobs=1
+    )
+    lp = resp.choices[0].logprobs
+    assert len(lp.token_logprobs) == len(ids) + 1 and lp.token_logprobs[0] is None
+    assert lp.top_logprobs[0] is None and resp.choices[0].text.startswith(tokenizer.decode(ids))
+    reference = hf_logprobs(ids)
+    for t in range(1, len(ids)):
+        assert abs(lp.token_logprobs[t] - reference[t - 1, ids[t]]) < 1e-4
+        (best,) = lp.top_logprobs[t].values()
+        assert abs(best - reference[t - 1].max()) < 1e-4
+    # the generated (greedy) token is the most likely one
+    assert abs(lp.token_logprobs[-1] - reference[-1].max()) < 1e-4
+    assert lp.tokens == [tokenizer.decode([t]) for t in ids] + [lp.tokens[-1]]
+    # without echo: the generated tokens only; streamed pieces add up to the same
+    kwargs = dict(model=NAME, prompt="class Engine", max_tokens=8, temperature=0, logprobs=3)
+    whole = client.completions.create(**kwargs).choices[0].logprobs
+    assert len(whole.token_logprobs) == 8 and all(len(top) == 3 for top in whole.top_logprobs)
+    streamed = [c.choices[0].logprobs for c in client.completions.create(**kwargs, stream=True)]
+    joined = [x for part in streamed if part for x in part.token_logprobs]
+    assert joined == pytest.approx(whole.token_logprobs)
+
+
+def test_chat_logprobs_and_top_logprobs(client, server):
+    resp = client.chat.completions.create(
+        model=NAME,
+        messages=[{"role": "user", "content": "class Engine"}],
+        max_tokens=6,
+        temperature=0,
+        logprobs=True,
+        top_logprobs=2,
+    )
+    content = resp.choices[0].logprobs.content
+    assert len(content) == resp.usage.completion_tokens
+    for item in content:
+        tops = [t.logprob for t in item.top_logprobs]
+        assert len(tops) == 2 and tops[0] >= tops[1] and item.logprob == pytest.approx(tops[0])
+        assert item.top_logprobs[0].token == item.token and item.bytes == list(item.token.encode())
+    chat = {"model": NAME, "messages": [{"role": "user", "content": "x"}], "top_logprobs": 2}
+    bad = _post(server, chat)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "top_logprobs"
+
+
+def _metrics(url: str) -> dict[str, float]:
+    values = {}
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            values[name] = float(value)
+    return values
+
+
+def test_tokenize_detokenize_version_and_metrics(server, tokenizer):
+    from foundry_infer import __version__
+    from foundry_infer.chat import render_chat
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    with httpx.Client(base_url=server.url, headers=auth, timeout=60) as http:
+        text = "def render_chat(tokenizer, messages):"
+        tok = http.post("/tokenize", json={"model": NAME, "prompt": text}).json()
+        assert tok["tokens"] == tokenizer(text).input_ids and tok["count"] == len(tok["tokens"])
+        assert tok["max_model_len"] == 256
+        messages = [{"role": "user", "content": "hi"}]
+        assert http.post("/tokenize", json={"messages": messages}).json()["tokens"] == (
+            render_chat(tokenizer, messages)
+        )
+        assert http.post("/detokenize", json={"tokens": tok["tokens"]}).json() == {"prompt": text}
+        assert http.post("/detokenize", json={"tokens": [10**6]}).status_code == 400
+        assert http.post("/tokenize", json={"prompt": "x", "model": "other"}).status_code == 404
+        assert httpx.post(f"{server.url}/tokenize", json={"prompt": "x"}).status_code == 401
+        assert httpx.get(f"{server.url}/version").json() == {"version": __version__}
+
+        before = _metrics(server.url)
+        body = {"model": NAME, "prompt": "def ", "max_tokens": 5, "temperature": 0}
+        usage = http.post("/v1/completions", json=body).json()["usage"]
+        http.post("/v1/completions", json={**body, "prompt": ""})  # a 400
+        after = _metrics(server.url)
+    ok = 'foundry_infer_requests_total{route="/v1/completions",status="200"}'
+    bad = 'foundry_infer_requests_total{route="/v1/completions",status="400"}'
+    assert after[ok] - before.get(ok, 0) == 1 and after[bad] - before.get(bad, 0) == 1
+    grew = {k: after[k] - before.get(k, 0) for k in after}
+    assert grew["foundry_infer_prompt_tokens_total"] == usage["prompt_tokens"]
+    assert grew["foundry_infer_generation_tokens_total"] == usage["completion_tokens"]
+    count = 'foundry_infer_request_duration_seconds_count{route="/v1/completions"}'
+    inf = 'foundry_infer_request_duration_seconds_bucket{route="/v1/completions",le="+Inf"}'
+    assert grew[count] == 2 and after[inf] == after[count]
+    buckets = [v for k, v in after.items() if k.startswith(count.replace("_count", "_bucket")[:-1])]
+    assert buckets == sorted(buckets)  # cumulative
+    assert {"foundry_infer_queue_waiting", "foundry_infer_queue_running"} <= set(after)

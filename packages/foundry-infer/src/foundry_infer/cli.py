@@ -114,7 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     srv.add_argument("--port", type=int, default=8000)
-    srv.add_argument("--model-name", default=None, help="name clients use (default: MODEL's name)")
+    srv.add_argument(
+        "--served-model-name",
+        "--model-name",
+        dest="model_name",
+        default=None,
+        help="name clients use (default: MODEL's folder name); --model-name is an alias",
+    )
     srv.add_argument(
         "--api-key",
         default=os.environ.get("FOUNDRY_INFER_API_KEY"),
@@ -124,6 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
     srv.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
     srv.add_argument("--max-prompt-tokens", type=int, default=None)
     srv.add_argument("--max-new-tokens", type=int, default=1024, help="cap on max_tokens")
+    srv.add_argument(
+        "--max-model-len",
+        type=int,
+        default=None,
+        help="context length served: prompt plus new tokens (default: the model's positions)",
+    )
+    srv.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        default="auto",
+        help="torch weights' type (auto: bfloat16 on CUDA, float32 on CPU); ONNX is float32",
+    )
     srv.add_argument("--log-level", default="info")
 
     bench = command(
@@ -178,13 +196,12 @@ def _cmd_generate(args: argparse.Namespace) -> None:
         sys.stdout.flush()
 
     start = time.perf_counter()
-    text = stream_reply(
+    _, count = stream_reply(
         engine, tokenizer, ids, _sampling(args, defaults), args.max_new_tokens, defaults, write
     )
     elapsed = time.perf_counter() - start
     write("\n")
-    n = len(tokenizer(text, add_special_tokens=False).input_ids)
-    print(f"[{engine.name}] ~{n} tokens in {elapsed:.2f} s", file=sys.stderr)
+    print(f"[{engine.name}] {count} tokens generated in {elapsed:.2f} s", file=sys.stderr)
 
 
 def _cmd_chat(args: argparse.Namespace) -> None:

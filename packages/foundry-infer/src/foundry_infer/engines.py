@@ -195,8 +195,13 @@ def load_engine(
     *,
     device: str = "cpu",
     provider: Provider = "auto",
+    dtype: str = "auto",
 ) -> Engine:
-    """Open MODEL (an HF or ONNX directory) with the matching back end."""
+    """Open MODEL (an HF or ONNX directory) with the matching back end.
+
+    ``dtype`` (auto, float32, bfloat16, float16) sets the torch weights' type; auto is bfloat16
+    on CUDA and float32 on CPU. An ONNX export is float32: only auto and float32 apply to it.
+    """
     kind = detect_model_kind(model)
     if backend == "auto":
         backend = "onnx" if kind == "onnx" else "torch"
@@ -211,8 +216,13 @@ def load_engine(
             "Use --backend onnx (or auto)."
         )
     if backend == "onnx":
+        if dtype not in ("auto", "float32"):
+            raise FoundryError(
+                f"--dtype {dtype} applies to the torch back end; {model} is an ONNX export, whose "
+                "graph is float32. Use --dtype auto or float32, or serve the HF directory."
+            )
         return OrtEngine(model, provider=provider)
-    return TorchEngine(model, device=device)
+    return TorchEngine(model, device=device, dtype=dtype)
 
 
 def layout_of(model_dir: str | Path) -> CacheLayout:

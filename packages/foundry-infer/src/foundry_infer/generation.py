@@ -19,7 +19,7 @@ import numpy as np
 from .engines import Engine
 from .errors import FoundryError
 from .kv_batch import Past, concat_rows, select_rows, trim_left
-from .sampling import SamplingParams, sample_token
+from .sampling import SamplingParams, TokenLogprob, adjust_logits, sample_token, token_logprob
 
 __all__ = [
     "DecodeBatch",
@@ -45,9 +45,13 @@ class SequenceState:
     generated: list[int] = field(default_factory=list[int])
     finish_reason: FinishReason | None = None
     uid: int = field(default_factory=lambda: next(_ids))
+    logprobs: int | None = None  # None: none recorded; k: each token's and the k best tokens'
+    prompt_logprobs: bool = False  # also record them for the prompt's tokens (at prefill)
 
     def __post_init__(self) -> None:
         self.rng = self.sampling.make_rng()
+        self.token_logprobs: list[TokenLogprob] = []
+        self.prompt_token_logprobs: list[TokenLogprob] = []
 
     @property
     def finished(self) -> bool:
@@ -58,9 +62,22 @@ class SequenceState:
         if self.finish_reason is None:
             self.finish_reason = "cancelled"
 
+    def choose(self, logits: np.ndarray) -> int:
+        """Sample the next token from this sequence's row of logits and accept it."""
+        params = self.sampling
+        scores = logits
+        if params.adjusts_logits:
+            seen = [*self.prompt_ids, *self.generated] if params.repetition_penalty != 1 else []
+            scores = adjust_logits(logits, params, seen, self.eos_token_ids, len(self.generated))
+        token = sample_token(scores, params, self.rng)
+        if self.logprobs is not None:
+            self.token_logprobs.append(token_logprob(logits, token, self.logprobs))
+        self.accept(token)
+        return token
+
     def accept(self, token: int) -> None:
         self.generated.append(token)
-        if token in self.eos_token_ids:
+        if token in self.eos_token_ids and not self.sampling.ignore_eos:
             self.finish_reason = "stop"
         elif len(self.generated) >= self.max_new_tokens:
             self.finish_reason = "length"
@@ -99,13 +116,34 @@ class DecodeBatch:
         prompt = np.asarray([seq.prompt_ids], dtype=np.int64)  # (1, T)
         length = prompt.shape[1]
         mask = np.ones((1, length), dtype=np.int64)
-        positions = np.arange(length, dtype=np.int64)[None, :]
-        logits, past = self.engine.step(prompt, mask, positions, self.engine.empty_past(1))
-        token = sample_token(logits[0], seq.sampling, seq.rng)
-        seq.accept(token)
+        if seq.prompt_logprobs:
+            logits, past = self._prefill_scoring(seq)
+        else:
+            positions = np.arange(length, dtype=np.int64)[None, :]
+            logits, past = self.engine.step(prompt, mask, positions, self.engine.empty_past(1))
+        token = seq.choose(logits[0])
         if not seq.finished:
             self._join(seq, past, mask, length)
         return token
+
+    def _prefill_scoring(self, seq: SequenceState) -> tuple[np.ndarray, Past]:
+        """Prefill one token at a time (the engines return the last position's logits only),
+        recording each prompt token's log-probability given the tokens before it."""
+        ids = seq.prompt_ids
+        top = seq.logprobs or 0
+        seq.prompt_token_logprobs = [TokenLogprob(ids[0], None)]
+        past = self.engine.empty_past(1)
+        logits = np.zeros(0)
+        for t in range(len(ids)):
+            logits, past = self.engine.step(
+                np.asarray([[ids[t]]], dtype=np.int64),
+                np.ones((1, t + 1), dtype=np.int64),
+                np.asarray([[t]], dtype=np.int64),
+                past,
+            )
+            if t + 1 < len(ids):
+                seq.prompt_token_logprobs.append(token_logprob(logits[0], ids[t + 1], top))
+        return logits, past
 
     def _join(self, seq: SequenceState, past: Past, mask: np.ndarray, position: int) -> None:
         if self._past is None or not self.rows:
@@ -134,8 +172,7 @@ class DecodeBatch:
         for row, seq in enumerate(self.rows):
             if seq.finished:  # cancelled while the step ran
                 continue
-            token = sample_token(logits[row], seq.sampling, seq.rng)
-            seq.accept(token)
+            token = seq.choose(logits[row])
             events.append((seq, token))
         self._drop_finished()
         return events

@@ -68,7 +68,7 @@ def export_onnx(
     stages.set_postfix_str("loading")
     model, tokenizer = _load(source)
     step = FlatCacheStep(model).eval()
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    work = _work_dir(out)
     try:
         stages.update()
         stages.set_postfix_str("tracing")
@@ -317,6 +317,19 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _work_dir(out: Path) -> Path:
+    """A fresh folder beside ``out`` to build it in, with the mode ``mkdir`` would give ``out``.
+
+    ``tempfile.mkdtemp`` makes its folder 0700 whatever the umask; once renamed into place that
+    folder would be unreadable by anyone else (a service user, say), unlike every other output.
+    """
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    umask = os.umask(0o022)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)
+    return work
+
+
 def quantize_onnx(onnx_dir: str | Path, out_dir: str | Path, *, overwrite: bool = False) -> Path:
     """Write an int8 (dynamic, per-channel weights) copy of an fp32 ONNX directory."""
     import dataclasses
@@ -328,7 +341,7 @@ def quantize_onnx(onnx_dir: str | Path, out_dir: str | Path, *, overwrite: bool 
     if manifest.quantization != "none":
         raise FoundryError(f"{source} is already quantised ({manifest.quantization}).")
     _check_output(out, overwrite)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
+    work = _work_dir(out)
     try:
         for item in source.iterdir():
             if not item.name.startswith(ONNX_MODEL_NAME) and item.is_file():

@@ -17,6 +17,7 @@ from typing import Any
 
 from .engines import Engine
 from .generation import DecodeBatch, FinishReason, SequenceState, TextStream
+from .sampling import TokenLogprob
 
 __all__ = ["QueueFullError", "Scheduler", "ShuttingDownError", "StreamEvent", "Ticket"]
 
@@ -40,6 +41,8 @@ class StreamEvent:
     finish_reason: FinishReason | None = None
     completion_tokens: int = 0
     error: str | None = None
+    logprobs: tuple[TokenLogprob, ...] = ()  # of the tokens since the previous event
+    prompt_logprobs: tuple[TokenLogprob, ...] = ()  # on a choice's first event, when asked
 
 
 @dataclass(eq=False)
@@ -51,6 +54,8 @@ class Ticket:
     stream: TextStream
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[StreamEvent]
+    logprobs_sent: int = 0
+    first_sent: bool = False
 
     def deliver(self, event: StreamEvent) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, event)
@@ -149,9 +154,16 @@ class Scheduler:
             seq.finish_reason = "stop"  # a stop string; the row leaves at the next step
         if seq.finished:
             piece += stream.finish()
-            ticket.deliver(StreamEvent(ticket.index, piece, seq.finish_reason, len(seq.generated)))
-        elif piece:
-            ticket.deliver(StreamEvent(ticket.index, piece))
+        if not (seq.finished or piece):
+            return
+        logprobs = tuple(seq.token_logprobs[ticket.logprobs_sent :])
+        ticket.logprobs_sent += len(logprobs)
+        prompt = () if ticket.first_sent else tuple(seq.prompt_token_logprobs)
+        ticket.first_sent = True
+        done = len(seq.generated) if seq.finished else 0
+        ticket.deliver(
+            StreamEvent(ticket.index, piece, seq.finish_reason, done, None, logprobs, prompt)
+        )
 
     def _finish(self, ticket: Ticket) -> None:
         # Sequences finished by cancellation get a closing event too (nobody may be listening).

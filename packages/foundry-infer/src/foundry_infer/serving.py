@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
+import signal
 import socket
 import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from .engines import load_engine
@@ -21,7 +25,11 @@ def build_service(args: argparse.Namespace) -> InferenceService:
     for name in ("max_batch_size", "max_queue", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise FoundryError(f"--{name.replace('_', '-')} must be at least 1.")
-    engine = load_engine(args.model, args.backend, device=args.device, provider=args.provider)
+    if args.max_model_len is not None and args.max_model_len < 2:
+        raise FoundryError("--max-model-len must be at least 2.")
+    engine = load_engine(
+        args.model, args.backend, device=args.device, provider=args.provider, dtype=args.dtype
+    )
     tokenizer = load_tokenizer(args.model)
     settings = ServerSettings(
         model_name=args.model_name or Path(args.model).resolve().name,
@@ -30,6 +38,7 @@ def build_service(args: argparse.Namespace) -> InferenceService:
         max_new_tokens=args.max_new_tokens,
         max_batch_size=args.max_batch_size,
         max_queue=args.max_queue,
+        max_model_len=args.max_model_len,
     )
     return InferenceService(
         engine, tokenizer, read_generation_defaults(args.model, tokenizer), settings
@@ -76,13 +85,37 @@ def run_server(args: argparse.Namespace) -> None:
         f"http://{args.host}:{args.port}  (OpenAPI: /docs)",
         file=sys.stderr,
     )
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=30
+    )
     try:
-        uvicorn.run(
-            app,
-            host=args.host,
-            port=args.port,
-            log_level=args.log_level,
-            timeout_graceful_shutdown=30,
-        )
+        _graceful_server_class()(config).run()
     finally:
         service.close()
+
+
+def _graceful_server_class() -> type:
+    import uvicorn
+
+    class GracefulServer(uvicorn.Server):
+        """uvicorn's server, except that a SIGINT/SIGTERM it has handled is not raised again.
+
+        uvicorn re-raises the signal after its graceful shutdown, so the process dies of it
+        (exit 143 for SIGTERM) although every in-flight request was answered; a service manager
+        then reports a failure. Here the shutdown is the whole answer to the signal: exit 0.
+        """
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            handled = (signal.SIGINT, signal.SIGTERM)
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return GracefulServer
