@@ -49,7 +49,11 @@ TINY_SIZES = {
 
 
 def _pages_with_commands() -> list[Path]:
-    return [DOCS / name for name in WORKFLOWS] + [DOCS / "faq.md", ROOT / "README.md"]
+    return (
+        [DOCS / name for name in WORKFLOWS]
+        + [DOCS / n for n in ("faq.md", "install.md")]
+        + [ROOT / "README.md"]
+    )
 
 
 # --- fast checks: markers and flags -------------------------------------------------------------

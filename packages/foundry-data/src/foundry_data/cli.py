@@ -67,8 +67,15 @@ def _add_source_args(p: argparse.ArgumentParser) -> None:
         help="'auto': local files are read by foundry-data, hub names by the "
         "`datasets` library; 'datasets': local files through `datasets` too",
     )
-    p.add_argument("--subset", default=None, help="hub dataset configuration (e.g. 'en' for c4)")
-    p.add_argument("--split", default="train", help="hub dataset split (default: train)")
+    p.add_argument(
+        "--subset",
+        default=None,
+        metavar="NAME",
+        help="hub dataset configuration (e.g. 'en' for c4)",
+    )
+    p.add_argument(
+        "--split", default="train", metavar="NAME", help="hub dataset split (default: train)"
+    )
 
 
 def _add_output_args(p: argparse.ArgumentParser) -> None:
@@ -84,16 +91,19 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--compression",
         default="zstd",
+        metavar="CODEC",
         help="shard compression: zstd (default), zstd:LEVEL, gz, bz2, br, snappy, or none",
     )
     p.add_argument(
         "--hashes",
         default=None,
+        metavar="LIST",
         help="comma-separated shard hashes checked when read (default: sha1,xxh64); none to skip",
     )
     p.add_argument(
         "--shard-size",
         default="64MiB",
+        metavar="SIZE",
         help="most sample bytes per shard before compression (default: 64MiB)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
@@ -111,14 +121,27 @@ def _add_conversion_args(p: argparse.ArgumentParser) -> None:
     """What ``convert`` and ``convert-finetuning`` both take: SOURCE, OUT and --tokenizer."""
     _add_source_args(p)
     _add_output_args(p)
-    p.add_argument("--tokenizer", required=True, help="tokenizer directory or Hugging Face name")
+    p.add_argument(
+        "--tokenizer",
+        required=True,
+        metavar="TOKENIZER",
+        help="tokenizer directory or Hugging Face name",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from foundry_data import __version__
+
     parser = argparse.ArgumentParser(
         prog="foundry-data",
         description="Turn raw text into streaming (MDS) datasets for language-model training.",
         epilog="Run `foundry-data COMMAND --help` for a command's options and examples.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"foundry-data {__version__}",
+        help="print the package name and version, then exit",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     fmt = argparse.RawDescriptionHelpFormatter
@@ -135,11 +158,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--concat-tokens", type=int, required=True, metavar="N", help="tokens per sample"
     )
-    p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
-    p.add_argument("--bos-text", default="", help="text put before every document (default: none)")
+    p.add_argument(
+        "--text-column",
+        default="text",
+        metavar="NAME",
+        help="column holding the text (default: text)",
+    )
+    p.add_argument(
+        "--bos-text",
+        default="",
+        metavar="TEXT",
+        help="text put before every document (default: none)",
+    )
     p.add_argument(
         "--eos-text",
         default=None,
+        metavar="TEXT",
         help="text put after every document (default: the tokenizer's EOS token; '' for none)",
     )
     p.add_argument(
@@ -152,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=0,
+        metavar="N",
         help="tokenizer processes (default: all cores); any count gives the same bytes",
     )
     p.add_argument(
@@ -181,14 +216,26 @@ def build_parser() -> argparse.ArgumentParser:
         default="truncate",
         help="what to do with longer samples (default: truncate); both are counted",
     )
-    p.add_argument("--prompt-column", default="prompt")
-    p.add_argument("--response-column", default="response")
-    p.add_argument("--messages-column", default="messages")
+    p.add_argument(
+        "--prompt-column", default="prompt", metavar="NAME", help="prompt column (default: prompt)"
+    )
+    p.add_argument(
+        "--response-column",
+        default="response",
+        metavar="NAME",
+        help="response column (default: response)",
+    )
+    p.add_argument(
+        "--messages-column",
+        default="messages",
+        metavar="NAME",
+        help="chat messages column (default: messages)",
+    )
     p.add_argument(
         "--chat-template",
         default=None,
         metavar="FILE",
-        help="Jinja chat template to use instead of the tokenizer's",
+        help="a Jinja chat template to use instead of the tokenizer's",
     )
     p.set_defaults(run=_run_convert_finetuning)
 
@@ -203,30 +250,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_source_args(p)
     p.add_argument("out", metavar="OUT", help="directory to save the tokenizer in")
-    p.add_argument("--vocab-size", type=int, default=32000, help="vocabulary size (default: 32000)")
     p.add_argument(
-        "--min-frequency", type=int, default=2, help="least count for a merge (default: 2)"
+        "--vocab-size",
+        type=int,
+        default=32000,
+        metavar="N",
+        help="vocabulary size (default: 32000)",
     )
-    p.add_argument("--text-column", default="text", help="column holding the text (default: text)")
-    p.add_argument("--txt-unit", choices=["file", "line"], default="file")
+    p.add_argument(
+        "--min-frequency",
+        type=int,
+        default=2,
+        metavar="N",
+        help="least count for a merge (default: 2)",
+    )
+    p.add_argument(
+        "--text-column",
+        default="text",
+        metavar="NAME",
+        help="column holding the text (default: text)",
+    )
+    p.add_argument(
+        "--txt-unit",
+        choices=["file", "line"],
+        default="file",
+        help="a .txt file is one document (file, default) or one per line (line)",
+    )
     p.add_argument("--no-chat-template", action="store_true", help="save no chat template")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    p.add_argument("--no-progress", dest="progress", action="store_false")
+    p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
     p.set_defaults(run=_run_train_tokenizer)
 
     p = sub.add_parser(
         "inspect",
         help="show a dataset's manifest, counts and a decoded sample",
+        description="Show a dataset's manifest (tokenizer, sequence length, source), its sample "
+        "and token counts, and one sample decoded to text.",
         epilog=_INSPECT_EXAMPLES,
         formatter_class=fmt,
     )
     p.add_argument("dataset", metavar="DATASET", help="dataset folder or object-store URL")
     p.add_argument(
-        "--sample", type=int, default=0, help="index of the sample to decode (default: 0)"
+        "--sample",
+        type=int,
+        default=0,
+        metavar="INDEX",
+        help="index of the sample to decode (default: 0)",
     )
-    p.add_argument("--max-chars", type=int, default=2000, help="longest decoded text shown")
     p.add_argument(
-        "--tokenizer", default=None, help="decode with this tokenizer instead of the manifest's"
+        "--max-chars",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="longest decoded text shown (default: 2000)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        metavar="TOKENIZER",
+        help="decode with this tokenizer instead of the manifest's",
     )
     p.add_argument("--json", action="store_true", help="print the manifest and counts as JSON")
     p.set_defaults(run=_run_inspect)

@@ -100,8 +100,8 @@ def _turns_of(sample: Mapping[str, Any]) -> list[Turn]:
     elif "prompt" in sample or "messages" in sample:
         raise ValueError(
             "this fine-tuning sample holds untokenized text (prompt/response or messages); "
-            "convert the dataset with `foundry-data convert-finetuning --tokenizer ...` so it "
-            "stores tokens"
+            "convert the dataset with `foundry-data convert-finetuning SOURCE OUT --tokenizer "
+            "TOKENIZER --max-seq-len N` so it stores tokens"
         )
     else:
         raise ValueError(

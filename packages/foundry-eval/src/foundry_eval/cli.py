@@ -17,7 +17,7 @@ __all__ = ["build_parser", "main"]
 _EPILOG = """\
 examples:
   # quick form: a model directory and a few gauntlet tasks
-  foundry-eval ./my-model --tasks piqa,arc_easy,lambada_openai --data-root ../shared/eval-data
+  foundry-eval ./my-model --tasks piqa,arc_easy,lambada_openai --data-root ./eval-data
 
   # the whole v0.3 gauntlet, results as JSON, Markdown and a chart
   foundry-eval ./my-model --data-root ./eval-data --json results.json --markdown results.md --png results.png
@@ -49,30 +49,74 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", help="an eval CONFIG.yaml, or a model directory (quick form)")
-    p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (config form)")
-    p.add_argument("--tasks", help="comma-separated task labels (default: every gauntlet task)")
+    from foundry_eval import __version__
+
     p.add_argument(
-        "--data-root", help="folder or s3:// prefix holding the task files (env FOUNDRY_EVAL_DATA)"
+        "--version",
+        action="version",
+        version=f"foundry-eval {__version__}",
+        help="print the package name and version, then exit",
     )
     p.add_argument(
-        "--task-config", help="task YAML (llm-foundry icl_tasks) instead of the shipped gauntlet"
+        "target", metavar="TARGET", help="an eval CONFIG.yaml, or a model directory (quick form)"
     )
-    p.add_argument("--gauntlet", help="gauntlet YAML or shipped name; 'none' to skip aggregation")
-    p.add_argument("--num-fewshot", type=int, help="override every task's few-shot count")
-    p.add_argument("--limit", type=int, help="score only the first N examples of each task")
-    p.add_argument("--batch-size", type=int, help="sequences per forward pass (default 16)")
-    p.add_argument("--device", help="auto (default), cpu, cuda or cuda:N")
-    p.add_argument("--num-gpus", type=int, help="GPUs to use (default: all visible)")
     p.add_argument(
-        "--device-map", help="shard a large model over GPUs, e.g. 'auto' (needs accelerate)"
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted-key overrides, values in YAML (config form only)",
     )
-    p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
-    p.add_argument("--max-seq-len", type=int, help="context window (default: the model's)")
-    p.add_argument("--json", dest="json_out", help="write results JSON here")
-    p.add_argument("--markdown", help="write a Markdown report here")
-    p.add_argument("--png", help="write a bar chart here (needs matplotlib)")
+    p.add_argument(
+        "--tasks", metavar="LIST", help="comma-separated task labels (default: every gauntlet task)"
+    )
+    p.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="folder or s3:// prefix holding the task files (env FOUNDRY_EVAL_DATA)",
+    )
+    p.add_argument(
+        "--task-config",
+        metavar="FILE",
+        help="task YAML (llm-foundry icl_tasks) instead of the shipped gauntlet",
+    )
+    p.add_argument(
+        "--gauntlet",
+        metavar="NAME",
+        help="gauntlet YAML or shipped name; 'none' to skip aggregation",
+    )
+    p.add_argument(
+        "--num-fewshot", type=int, metavar="N", help="override every task's few-shot count"
+    )
+    p.add_argument(
+        "--limit", type=int, metavar="N", help="score only the first N examples of each task"
+    )
+    p.add_argument(
+        "--batch-size", type=int, metavar="N", help="sequences per forward pass (default: 16)"
+    )
+    p.add_argument("--device", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
+    p.add_argument("--num-gpus", type=int, metavar="N", help="GPUs to use (default: all visible)")
+    p.add_argument(
+        "--device-map",
+        metavar="MAP",
+        help="shard a large model over GPUs, e.g. 'auto' (needs accelerate)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["auto", "float32", "bfloat16", "float16"],
+        help="weights' dtype (default: auto: as saved on a GPU, float32 on a CPU)",
+    )
+    p.add_argument(
+        "--tokenizer",
+        metavar="TOKENIZER",
+        help="tokenizer directory (default: the model directory)",
+    )
+    p.add_argument(
+        "--max-seq-len", type=int, metavar="N", help="context window (default: the model's)"
+    )
+    p.add_argument("--json", dest="json_out", metavar="FILE", help="write results JSON here")
+    p.add_argument("--markdown", metavar="FILE", help="write a Markdown report here")
+    p.add_argument("--png", metavar="FILE", help="write a bar chart here (needs matplotlib)")
     p.add_argument(
         "--log-samples", action="store_true", help="include per-example records in the JSON"
     )

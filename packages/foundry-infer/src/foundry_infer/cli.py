@@ -37,7 +37,12 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto: onnx for ONNX directories, torch otherwise",
     )
-    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda) for --backend torch")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        metavar="DEVICE",
+        help="torch device (cpu, cuda) for --backend torch",
+    )
     p.add_argument(
         "--provider",
         choices=["auto", "cpu", "cuda"],
@@ -47,31 +52,58 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_options(p: argparse.ArgumentParser, max_new: int) -> None:
-    p.add_argument("--max-new-tokens", type=int, default=max_new)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=max_new,
+        metavar="N",
+        help=f"most tokens to generate (default: {max_new})",
+    )
     p.add_argument(
         "--temperature",
         type=float,
         default=None,
+        metavar="T",
         help="0 for greedy; default from generation_config.json (greedy if absent)",
     )
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None, help="random seed for sampling")
+    p.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        metavar="P",
+        help="nucleus sampling mass (default: generation_config.json's, else 1.0)",
+    )
+    p.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        metavar="K",
+        help="sample among the K likeliest tokens (default: generation_config.json's, else all)",
+    )
+    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed for sampling")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(
         prog="foundry-infer",
         description="Generate, chat, export to ONNX (with KV cache) and serve causal LMs.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"foundry-infer {__version__}",
+        help="print the package name and version, then exit",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_: str, example: str) -> argparse.ArgumentParser:
         return sub.add_parser(
             name,
-            help=help_,
+            help=help_[0].lower() + help_[1:].rstrip("."),
             description=help_,
             epilog=f"example:\n  {example}",
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -104,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("out", metavar="OUT", help="output directory (must not exist)")
     exp.add_argument("--int8", action="store_true", help="dynamic int8 weight quantisation (CPU)")
     exp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
-    exp.add_argument("--opset", type=int, default=18)
+    exp.add_argument(
+        "--opset", type=int, default=18, metavar="N", help="ONNX opset version (default: 18)"
+    )
 
     srv = command(
         "serve",
@@ -112,28 +146,62 @@ def build_parser() -> argparse.ArgumentParser:
         "foundry-infer serve ./model-onnx --port 8000 --api-key secret",
     )
     _add_model_options(srv)
-    srv.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
-    srv.add_argument("--port", type=int, default=8000)
+    srv.add_argument(
+        "--host",
+        default="127.0.0.1",
+        metavar="ADDRESS",
+        help="bind address (default: 127.0.0.1, loopback only)",
+    )
+    srv.add_argument(
+        "--port", type=int, default=8000, metavar="PORT", help="TCP port (default: 8000)"
+    )
     srv.add_argument(
         "--served-model-name",
         "--model-name",
         dest="model_name",
         default=None,
+        metavar="NAME",
         help="name clients use (default: MODEL's folder name); --model-name is an alias",
     )
     srv.add_argument(
         "--api-key",
         default=os.environ.get("FOUNDRY_INFER_API_KEY"),
+        metavar="KEY",
         help="require 'Authorization: Bearer KEY' (env FOUNDRY_INFER_API_KEY)",
     )
-    srv.add_argument("--max-batch-size", type=int, default=8)
-    srv.add_argument("--max-queue", type=int, default=64, help="waiting requests before 429")
-    srv.add_argument("--max-prompt-tokens", type=int, default=None)
-    srv.add_argument("--max-new-tokens", type=int, default=1024, help="cap on max_tokens")
+    srv.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=8,
+        metavar="N",
+        help="requests decoded together (default: 8)",
+    )
+    srv.add_argument(
+        "--max-queue",
+        type=int,
+        default=64,
+        metavar="N",
+        help="waiting requests before 429 (default: 64)",
+    )
+    srv.add_argument(
+        "--max-prompt-tokens",
+        type=int,
+        default=None,
+        metavar="N",
+        help="longest prompt accepted (default: the model's context length minus one)",
+    )
+    srv.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=1024,
+        metavar="N",
+        help="cap on a request's max_tokens (default: 1024)",
+    )
     srv.add_argument(
         "--max-model-len",
         type=int,
         default=None,
+        metavar="N",
         help="context length served: prompt plus new tokens (default: the model's positions)",
     )
     srv.add_argument(
@@ -142,7 +210,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="torch weights' type (auto: bfloat16 on CUDA, float32 on CPU); ONNX is float32",
     )
-    srv.add_argument("--log-level", default="info")
+    srv.add_argument(
+        "--log-level",
+        default="info",
+        metavar="LEVEL",
+        help="uvicorn log level: debug, info (default), warning, error",
+    )
 
     bench = command(
         "bench",
@@ -150,13 +223,33 @@ def build_parser() -> argparse.ArgumentParser:
         "foundry-infer bench ./model --batch-sizes 1,2,4,8 --json bench.json",
     )
     bench.add_argument("model", metavar="MODEL", help="HF model directory (or an ONNX directory)")
-    bench.add_argument("--backends", default=None, help="comma list of torch,onnx,onnx-int8")
-    bench.add_argument("--batch-sizes", default="1,2,4,8")
-    bench.add_argument("--prompt-tokens", type=int, default=32)
-    bench.add_argument("--new-tokens", type=int, default=32)
-    bench.add_argument("--onnx-dir", default=None, help="use this fp32 export instead of exporting")
-    bench.add_argument("--int8-dir", default=None, help="use this int8 export instead of exporting")
-    bench.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    bench.add_argument(
+        "--backends",
+        default=None,
+        metavar="LIST",
+        help="comma-separated, of torch, onnx, onnx-int8 (default: all three; onnx for an ONNX MODEL)",
+    )
+    bench.add_argument(
+        "--batch-sizes",
+        default="1,2,4,8",
+        metavar="LIST",
+        help="comma-separated batch sizes (default: 1,2,4,8)",
+    )
+    bench.add_argument(
+        "--prompt-tokens", type=int, default=32, metavar="N", help="prompt length (default: 32)"
+    )
+    bench.add_argument(
+        "--new-tokens", type=int, default=32, metavar="N", help="tokens generated (default: 32)"
+    )
+    bench.add_argument(
+        "--onnx-dir", default=None, metavar="DIR", help="use this fp32 export instead of exporting"
+    )
+    bench.add_argument(
+        "--int8-dir", default=None, metavar="DIR", help="use this int8 export instead of exporting"
+    )
+    bench.add_argument(
+        "--json", default=None, metavar="FILE", help="also write the rows to this JSON file"
+    )
     return parser
 
 

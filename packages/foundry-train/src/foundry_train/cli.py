@@ -15,33 +15,51 @@ __all__ = ["main", "build_parser"]
 SUBCOMMANDS = ("train", "validate", "export-hf", "migrate", "config-reference")
 
 _EPILOG = """examples:
-  foundry-train yamls/pretrain/mpt-125m.yaml                      # one process per GPU
-  foundry-train cfg.yaml optimizer.lr=3e-4 max_duration=1000ba    # dotted overrides
-  foundry-train validate cfg.yaml                                 # all errors, nothing started
-  foundry-train export-hf ckpts/latest-rank0.pt out/hf            # full or sharded checkpoint
-  foundry-train migrate llmfoundry.yaml foundry.yaml              # bring llm-foundry configs
-  python -m foundry_train cfg.yaml                                # same without console scripts
+  foundry-train my-config.yaml                                    # one process per GPU
+  foundry-train my-config.yaml optimizer.lr=3e-4 max_duration=1000ba   # dotted overrides
+  foundry-train validate my-config.yaml                           # all errors, nothing started
+  foundry-train export-hf runs/my-run/checkpoints/latest-rank0.pt hf/   # full or sharded
+  foundry-train migrate llmfoundry.yaml my-config.yaml            # bring llm-foundry configs
+  python -m foundry_train my-config.yaml                          # without console scripts
 multi-node: set WORLD_SIZE (all processes), NODE_RANK, MASTER_ADDR, MASTER_PORT on every node.
-shipped configs: python -c "import foundry_train; print(foundry_train.shipped_yamls_dir())"
+shipped configs to copy (debug-cpu.yaml, pretrain/mpt-*.yaml, finetune/*.yaml) are in:
+  python -c "import foundry_train; print(foundry_train.shipped_yamls_dir())"
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from foundry_train import __version__
+
+    fmt = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="foundry-train",
         description="Train MPT or Hugging Face causal LMs from a YAML config (composer, FSDP).",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=fmt,
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"foundry-train {__version__}",
+        help="print the package name and version, then exit",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     t = sub.add_parser(
         "train",
-        help="train from a YAML (the default command)",
+        help="train from a YAML (the default command: `foundry-train CONFIG` means this)",
+        description="Train from a YAML config, one process per GPU; resumes from the newest "
+        "checkpoint when autoresume is on.",
         epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=fmt,
     )
-    t.add_argument("config", help="training YAML")
-    t.add_argument("overrides", nargs="*", help="dotted.key=value overrides (YAML values)")
+    t.add_argument("config", metavar="CONFIG", help="training YAML")
+    t.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted-key overrides, values in YAML (optimizer.lr=3e-4)",
+    )
     t.add_argument(
         "--skip-hardware",
         action="store_true",
@@ -50,33 +68,59 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser(
         "validate",
         help="check a config; start nothing",
-        epilog="example: foundry-train validate cfg.yaml max_seq_len=512",
+        description="Check a training config: the schema, the data and tokenizer paths, and "
+        "the hardware it asks for; print every problem at once and start nothing.",
+        epilog="example:\n  foundry-train validate my-config.yaml max_seq_len=512",
+        formatter_class=fmt,
     )
-    v.add_argument("config")
-    v.add_argument("overrides", nargs="*")
+    v.add_argument("config", metavar="CONFIG", help="training YAML")
+    v.add_argument(
+        "overrides",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted-key overrides, values in YAML (max_seq_len=512)",
+    )
     v.add_argument("--skip-files", action="store_true", help="check only the schema")
     v.add_argument("--skip-hardware", action="store_true", help="skip GPU-dependent checks")
     e = sub.add_parser(
         "export-hf",
         help="checkpoint -> Hugging Face directory",
-        epilog="example: foundry-train export-hf run/ckpts/ep0-ba100 out/hf",
+        description="Write a Hugging Face directory (config, safetensors weights, tokenizer) "
+        "from a full or sharded composer checkpoint.",
+        epilog="example:\n  foundry-train export-hf runs/my-run/checkpoints/ep0-ba100 hf/",
+        formatter_class=fmt,
     )
     e.add_argument(
-        "checkpoint", help="composer .pt file, sharded checkpoint dir, or latest symlink"
+        "checkpoint",
+        metavar="CHECKPOINT",
+        help="composer .pt file, sharded checkpoint folder, or latest symlink",
     )
-    e.add_argument("out", help="output HF directory")
-    e.add_argument("--config", help="training YAML (default: the one saved beside the checkpoint)")
-    e.add_argument("--overwrite", action="store_true")
+    e.add_argument("out", metavar="OUT", help="output Hugging Face directory")
+    e.add_argument(
+        "--config",
+        metavar="CONFIG",
+        help="training YAML (default: the one saved beside the checkpoint)",
+    )
+    e.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     m = sub.add_parser(
         "migrate",
         help="llm-foundry YAML -> foundry-train YAML",
-        epilog="example: foundry-train migrate mpt-125m.yaml ours.yaml",
+        description="Rewrite an llm-foundry training YAML as a foundry-train one and list the "
+        "keys it could not map.",
+        epilog="example:\n  foundry-train migrate llmfoundry-mpt-125m.yaml my-config.yaml",
+        formatter_class=fmt,
     )
-    m.add_argument("source")
-    m.add_argument("out")
-    m.add_argument("--overwrite", action="store_true")
-    r = sub.add_parser("config-reference", help="print the Markdown reference of every key")
-    r.add_argument("--out", help="write to this file instead of stdout")
+    m.add_argument("source", metavar="SOURCE", help="llm-foundry training YAML")
+    m.add_argument("out", metavar="OUT", help="foundry-train YAML to write")
+    m.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    r = sub.add_parser(
+        "config-reference",
+        help="print the Markdown reference of every key",
+        description="Print the Markdown reference of every training-config key, generated "
+        "from the schema.",
+    )
+    r.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
     return parser
 
 

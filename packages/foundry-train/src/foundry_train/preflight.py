@@ -74,7 +74,9 @@ def _manifest_problems(where: str, root: Path, loader: LoaderConfig, cfg: TrainC
     ):
         problems.append(
             f"{where}: dataset sequence length {manifest.seq_len} is shorter than max_seq_len "
-            f"{cfg.max_seq_len}; lower max_seq_len or re-convert with a longer --seq-len."
+            f"{cfg.max_seq_len}; lower max_seq_len, or convert the data again with samples of "
+            f"{cfg.max_seq_len} tokens: `foundry-data convert SOURCE OUT --tokenizer TOKENIZER "
+            f"--concat-tokens {cfg.max_seq_len}`."
         )
     return problems
 
