@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from foundry_train.errors import ConfigError, FoundryError
@@ -141,9 +142,15 @@ def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return relaunch(cmd)
+    from composer.utils import dist
+
+    from foundry_train.run_summary import run_summary
     from foundry_train.trainer import train
 
-    train(cfg)
+    start = time.perf_counter()
+    trainer = train(cfg)
+    if dist.get_global_rank() == 0:
+        print(run_summary(cfg, trainer, time.perf_counter() - start), flush=True)
     return 0
 
 
