@@ -22,6 +22,12 @@ def test_debug_model_loss_falls_on_real_text(baseline: Path, h: object) -> None:
     last = (loss[8] + loss[9]) / 2
     assert last < first - 0.5, loss
     assert (baseline / "loss_throughput.png").stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(baseline / "loss_throughput.png") as png:  # the plot's title and loss units
+        text = dict(png.text)  # type: ignore[attr-defined]
+    assert text["Title"] == "test-run: MPT debug, 2,560 tokens, 10 batches"  # 10 x 8 x 32
+    assert text["Description"] == "training loss (cross-entropy, nats/token)"
     assert (baseline / "foundry_train_config.yaml").is_file()
 
 
