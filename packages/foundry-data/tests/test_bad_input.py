@@ -35,6 +35,34 @@ def test_missing_source(cli, tokenizer_dir, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("name", ["data.parquet", "corpus.csv", "sub/dir/data.jsonl", "~/nope"])
+def test_a_missing_file_name_fails_at_once_without_asking_the_hub(
+    cli, tokenizer_dir, tmp_path, monkeypatch, name
+):
+    # A relative name with a file extension (or a path shape) that does not exist is a missing
+    # path, not a hub dataset id: the error comes at once (it used to wait ~26 s for the hub).
+    import time
+
+    monkeypatch.chdir(tmp_path)
+    start = time.perf_counter()
+    err = _fails(cli, *_convert_args(name, tmp_path / "o", tokenizer_dir))
+    assert time.perf_counter() - start < 5
+    assert f"source {name!r} does not exist" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_the_location_rule() -> None:
+    from foundry_data.locations import location_kind
+
+    assert location_kind("allenai/c4") == "hub"
+    assert location_kind("gpt2") == "hub"
+    assert location_kind("Qwen/Qwen2.5-0.5B") == "hub"  # a dot in a hub id is no extension
+    assert location_kind("data.parquet") == "missing"
+    assert location_kind("./c4") == "missing"
+    assert location_kind("/no/such/dir") == "missing"
+    assert location_kind(__file__) == "path"
+
+
 def test_unknown_hub_dataset(cli, tokenizer_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")

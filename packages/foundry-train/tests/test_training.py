@@ -22,6 +22,12 @@ def test_debug_model_loss_falls_on_real_text(baseline: Path, h: object) -> None:
     last = (loss[8] + loss[9]) / 2
     assert last < first - 0.5, loss
     assert (baseline / "loss_throughput.png").stat().st_size > 1000
+    from PIL import Image
+
+    with Image.open(baseline / "loss_throughput.png") as png:  # the plot's title and loss units
+        text = dict(png.text)  # type: ignore[attr-defined]
+    assert text["Title"] == "test-run: MPT debug, 2,560 tokens, 10 batches"  # 10 x 8 x 32
+    assert text["Description"] == "training loss (cross-entropy, nats/token)"
     assert (baseline / "foundry_train_config.yaml").is_file()
 
 
@@ -141,3 +147,33 @@ def test_export_hf_loads_without_custom_code_and_matches_logits(
         got = exported(input_ids=ids).logits
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
     assert (out / "tokenizer.json").is_file() and (out / "foundry_train_config.yaml").is_file()
+
+
+def test_the_run_ends_with_a_one_line_summary(
+    assets: dict, h: object, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import re
+
+    from foundry_train.cli import main
+
+    folder, hf = tmp_path / "run", tmp_path / "hf"
+    cfg = h.base_config(assets, folder, max_duration="3ba", save_interval="3ba")  # type: ignore[attr-defined]
+    cfg["callbacks"] = {
+        "plot": False,
+        "hf_checkpointer": {"save_folder": str(hf), "save_interval": "3ba"},
+    }
+    # The console script's entry point, in this process (a fresh one costs composer's import).
+    assert main([str(h.write_config(tmp_path / "cfg.yaml", cfg))]) == 0  # type: ignore[attr-defined]
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    loss = h.losses(folder)[2]  # type: ignore[attr-defined]  # the third (last) batch
+    tokens = 3 * cfg["global_train_batch_size"] * cfg["max_seq_len"]
+    expected = (
+        re.escape("foundry-train: test-run done at batch 3 in ")
+        + r"\d+\.\d"
+        + re.escape(
+            f" s: final loss {loss:.4f}, {tokens:,} tokens; checkpoints in {folder} "
+            f"(latest {folder / 'ep0-ba3-rank0.pt'}); HF export in {hf / 'ba3'}"
+        )
+    )
+    assert re.fullmatch(expected, last), last
+    assert (hf / "ba3" / "config.json").is_file()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foundry_data.errors import FoundryError, first_line
+from foundry_data.locations import location_kind
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -95,13 +95,12 @@ def _optional_int(value: Any) -> int | None:
 
 
 def looks_like_local_path(spec: str) -> bool:
-    """True when ``spec`` can only be meant as a path on this machine (not a hub name)."""
-    return (
-        spec.startswith(("/", "./", "../", "~", "\\"))
-        or spec in (".", "..")
-        or os.sep in spec.replace("/", "", 1)  # hub names have at most one '/'
-        or Path(spec).suffix.lower() in {".json", ".jsonl", ".txt", ".model"}
-    )
+    """True when ``spec`` can only be meant as a path on this machine (not a hub name).
+
+    The rule is :func:`foundry_data.locations.location_kind`'s, shared by every source and model
+    location this package takes.
+    """
+    return location_kind(spec) != "hub"
 
 
 def load_tokenizer(spec: str) -> LoadedTokenizer:

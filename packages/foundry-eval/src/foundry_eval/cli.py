@@ -94,6 +94,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, metavar="N", help="sequences per forward pass (default: 16)"
     )
+    _add_model_options(p)
+    _add_output_options(p)
+    return p
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    """Where and how the model runs."""
     p.add_argument("--device", metavar="DEVICE", help="auto (default), cpu, cuda or cuda:N")
     p.add_argument("--num-gpus", type=int, metavar="N", help="GPUs to use (default: all visible)")
     p.add_argument(
@@ -114,6 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-seq-len", type=int, metavar="N", help="context window (default: the model's)"
     )
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    """What is written and shown."""
     p.add_argument("--json", dest="json_out", metavar="FILE", help="write results JSON here")
     p.add_argument("--markdown", metavar="FILE", help="write a Markdown report here")
     p.add_argument("--png", metavar="FILE", help="write a bar chart here (needs matplotlib)")
@@ -126,7 +137,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-share-prefix", action="store_true", help="score every choice from scratch")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    return p
 
 
 def _flag_overrides(args: argparse.Namespace) -> dict[str, Any]:

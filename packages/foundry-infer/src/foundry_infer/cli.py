@@ -83,7 +83,7 @@ def _add_sampling_options(p: argparse.ArgumentParser, max_new: int) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed for sampling")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _root_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         version=f"foundry-infer {__version__}",
         help="print the package name and version, then exit",
     )
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _root_parser()
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_: str, example: str) -> argparse.ArgumentParser:
@@ -146,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
         "foundry-infer serve ./model-onnx --port 8000 --api-key secret",
     )
     _add_model_options(srv)
+    _add_serve_options(srv)
+
+    bench = command(
+        "bench",
+        "Time to first token, per-token latency, throughput vs batch size.",
+        "foundry-infer bench ./model --batch-sizes 1,2,4,8 --json bench.json",
+    )
+    _add_bench_options(bench)
+    return parser
+
+
+def _add_serve_options(srv: argparse.ArgumentParser) -> None:
+    """``serve``: the address, the API key and the batching limits."""
     srv.add_argument(
         "--host",
         default="127.0.0.1",
@@ -217,11 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="uvicorn log level: debug, info (default), warning, error",
     )
 
-    bench = command(
-        "bench",
-        "Time to first token, per-token latency, throughput vs batch size.",
-        "foundry-infer bench ./model --batch-sizes 1,2,4,8 --json bench.json",
-    )
+
+def _add_bench_options(bench: argparse.ArgumentParser) -> None:
+    """``bench``: the model, the backends and the sizes timed."""
     bench.add_argument("model", metavar="MODEL", help="HF model directory (or an ONNX directory)")
     bench.add_argument(
         "--backends",
@@ -250,7 +266,6 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--json", default=None, metavar="FILE", help="also write the rows to this JSON file"
     )
-    return parser
 
 
 def _sampling(args: argparse.Namespace, defaults: GenerationDefaults) -> SamplingParams:

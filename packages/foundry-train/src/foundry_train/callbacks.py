@@ -20,6 +20,7 @@ __all__ = ["MetricsFileLogger", "LossPlot", "LossSpikeGuard", "read_metrics"]
 
 LOSS_KEY = "loss/train/total"
 THROUGHPUT_KEY = "throughput/tokens_per_sec"
+LOSS_LABEL = "training loss (cross-entropy, nats/token)"
 
 
 class MetricsFileLogger(LoggerDestination):
@@ -61,11 +62,21 @@ def read_metrics(path: str | Path, key: str) -> dict[int, float]:
 
 
 class LossPlot(Callback):
-    """Writes a PNG of training loss and throughput at the end of training (rank 0)."""
+    """Writes a PNG of training loss and throughput at the end of training (rank 0).
 
-    def __init__(self, metrics_path: str | Path, out_path: str | Path) -> None:
+    Its title names the run, the model and the tokens trained on; the title is also stored as
+    the PNG's ``Title`` text field.
+    """
+
+    def __init__(self, metrics_path: str | Path, out_path: str | Path, model: str = "") -> None:
         self.metrics_path = Path(metrics_path)
         self.out_path = Path(out_path)
+        self.model = model
+
+    def title(self, state: State) -> str:
+        tokens = int(state.timestamp.token)
+        model = f"{self.model}, " if self.model else ""
+        return f"{state.run_name}: {model}{tokens:,} tokens, {int(state.timestamp.batch)} batches"
 
     def fit_end(self, state: State, logger: Logger) -> None:
         if dist.get_global_rank() != 0:
@@ -79,16 +90,17 @@ class LossPlot(Callback):
         tput = read_metrics(self.metrics_path, THROUGHPUT_KEY)
         fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
         ax1.plot(list(loss), list(loss.values()), color="tab:blue")
-        ax1.set_ylabel("train loss")
+        ax1.set_ylabel(LOSS_LABEL)
         ax1.grid(alpha=0.3)
         ax2.plot(list(tput), list(tput.values()), color="tab:orange")
-        ax2.set_ylabel("tokens / s")
+        ax2.set_ylabel("throughput (tokens/s)")
         ax2.set_xlabel("batch")
         ax2.grid(alpha=0.3)
-        fig.suptitle(state.run_name)
+        title = self.title(state)
+        fig.suptitle(title)
         fig.tight_layout()
         tmp = self.out_path.with_name(f"{self.out_path.name}.tmp-{os.getpid()}.png")
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, metadata={"Title": title, "Description": LOSS_LABEL})
         plt.close(fig)
         os.replace(tmp, self.out_path)
 

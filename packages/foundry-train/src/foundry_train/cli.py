@@ -6,7 +6,9 @@ import argparse
 import logging
 import os
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 from foundry_train.errors import ConfigError, FoundryError
 
@@ -44,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the package name and version, then exit",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_run_commands(sub, fmt)
+    _add_file_commands(sub, fmt)
+    return parser
+
+
+def _add_run_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    """``train`` (the default command) and ``validate``."""
     t = sub.add_parser(
         "train",
         help="train from a YAML (the default command: `foundry-train CONFIG` means this)",
@@ -83,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--skip-files", action="store_true", help="check only the schema")
     v.add_argument("--skip-hardware", action="store_true", help="skip GPU-dependent checks")
+
+
+def _add_file_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
+    """``export-hf``, ``migrate`` and ``config-reference``."""
     e = sub.add_parser(
         "export-hf",
         help="checkpoint -> Hugging Face directory",
@@ -121,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
         "from the schema.",
     )
     r.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
-    return parser
 
 
 def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
@@ -146,9 +158,15 @@ def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
                 file=sys.stderr,
             )
             return relaunch(cmd)
+    from composer.utils import dist
+
+    from foundry_train.run_summary import run_summary
     from foundry_train.trainer import train
 
-    train(cfg)
+    start = time.perf_counter()
+    trainer = train(cfg)
+    if dist.get_global_rank() == 0:
+        print(run_summary(cfg, trainer, time.perf_counter() - start), flush=True)
     return 0
 
 

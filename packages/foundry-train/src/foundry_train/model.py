@@ -72,7 +72,8 @@ def _build_hf(cfg: ModelConfig) -> nn.Module:
     except (OSError, ValueError) as exc:
         raise FoundryError(
             f"model.pretrained_model_name_or_path '{path}' is not a loadable HF model directory "
-            f"({exc}). Point it at a directory with config.json."
+            f"or Hugging Face Hub id ({exc}). Point it at a directory with config.json, or give "
+            "a hub id (org/name) on a machine that can reach the Hub or has it in its cache."
         ) from None
     for key, value in cfg.config_overrides.items():
         setattr(hf_config, key, value)

@@ -8,6 +8,7 @@ from pathlib import Path
 from foundry_train.config import TrainConfig
 from foundry_train.config.sections import LoaderConfig
 from foundry_train.data import stream_locations
+from foundry_train.locations import location_kind
 
 __all__ = ["planned_world_size", "preflight_problems"]
 
@@ -100,6 +101,8 @@ def _model_vocab(cfg: TrainConfig) -> int | None:
 def _tokenizer_problems(cfg: TrainConfig) -> list[str]:
     from transformers import AutoTokenizer
 
+    if location_kind(cfg.tokenizer.name) == "missing":
+        return [f"tokenizer.name: '{cfg.tokenizer.name}' does not exist."]
     try:
         tok = AutoTokenizer.from_pretrained(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
     except (OSError, ValueError) as exc:
@@ -115,9 +118,11 @@ def _tokenizer_problems(cfg: TrainConfig) -> list[str]:
 
 def _model_problems(cfg: TrainConfig) -> list[str]:
     mc = cfg.model
-    if mc.pretrained_model_name_or_path and not Path(mc.pretrained_model_name_or_path).exists():
+    where = mc.pretrained_model_name_or_path
+    if where and location_kind(where) == "missing":
         return [
-            f"model.pretrained_model_name_or_path: '{mc.pretrained_model_name_or_path}' does not exist."
+            f"model.pretrained_model_name_or_path: '{where}' does not exist (a local path; a "
+            "Hugging Face Hub id is written org/name)."
         ]
     if mc.name == "mpt" and mc.preset:
         import foundry_models

@@ -140,8 +140,18 @@ def _callbacks(cfg: TrainConfig, metrics_path: Path | None) -> list[Callback]:
 
         out.append(ICLEvalCallback(cfg))
     if cb.plot and metrics_path is not None and cfg.save_folder:
-        out.append(LossPlot(metrics_path, Path(cfg.save_folder) / "loss_throughput.png"))
+        plot = Path(cfg.save_folder) / "loss_throughput.png"
+        out.append(LossPlot(metrics_path, plot, model=_model_label(cfg)))
     return out
+
+
+def _model_label(cfg: TrainConfig) -> str:
+    """The model as a plot title names it: ``MPT debug`` or a Hugging Face model's name."""
+    mc = cfg.model
+    if mc.name == "mpt" and not mc.pretrained_model_name_or_path:
+        return f"MPT {mc.preset or 'debug'}"
+    where = str(mc.pretrained_model_name_or_path or mc.name)
+    return where if "/" in where and not Path(where).exists() else Path(where).name
 
 
 def _fsdp(cfg: TrainConfig) -> dict[str, Any] | None:
