@@ -9,7 +9,7 @@ from transformers import AutoConfig
 
 def test_defaults_fill_every_nested_key_and_round_trip(tmp_path):
     config = MPTConfig(d_model=64, n_heads=4, n_layers=2, vocab_size=100, max_seq_len=32)
-    assert config.attn_config["attn_impl"] == "torch"
+    assert config.attn_config["attn_impl"] == "auto"
     assert config.attn_options.kv_n_heads == 4
     assert config.ffn_options.hidden_size == 256
     config.save_pretrained(tmp_path)

@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeGuard
 
 from transformers import PretrainedConfig
 
-from foundry_models.attention import AttnImpl
+from foundry_models.attention import ATTN_IMPLS, AttnImpl
 from foundry_models.errors import MPTConfigError
 
 __all__ = [
@@ -30,7 +30,6 @@ __all__ = [
     "MPTConfig",
 ]
 
-ATTN_IMPLS = ("torch", "flash", "triton")
 NORM_TYPES = ("layernorm", "low_precision_layernorm", "rmsnorm")
 FFN_TYPES = ("mptmlp", "mptglu")
 INIT_SCHEMES = (
@@ -44,7 +43,7 @@ INIT_SCHEMES = (
 ROPE_SCALING_TYPES = ("linear", "dynamic", "llama3")
 
 ATTN_DEFAULTS: dict[str, Any] = {
-    "attn_impl": "torch",
+    "attn_impl": "auto",
     "attn_pdrop": 0.0,
     "softmax_scale": None,
     "qk_ln": False,
@@ -202,7 +201,8 @@ class MPTConfig(PretrainedConfig):
         loss_chunk_size: when set, the training loss (labels given, model in training mode) is
             computed by `foundry_models.loss.chunked_linear_cross_entropy` over chunks of this
             many positions, never materialising full logits (the output's `logits` is then None).
-        attn_config: attn_impl ("torch" | "flash" | "triton"), attn_pdrop, softmax_scale, qk_ln,
+        attn_config: attn_impl ("auto" | "torch" | "flash" | "triton"; "auto", the default, picks
+            flash, else triton on CUDA, else torch: `foundry_models.attention.choose_impl`), attn_pdrop, softmax_scale, qk_ln,
             clip_qkv, kv_n_heads (GQA/MQA; default n_heads), alibi, alibi_bias_max, rope,
             rope_theta, rope_scaling ({"type": "linear" | "dynamic" | "llama3", "factor": ...}),
             sliding_window_size, attn_uses_sequence_id.
@@ -402,10 +402,10 @@ class MPTConfig(PretrainedConfig):
         pdrop = a["attn_pdrop"]
         if not _is_number(pdrop) or not 0.0 <= pdrop < 1.0:
             out.append(f"attn_config.attn_pdrop must be in [0, 1), got {pdrop!r}")
-        elif pdrop > 0 and a["attn_impl"] != "torch":
+        elif pdrop > 0 and a["attn_impl"] not in ("torch", "auto"):
             out.append(
                 f"attn_config.attn_pdrop={pdrop} needs attn_impl='torch' (the {a['attn_impl']} "
-                "kernels have no attention dropout); set attn_pdrop=0 or attn_impl='torch'"
+                "kernels have no attention dropout); set attn_pdrop=0 or attn_impl to 'auto' or 'torch'"
             )
         kv = a["kv_n_heads"]
         if kv is not None and (not isinstance(kv, int) or kv <= 0 or self.n_heads % kv):

@@ -92,7 +92,6 @@ class MPTModel(MPTPreTrainedModel):
         _check_length(past + t, config.max_seq_len)
         ctx = AttentionContext(cache=cache)
         ctx.key_padding_mask = _key_padding_mask(attention_mask, b, past + t)
-        ctx.force_torch = ctx.key_padding_mask is not None or past > 0
         if config.attn_options.attn_uses_sequence_id and sequence_id is not None:
             if past > 0:
                 raise ValueError("sequence_id cannot be combined with a KV cache")
