@@ -127,7 +127,7 @@ class MPTGLU(nn.Module):
 def build_ffn(config: MPTConfig) -> nn.Module:
     opts = config.ffn_options
     cls = MPTGLU if opts.ffn_type == "mptglu" else MPTMLP
-    return cls(config.d_model, opts.hidden_size, bias=not config.no_bias)
+    return cls(config.d_model, opts.ffn_hidden_size, bias=not config.no_bias)
 
 
 class MPTBlock(nn.Module):

@@ -86,8 +86,10 @@ def _mpt_blockers(config: MPTConfig) -> list[str]:
         out.append(f"norm_type={config.norm_type!r} (needs LayerNorm)")
     if f.ffn_type != "mptmlp":
         out.append(f"ffn_config.ffn_type={f.ffn_type!r} (needs the GELU MLP 'mptmlp')")
-    elif f.hidden_size != 4 * config.d_model:
-        out.append(f"FFN hidden size {f.hidden_size} (transformers' MPT fixes it at 4 * d_model)")
+    elif f.ffn_hidden_size != 4 * config.d_model:
+        out.append(
+            f"FFN hidden size {f.ffn_hidden_size} (transformers' MPT fixes it at 4 * d_model)"
+        )
     if not config.no_bias:
         out.append("no_bias=False (transformers' MPT has no biases)")
     if a.kv_n_heads != config.n_heads:
@@ -185,7 +187,7 @@ def _llama_native_config(config: MPTConfig) -> PretrainedConfig:
     kwargs: dict[str, Any] = {
         "vocab_size": config.vocab_size,
         "hidden_size": config.d_model,
-        "intermediate_size": config.ffn_options.hidden_size,
+        "intermediate_size": config.ffn_options.ffn_hidden_size,
         "num_hidden_layers": config.n_layers,
         "num_attention_heads": config.n_heads,
         "num_key_value_heads": a.kv_n_heads,

@@ -165,10 +165,14 @@ def _concrete(impl: str) -> ConcreteImpl:
     raise ValueError(_unknown_impl(impl))
 
 
-@torch.compiler.assume_constant_result
 def _auto_impl(device: torch.device, dtype: torch.dtype) -> str:
     """`choose_impl("auto")` for one call's tensors; a constant under torch.compile."""
     return choose_impl("auto", device, dtype).impl
+
+
+# What `torch.compiler.assume_constant_result` does (dynamo runs the function once and uses the
+# result as a constant), set directly: the decorator imports torch._dynamo, seconds at import time.
+setattr(_auto_impl, "_dynamo_marked_constant", True)  # noqa: B010
 
 
 def _call_impl(
