@@ -113,6 +113,17 @@ def _check_inputs(
         )
     if not (q.device == k.device == v.device):
         raise ValueError("q, k and v must be on the same device.")
+    _check_options(q, causal, alibi_slopes, window, sequence_id)
+
+
+def _check_options(
+    q: torch.Tensor,
+    causal: bool,
+    alibi_slopes: torch.Tensor | None,
+    window: int | None,
+    sequence_id: torch.Tensor | None,
+) -> None:
+    batch, seq_len, heads = q.shape[:3]
     if alibi_slopes is not None and tuple(alibi_slopes.shape) != (heads,):
         raise ValueError(
             f"alibi_slopes must have shape (H,) = ({heads},); got {tuple(alibi_slopes.shape)}."
