@@ -77,7 +77,7 @@ class MPTModel(MPTPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         config = self.config
         x = self._embed(input_ids, inputs_embeds)
-        b, t = x.shape[:2]
+        t = x.shape[1]
         checkpointing = (
             self.training
             and torch.is_grad_enabled()
