@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import pickle
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
@@ -14,6 +14,9 @@ from transformers import PretrainedConfig
 
 from foundry_train.config.sections import LoraConfig, ModelConfig
 from foundry_train.errors import FoundryError
+
+if TYPE_CHECKING:
+    from foundry_models import MPTConfig
 
 __all__ = [
     "FoundryComposerModel",
@@ -84,8 +87,13 @@ def resolve_model_config(cfg: ModelConfig, max_seq_len: int) -> PretrainedConfig
         for key, value in cfg.config_overrides.items():
             setattr(hf_config, key, value)
         return hf_config
+    return _resolve_mpt(cfg, max_seq_len)
+
+
+def _resolve_mpt(cfg: ModelConfig, max_seq_len: int) -> MPTConfig:
     import foundry_models
 
+    path = cfg.pretrained_model_name_or_path
     if path:
         config = _read_config(path, "foundry_models.MPTConfig")
         if not isinstance(config, foundry_models.MPTConfig):
@@ -127,8 +135,7 @@ def attention_summary(cfg: ModelConfig, max_seq_len: int) -> str:
     import foundry_models
     from foundry_models.attention import choose_impl
 
-    config = resolve_model_config(cfg, max_seq_len)
-    assert isinstance(config, foundry_models.MPTConfig)
+    config = _resolve_mpt(cfg, max_seq_len)
     try:
         return str(choose_impl(config.options.attn.attn_impl))
     except foundry_models.AttentionUnavailableError as exc:
@@ -159,7 +166,7 @@ def _build_hf(cfg: ModelConfig) -> nn.Module:
 def _build_mpt(cfg: ModelConfig, max_seq_len: int, defer_init: bool) -> nn.Module:
     import foundry_models
 
-    mpt_cfg = resolve_model_config(cfg, max_seq_len)
+    mpt_cfg = _resolve_mpt(cfg, max_seq_len)
     if cfg.pretrained and cfg.pretrained_model_name_or_path:
         return foundry_models.MPTForCausalLM.from_pretrained(
             cfg.pretrained_model_name_or_path, config=mpt_cfg

@@ -104,10 +104,11 @@ class ModelConfig(Section):
 
 
 def _option_error(problem: OptionProblem) -> InitErrorDetails:
-    message = problem.describe().replace("{", "{{").replace("}", "}}")
     loc = ("config_overrides", *problem.key.split(".")) if problem.key else ("config_overrides",)
     return InitErrorDetails(
-        type=PydanticCustomError("mpt_option", message), loc=loc, input=problem.given
+        type=PydanticCustomError("mpt_option", "{detail}", {"detail": problem.describe()}),
+        loc=loc,
+        input=problem.given,
     )
 
 
