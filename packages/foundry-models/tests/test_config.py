@@ -178,3 +178,12 @@ def test_saved_config_json_keeps_its_layout(tmp_path):
     assert "attn" not in saved and "_foundry_options" not in saved
     assert set(saved["attn_config"]) == set(MPTOptions().to_dict()["attn_config"])
     assert MPTConfig.from_pretrained(tmp_path).options == preset_config("debug").options
+
+
+def test_options_follow_later_assignments():
+    config = preset_config("debug")
+    config.max_seq_len = 512
+    config.use_cache = False  # transformers sets these flags too
+    assert config.options.max_seq_len == 512 and config.options.use_cache is False
+    config.attn_config = {"attn_impl": "torch"}
+    assert config.options.attn.attn_impl == "torch" and config.options.attn.alibi is True

@@ -38,7 +38,8 @@ __all__ = [
 ]
 
 # config attributes that are options: setting one later is checked (and merged, for sections)
-_OPTION_KEYS = frozenset(MPTOptions().to_dict()) - {"tie_word_embeddings", "use_cache"}
+_PLAIN_FLAGS = frozenset({"tie_word_embeddings", "use_cache"})
+_OPTION_KEYS = frozenset(MPTOptions().to_dict()) - _PLAIN_FLAGS
 _STATE = ("_foundry_validated", "_foundry_options")
 
 
@@ -167,7 +168,11 @@ class MPTConfig(PretrainedConfig):
 
     def __setattr__(self, key: str, value: Any) -> None:
         key = self.attribute_map.get(key, key)
-        if key not in _OPTION_KEYS or not self.__dict__.get("_foundry_validated"):
+        validated = self.__dict__.get("_foundry_validated")
+        if key in _PLAIN_FLAGS and validated and isinstance(value, bool):
+            # set by transformers too (generate, tying): kept in step with the options
+            self.__dict__["_foundry_options"] = dataclasses.replace(self.options, **{key: value})
+        if key not in _OPTION_KEYS or not validated:
             self._config_setattr(key, value)
             return
         # checked before anything changes: an invalid value leaves the config as it was
