@@ -26,14 +26,12 @@ Exit status 1 if a correctness check fails (speed goals are reported, not enforc
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch._dynamo
@@ -41,22 +39,10 @@ import torch.nn.functional as F
 
 
 def _load_kernel_module():
-    """foundry_models.triton_attention; straight from the checkout if the package won't import."""
-    try:
-        from foundry_models import triton_attention
+    """foundry_models.attention.triton_function, the Triton attention's entry point."""
+    from foundry_models.attention import triton_function
 
-        return triton_attention
-    except Exception as exc:  # package not installed, or a sibling module's dependency missing
-        path = Path(__file__).resolve().parents[1] / (
-            "packages/foundry-models/src/foundry_models/triton_attention.py"
-        )
-        print(f"note: importing foundry_models failed ({exc}); loading {path} directly")
-        spec = importlib.util.spec_from_file_location("foundry_triton_attention", path)
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
+    return triton_function
 
 
 ta = _load_kernel_module()
@@ -112,7 +98,7 @@ def reference(q, k, v, *, slopes, window, seq_ids):
     dist = pos[None, :] - pos[:, None]
     visible = (dist <= 0)[None, None]
     if window is not None:
-        visible = visible & (-dist < window)
+        visible = visible & (-dist <= window)
     if seq_ids is not None:
         visible = visible & (seq_ids[:, :, None] == seq_ids[:, None, :])[:, None]
     if slopes is not None:
@@ -315,7 +301,9 @@ def speed(shapes, dtype, warmup, rep, fwd_only) -> list[str]:
 
 
 def _chosen_configs() -> str:
-    return "; ".join(f"{k}: {v}" for k, v in ta.tuned_configs().items())
+    from foundry_models.attention.triton_launch import tuned_configs
+
+    return "; ".join(f"{k}: {v}" for k, v in tuned_configs().items())
 
 
 def parse_args() -> argparse.Namespace:

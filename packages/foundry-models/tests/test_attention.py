@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 from foundry_models import AttentionUnavailableError
-from foundry_models import attention as attention_module
 from foundry_models.attention import alibi_slopes, attention
 from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
 
@@ -104,8 +103,20 @@ def test_shape_errors_are_clear():
         attention(q, torch.randn(1, 4, 3, 8), torch.randn(1, 4, 3, 8))
     with pytest.raises(ValueError, match="sequence_id must be"):
         attention(q, q, q, sequence_id=torch.zeros(1, 3, dtype=torch.long))
-    with pytest.raises(ValueError, match="no key_padding_mask"):
-        attention(q, q, q, impl="flash", key_padding_mask=torch.ones(1, 4, dtype=torch.bool))
+
+
+def test_padding_dropout_and_cache_run_on_the_reference_whatever_the_impl():
+    """The dispatcher's one fall-back: only `torch` takes a padding mask, dropout or a KV cache,
+    so those calls run there even with impl='flash' (which cannot run on CPU at all)."""
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(1, 4, 2, 8, generator=gen)
+    pad = torch.tensor([[False, True, True, True]])
+    want = attention(q, q, q, impl="torch", key_padding_mask=pad)
+    got = attention(q, q, q, impl="flash", key_padding_mask=pad)
+    assert torch.equal(got, want)
+    k = torch.randn(1, 6, 2, 8, generator=gen)
+    cached = attention(q, k, k, impl="triton")  # T < S: decoding with a KV cache
+    assert torch.equal(cached, attention(q, k, k, impl="torch"))
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU error path")
@@ -115,24 +126,8 @@ def test_flash_on_cpu_says_what_to_do():
         attention(q, q, q, impl="flash")
 
 
-def test_triton_dispatch_translates_window_semantics(monkeypatch):
-    seen = {}
-
-    def fake_kernel(q, k, v, **kwargs):
-        seen.update(kwargs)
-        return q
-
-    monkeypatch.setattr(attention_module, "_load_triton_kernel", lambda: fake_kernel)
-    q = torch.randn(1, 4, 2, 8)
-    attention(q, q, q, impl="triton", window=3, softmax_scale=0.5)
-    # ours: i - j <= 3; the kernel's: i - j < 4
-    assert seen["window"] == 4 and seen["softmax_scale"] == 0.5 and seen["causal"] is True
-    attention(q, q, q, impl="triton")
-    assert seen["window"] is None
-
-
 def test_varlen_layout_splits_rows_and_runs():
-    from foundry_models.flash_attention import varlen_layout
+    from foundry_models.attention.flash import varlen_layout
 
     seq_id = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 2]])
     cu, longest = varlen_layout(seq_id)
@@ -141,9 +136,9 @@ def test_varlen_layout_splits_rows_and_runs():
 
 @pytest.mark.parametrize(("heads", "bias_max"), [(4, 8.0), (12, 8.0), (6, 4.0), (32, 16.0)])
 def test_flash_recovers_slope_parameters_and_rejects_others(heads, bias_max):
-    from foundry_models.flash_attention import _alibi_params
+    from foundry_models.attention.alibi import slope_parameters
 
-    n, got = _alibi_params(alibi_slopes(heads, bias_max))
+    n, got = slope_parameters(alibi_slopes(heads, bias_max))
     assert n == heads and got == pytest.approx(bias_max)
     with pytest.raises(ValueError, match="MPT's formula"):
-        _alibi_params(torch.linspace(0.1, 0.5, heads))
+        slope_parameters(torch.linspace(0.1, 0.5, heads))

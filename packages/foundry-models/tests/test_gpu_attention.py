@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 import torch
 from foundry_models import AttentionUnavailableError, MPTForCausalLM, preset_config
-from foundry_models.attention import alibi_slopes, attention
+from foundry_models.attention import alibi_slopes, attention, choose_impl
+from foundry_models.attention.flash import flash_status
 
 pytestmark = [
     pytest.mark.gpu,
@@ -71,11 +72,12 @@ def test_kernel_matches_torch_reference(impl, case, dtype):
         assert err <= 3 * base + 1e-3, f"{impl} {name}: error {err:.2e} vs SDPA's {base:.2e}"
 
 
-@pytest.mark.parametrize("impl", ["flash", "triton"])
+@pytest.mark.parametrize("impl", ["flash", "triton", "auto"])
 def test_model_trains_with_impl_like_torch(impl):
     overrides = {"d_model": 256, "n_heads": 4, "max_seq_len": 256, "vocab_size": 1000}
     torch.manual_seed(0)
-    ref = MPTForCausalLM(preset_config("debug", **overrides)).cuda()
+    reference = preset_config("debug", attn_config={"attn_impl": "torch"}, **overrides)
+    ref = MPTForCausalLM(reference).cuda()
     model = MPTForCausalLM(preset_config("debug", attn_config={"attn_impl": impl}, **overrides))
     model.load_state_dict(ref.state_dict())
     model.cuda()
@@ -93,3 +95,25 @@ def test_model_trains_with_impl_like_torch(impl):
     for (name, a), b in zip(ref.named_parameters(), model.parameters(), strict=True):
         scale = a.grad.abs().max().item() + 1e-6
         assert (a.grad - b.grad).abs().max().item() <= 0.05 * scale, name
+
+
+def test_auto_picks_flash_where_it_runs_else_triton():
+    backend, why = flash_status(torch.cuda.current_device())
+    choice = choose_impl("auto")
+    if backend is not None:
+        assert choice.impl == "flash" and choice.reason == why  # e.g. "flash-attn-4, sm90"
+    else:
+        assert choice.impl == "triton" and why in choice.reason
+    assert choose_impl("auto", "cuda", torch.float32).impl == "triton"  # flash takes fp16/bf16
+
+
+def test_auto_under_torch_compile_matches_eager():
+    config = preset_config("debug", d_model=256, n_heads=4, max_seq_len=256, vocab_size=1000)
+    torch.manual_seed(0)
+    model = MPTForCausalLM(config).cuda()
+    x = torch.randint(0, 1000, (2, 256), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        eager = model(input_ids=x, labels=x).loss
+        compiled = torch.compile(model)(input_ids=x, labels=x).loss
+    compiled.backward()
+    assert abs(eager.item() - compiled.item()) < 1e-2

@@ -22,7 +22,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from foundry_models.triton_attention import triton_attention  # noqa: E402
+from foundry_models.attention.triton_function import triton_attention  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ CASES = [
     Case("mqa", heads=4, kv_heads=1, seq_len=70),
     Case("window_wide_alibi", seq_len=70, window=50, alibi=True),
     Case("window_narrow", window=7),
+    Case("window_one", seq_len=70, window=1),
     Case("packed_gqa_alibi", heads=4, kv_heads=2, seq_len=70, packed=True, alibi=True),
     Case("everything", heads=4, kv_heads=1, seq_len=70, alibi=True, window=30, packed=True),
     Case("noncausal_alibi_packed", causal=False, alibi=True, packed=True),
@@ -105,7 +106,7 @@ def reference_attention(
     if causal:
         visible &= dist <= 0
     if window is not None:
-        visible &= -dist < window
+        visible &= -dist <= window  # i - j <= window: the package's one convention
     if sequence_id is not None:
         visible &= (sequence_id[:, :, None] == sequence_id[:, None, :])[:, None]
     if slopes is not None:
@@ -248,7 +249,7 @@ def test_reference_agrees_with_sdpa() -> None:
     pos = torch.arange(case.seq_len)
     i, j = pos[:, None], pos[None, :]
     ids = inputs["sequence_id"]
-    allowed = (j <= i) & (i - j < 9) & (ids[:, :, None] == ids[:, None, :])
+    allowed = (j <= i) & (i - j <= 9) & (ids[:, :, None] == ids[:, None, :])
     bias = inputs["slopes"].view(1, -1, 1, 1) * (j - i).float()
     mask = bias.masked_fill(~allowed[:, None], float("-inf"))
     sdpa = torch.nn.functional.scaled_dot_product_attention(
@@ -276,7 +277,7 @@ def _tensors(t: int = 8, s: int = 8, h: int = 4, hk: int = 2, d: int = 16, devic
     [
         ({}, {"s": 12}, "T == S"),
         ({}, {"hk": 3}, "multiple of the number of key/value heads"),
-        ({"window": 0}, {}, "window must be a positive int"),
+        ({"window": -1}, {}, "window must be a non-negative int"),
         ({"window": 4, "causal": False}, {}, "causal attention only"),
         ({"alibi_slopes": torch.ones(3)}, {}, "alibi_slopes must have shape"),
         ({"sequence_id": torch.zeros(1, 7, dtype=torch.long)}, {}, "sequence_id must be"),

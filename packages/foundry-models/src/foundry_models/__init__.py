@@ -12,10 +12,12 @@ from foundry_models.errors import (
     ExportError,
     FoundryError,
     MPTConfigError,
+    OptionProblem,
 )
 from foundry_models.hf_export import export_blockers, export_hf, to_native_state_dict
 from foundry_models.hf_import import import_hf
 from foundry_models.modeling import MPTForCausalLM, MPTModel
+from foundry_models.options import MPTOptions
 from foundry_models.presets import PRESETS, PUBLISHED_PARAMS, preset_config
 
 __all__ = [
@@ -28,6 +30,8 @@ __all__ = [
     "MPTConfigError",
     "MPTForCausalLM",
     "MPTModel",
+    "MPTOptions",
+    "OptionProblem",
     "export_blockers",
     "export_hf",
     "import_hf",

@@ -30,7 +30,6 @@ class AttentionContext:
     sequence_id: torch.Tensor | None = None
     key_padding_mask: torch.Tensor | None = None  # (B, S) bool, True = real token
     cache: Any = None  # a transformers Cache, or None
-    force_torch: bool = False  # padded or cached batches go through the SDPA reference
 
 
 def _residual(linear: nn.Linear) -> nn.Linear:
@@ -84,20 +83,18 @@ class MPTAttention(nn.Module):
         if ctx.cache is not None:  # transformers caches hold (B, Hkv, S, D)
             k_all, v_all = ctx.cache.update(k.transpose(1, 2), v.transpose(1, 2), self.layer_idx)
             k, v = k_all.transpose(1, 2), v_all.transpose(1, 2)
-        dropout = self.attn_pdrop if self.training else 0.0
-        use_torch = ctx.force_torch or k.shape[1] != t or dropout > 0
         y = attention(
             q,
             k,
             v,
-            impl="torch" if use_torch else self.attn_impl,
+            impl=self.attn_impl,
             causal=True,
             alibi_slopes=ctx.alibi_slopes,
             window=self.window,
             sequence_id=ctx.sequence_id,
             softmax_scale=self.softmax_scale,
-            key_padding_mask=ctx.key_padding_mask if use_torch else None,
-            dropout_p=dropout,
+            key_padding_mask=ctx.key_padding_mask,
+            dropout_p=self.attn_pdrop if self.training else 0.0,
         )  # (B, T, H, D)
         return self.out_proj(y.reshape(b, t, d))
 
@@ -130,7 +127,7 @@ class MPTGLU(nn.Module):
 def build_ffn(config: MPTConfig) -> nn.Module:
     opts = config.ffn_options
     cls = MPTGLU if opts.ffn_type == "mptglu" else MPTMLP
-    return cls(config.d_model, opts.hidden_size, bias=not config.no_bias)
+    return cls(config.d_model, opts.ffn_hidden_size, bias=not config.no_bias)
 
 
 class MPTBlock(nn.Module):

@@ -6,15 +6,64 @@ callers print its one-paragraph message without a traceback. Anything else is a 
 
 from __future__ import annotations
 
-__all__ = ["AttentionUnavailableError", "ExportError", "FoundryError", "MPTConfigError"]
+from dataclasses import dataclass
+
+__all__ = [
+    "AttentionUnavailableError",
+    "ExportError",
+    "FoundryError",
+    "MPTConfigError",
+    "OptionProblem",
+]
 
 
 class FoundryError(Exception):
     """A user error: the message says what was wrong and how to fix it."""
 
 
+@dataclass(frozen=True)
+class OptionProblem:
+    """One invalid MPT option: its dotted key (`attn_config.attn_impl`), what was expected, what
+    was given, and a hint (a did-you-mean, or how to fix it). `unknown` marks an unknown key."""
+
+    key: str
+    expected: str
+    given: object
+    hint: str = ""
+    unknown: bool = False
+
+    def describe(self) -> str:
+        """The problem without its key and given value (for callers that print those)."""
+        if self.unknown:
+            hint = f" ({self.hint})" if self.hint else ""
+            return f"unknown key{hint}; {self.expected}" if self.expected else f"unknown key{hint}"
+        text = f"expected {self.expected}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+    def __str__(self) -> str:
+        where = self.key or "options"
+        if self.unknown:
+            return f"{where}: {self.describe()}"
+        text = f"{where}: expected {self.expected}, got {self.given!r}"
+        return f"{text} ({self.hint})" if self.hint else text
+
+
 class MPTConfigError(FoundryError, ValueError):
-    """An invalid or inconsistent `MPTConfig`."""
+    """Invalid or inconsistent MPT options; `problems` lists each one (empty for other errors)."""
+
+    def __init__(self, message: str, problems: list[OptionProblem] | None = None) -> None:
+        self.problems: list[OptionProblem] = list(problems or [])
+        super().__init__(message)
+
+    @classmethod
+    def from_problems(cls, problems: list[OptionProblem]) -> MPTConfigError:
+        count = len(problems)
+        return cls(
+            f"invalid MPT options ({count} problem{'s' if count != 1 else ''}): "
+            + "; ".join(str(p) for p in problems)
+            + ". Fix these options and try again.",
+            problems,
+        )
 
 
 class AttentionUnavailableError(FoundryError, RuntimeError):

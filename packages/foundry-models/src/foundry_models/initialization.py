@@ -12,8 +12,9 @@ import math
 import torch
 from torch import nn
 
-from foundry_models.config import InitOptions, MPTConfig
+from foundry_models.config import MPTConfig
 from foundry_models.norms import RMSNorm
+from foundry_models.options import InitOptions
 
 __all__ = ["init_module_"]
 

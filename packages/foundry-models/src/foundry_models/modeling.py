@@ -77,7 +77,7 @@ class MPTModel(MPTPreTrainedModel):
     ) -> BaseModelOutputWithPast:
         config = self.config
         x = self._embed(input_ids, inputs_embeds)
-        b, t = x.shape[:2]
+        t = x.shape[1]
         checkpointing = (
             self.training
             and torch.is_grad_enabled()
@@ -90,30 +90,7 @@ class MPTModel(MPTPreTrainedModel):
             use_cache, cache = False, None
         past = cache.get_seq_length() if cache is not None else 0
         _check_length(past + t, config.max_seq_len)
-        ctx = AttentionContext(cache=cache)
-        ctx.key_padding_mask = _key_padding_mask(attention_mask, b, past + t)
-        ctx.force_torch = ctx.key_padding_mask is not None or past > 0
-        if config.attn_options.attn_uses_sequence_id and sequence_id is not None:
-            if past > 0:
-                raise ValueError("sequence_id cannot be combined with a KV cache")
-            ctx.sequence_id = sequence_id
-        opts = config.attn_options
-        if opts.alibi:
-            ctx.alibi_slopes = self._alibi_slopes(x.device)
-        if opts.rope:
-            positions = _positions(position_ids, ctx.sequence_id, b, t, past, x.device)
-            seq_len = past + t  # only "dynamic" scaling reads it; avoid a device sync otherwise
-            dynamic = opts.rope_scaling is not None and opts.rope_scaling["type"] == "dynamic"
-            if dynamic and position_ids is not None:
-                seq_len = int(positions.max()) + 1
-            inv_freq = rope_inv_freq(
-                config.head_dim,
-                opts.rope_theta,
-                opts.rope_scaling,
-                seq_len=seq_len,
-                device=x.device,
-            )
-            ctx.rope_cos_sin = rope_cos_sin(positions, inv_freq, x.dtype)
+        ctx = self._attention_context(x, attention_mask, sequence_id, position_ids, cache, past)
         hidden_states: list[torch.Tensor] = []
         for block in self.blocks:
             if output_hidden_states:
@@ -134,6 +111,43 @@ class MPTModel(MPTPreTrainedModel):
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             **fields,
         )
+
+    def _attention_context(
+        self,
+        x: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        sequence_id: torch.Tensor | None,
+        position_ids: torch.LongTensor | None,
+        cache: Cache | None,
+        past: int,
+    ) -> AttentionContext:
+        """What every block's attention reads: masks, packed-sequence ids, ALiBi, RoPE."""
+        config = self.config
+        b, t = x.shape[:2]
+        ctx = AttentionContext(cache=cache)
+        ctx.key_padding_mask = _key_padding_mask(attention_mask, b, past + t)
+        opts = config.attn_options
+        if opts.attn_uses_sequence_id and sequence_id is not None:
+            if past > 0:
+                raise ValueError("sequence_id cannot be combined with a KV cache")
+            ctx.sequence_id = sequence_id
+        if opts.alibi:
+            ctx.alibi_slopes = self._alibi_slopes(x.device)
+        if opts.rope:
+            positions = _positions(position_ids, ctx.sequence_id, b, t, past, x.device)
+            seq_len = past + t  # only "dynamic" scaling reads it; avoid a device sync otherwise
+            dynamic = opts.rope_scaling is not None and opts.rope_scaling["type"] == "dynamic"
+            if dynamic and position_ids is not None:
+                seq_len = int(positions.max()) + 1
+            inv_freq = rope_inv_freq(
+                config.head_dim,
+                opts.rope_theta,
+                opts.rope_scaling,
+                seq_len=seq_len,
+                device=x.device,
+            )
+            ctx.rope_cos_sin = rope_cos_sin(positions, inv_freq, x.dtype)
+        return ctx
 
     def _alibi_slopes(self, device: torch.device) -> torch.Tensor:
         """MPT's slopes on `device`, built once (kernels key per-tensor work on this object)."""

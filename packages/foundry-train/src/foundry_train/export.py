@@ -15,7 +15,7 @@ from foundry_train.config.sections import LoraConfig
 from foundry_train.errors import FoundryError
 
 if TYPE_CHECKING:
-    from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 __all__ = [
     "CONFIG_NAME",
@@ -103,32 +103,18 @@ def merge_lora(state: dict[str, torch.Tensor], lora: LoraConfig) -> dict[str, to
 
 
 def _native_model(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> PreTrainedModel:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
-    # transformers leaves from_pretrained's and from_config's **kwargs unannotated (Unknown),
-    # and AutoConfig / AutoModelForCausalLM return Unknown.
-    mc = cfg.model
-    hf_config: PretrainedConfig
-    if mc.name == "hf_causal_lm":
-        hf_config = cast(
-            "PretrainedConfig",
-            AutoConfig.from_pretrained(str(mc.pretrained_model_name_or_path)),  # pyright: ignore[reportUnknownMemberType]
-        )
-        for key, value in mc.config_overrides.items():
-            setattr(hf_config, key, value)
-    else:
+    from foundry_train.model import resolve_model_config
+
+    # transformers leaves from_config's **kwargs unannotated (Unknown), and
+    # AutoModelForCausalLM returns Unknown.
+    hf_config = resolve_model_config(cfg.model, cfg.max_seq_len)
+    if cfg.model.name == "mpt":
         import foundry_models
 
-        if mc.pretrained_model_name_or_path:
-            mpt_cfg = foundry_models.MPTConfig.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
-                mc.pretrained_model_name_or_path
-            )
-            for key, value in mc.config_overrides.items():
-                setattr(mpt_cfg, key, value)
-        else:
-            assert mc.preset is not None
-            overrides = {"max_seq_len": cfg.max_seq_len, **mc.config_overrides}
-            mpt_cfg = foundry_models.preset_config(mc.preset, **overrides)
+        assert isinstance(hf_config, foundry_models.MPTConfig)
+        mpt_cfg = hf_config
         try:
             hf_config, state = foundry_models.to_native_state_dict(mpt_cfg, state)
         except foundry_models.ExportError as exc:

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import logging
 import pickle
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
 from composer.models import ComposerModel
 from torch import nn
+from transformers import PretrainedConfig
 
 from foundry_train.config.sections import LoraConfig, ModelConfig
 from foundry_train.errors import FoundryError
 
-__all__ = ["FoundryComposerModel", "build_network", "build_composer_model", "flops_per_token"]
+if TYPE_CHECKING:
+    from foundry_models import MPTConfig
+
+__all__ = [
+    "FoundryComposerModel",
+    "attention_summary",
+    "build_composer_model",
+    "build_network",
+    "flops_per_token",
+    "resolve_model_config",
+]
 
 log = logging.getLogger(__name__)
 
@@ -62,21 +73,83 @@ def _attach_fsdp_hooks(network: nn.Module) -> None:
     network.activation_checkpointing_fn = is_block  # type: ignore[attr-defined]
 
 
+def resolve_model_config(cfg: ModelConfig, max_seq_len: int) -> PretrainedConfig:
+    """The model's config, the one resolution that training, export and preflight share.
+
+    ``name: mpt``: the preset (with ``max_seq_len``) or the MPT directory's config, with
+    ``config_overrides`` laid over it as typed `foundry_models.MPTOptions` (nested sections merged
+    key by key). ``hf_causal_lm``: the HF directory's config with the overrides set as attributes.
+    Raises `FoundryError` when the directory cannot be read or the options are invalid.
+    """
+    path = cfg.pretrained_model_name_or_path
+    if cfg.name == "hf_causal_lm":
+        hf_config = _read_config(path, "transformers.AutoConfig")
+        for key, value in cfg.config_overrides.items():
+            setattr(hf_config, key, value)
+        return hf_config
+    return _resolve_mpt(cfg, max_seq_len)
+
+
+def _resolve_mpt(cfg: ModelConfig, max_seq_len: int) -> MPTConfig:
+    import foundry_models
+
+    path = cfg.pretrained_model_name_or_path
+    if path:
+        config = _read_config(path, "foundry_models.MPTConfig")
+        if not isinstance(config, foundry_models.MPTConfig):
+            raise FoundryError(
+                f"model.pretrained_model_name_or_path '{path}' holds a "
+                f"'{getattr(config, 'model_type', '?')}' model, not a foundry MPT; use "
+                "name: hf_causal_lm for it."
+            )
+    else:
+        assert cfg.preset is not None
+        try:
+            config = foundry_models.preset_config(cfg.preset, max_seq_len=max_seq_len)
+        except foundry_models.MPTConfigError as exc:
+            raise FoundryError(f"model.preset: {exc}") from None
+    try:
+        config.set_options(config.options.replace(**cfg.config_overrides))
+    except foundry_models.MPTConfigError as exc:
+        raise FoundryError(f"model.config_overrides: {exc}") from None
+    return config
+
+
+def _read_config(path: str | None, reader: str) -> PretrainedConfig:
+    from transformers import AutoConfig
+
+    try:
+        # AutoConfig.from_pretrained is unannotated in transformers (Unknown)
+        return cast(PretrainedConfig, AutoConfig.from_pretrained(str(path)))  # pyright: ignore[reportUnknownMemberType]
+    except (OSError, ValueError) as exc:
+        raise FoundryError(
+            f"model.pretrained_model_name_or_path '{path}' is not a loadable model directory or "
+            f"Hugging Face Hub id ({exc}). Point it at a directory with config.json (read by "
+            f"{reader}), or give a hub id (org/name) on a machine that can reach the Hub or has "
+            "it in its cache."
+        ) from None
+
+
+def attention_summary(cfg: ModelConfig, max_seq_len: int) -> str:
+    """The start-up words for the attention a model will run, e.g. 'torch (no CUDA)'."""
+    if cfg.name != "mpt":
+        return "the HF model's own (hf_causal_lm)"
+    import foundry_models
+    from foundry_models.attention import choose_impl
+
+    config = _resolve_mpt(cfg, max_seq_len)
+    try:
+        return str(choose_impl(config.options.attn.attn_impl))
+    except foundry_models.AttentionUnavailableError as exc:
+        raise FoundryError(f"model.config_overrides.attn_config.attn_impl: {exc}") from None
+
+
 def _build_hf(cfg: ModelConfig) -> nn.Module:
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     path = cfg.pretrained_model_name_or_path
     assert path is not None
-    try:
-        hf_config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as exc:
-        raise FoundryError(
-            f"model.pretrained_model_name_or_path '{path}' is not a loadable HF model directory "
-            f"or Hugging Face Hub id ({exc}). Point it at a directory with config.json, or give "
-            "a hub id (org/name) on a machine that can reach the Hub or has it in its cache."
-        ) from None
-    for key, value in cfg.config_overrides.items():
-        setattr(hf_config, key, value)
+    hf_config = resolve_model_config(cfg, max_seq_len=0)  # an HF model keeps its own length
     if cfg.pretrained:
         try:
             network = AutoModelForCausalLM.from_pretrained(path, config=hf_config)
@@ -95,22 +168,11 @@ def _build_hf(cfg: ModelConfig) -> nn.Module:
 def _build_mpt(cfg: ModelConfig, max_seq_len: int, defer_init: bool) -> nn.Module:
     import foundry_models
 
-    if cfg.pretrained_model_name_or_path:
-        if cfg.pretrained:
-            return foundry_models.MPTForCausalLM.from_pretrained(cfg.pretrained_model_name_or_path)
-        mpt_cfg = foundry_models.MPTConfig.from_pretrained(cfg.pretrained_model_name_or_path)
-        for key, value in cfg.config_overrides.items():
-            setattr(mpt_cfg, key, value)
-    else:
-        assert cfg.preset is not None
-        overrides = {"max_seq_len": max_seq_len, **cfg.config_overrides}
-        try:
-            mpt_cfg = foundry_models.preset_config(cfg.preset, **overrides)
-        except (KeyError, ValueError, TypeError) as exc:
-            raise FoundryError(
-                f"model.preset '{cfg.preset}' with config_overrides {cfg.config_overrides} "
-                f"is not a valid MPT config ({exc}). Presets: {', '.join(foundry_models.PRESETS)}."
-            ) from None
+    mpt_cfg = _resolve_mpt(cfg, max_seq_len)
+    if cfg.pretrained and cfg.pretrained_model_name_or_path:
+        return foundry_models.MPTForCausalLM.from_pretrained(
+            cfg.pretrained_model_name_or_path, config=mpt_cfg
+        )
     if cfg.init_device == "meta":
         with torch.device("meta"):
             network = foundry_models.MPTForCausalLM(mpt_cfg)

@@ -8,6 +8,7 @@ from pathlib import Path
 from foundry_train.config import TrainConfig
 from foundry_train.config.sections import LoaderConfig
 from foundry_train.data import stream_locations
+from foundry_train.errors import FoundryError
 from foundry_train.locations import location_kind
 
 __all__ = ["planned_world_size", "preflight_problems"]
@@ -83,19 +84,12 @@ def _manifest_problems(where: str, root: Path, loader: LoaderConfig, cfg: TrainC
 
 
 def _model_vocab(cfg: TrainConfig) -> int | None:
-    mc = cfg.model
-    if "vocab_size" in mc.config_overrides:
-        return int(mc.config_overrides["vocab_size"])
-    if mc.name == "hf_causal_lm" or mc.pretrained_model_name_or_path:
-        from transformers import AutoConfig
+    from foundry_train.model import resolve_model_config
 
-        try:
-            return int(AutoConfig.from_pretrained(str(mc.pretrained_model_name_or_path)).vocab_size)
-        except (OSError, ValueError):
-            return None
-    import foundry_models
-
-    return int(foundry_models.preset_config(mc.preset or "debug").vocab_size)
+    try:
+        return int(resolve_model_config(cfg.model, cfg.max_seq_len).vocab_size)
+    except FoundryError:  # an unreadable model directory is reported by _model_problems
+        return None
 
 
 def _tokenizer_problems(cfg: TrainConfig) -> list[str]:
@@ -131,7 +125,30 @@ def _model_problems(cfg: TrainConfig) -> list[str]:
             return [
                 f"model.preset: unknown preset '{mc.preset}'; one of {', '.join(foundry_models.PRESETS)}."
             ]
+    from foundry_train.model import resolve_model_config
+
+    try:
+        resolve_model_config(mc, cfg.max_seq_len)
+    except FoundryError as exc:
+        return [str(exc)]
     return []
+
+
+def _attention_problems(cfg: TrainConfig) -> list[str]:
+    """An explicit attn_impl this machine cannot run (`auto` always runs)."""
+    if cfg.model.name != "mpt":
+        return []
+    from foundry_models.attention import check_impl_available
+
+    from foundry_train.model import resolve_model_config
+
+    try:
+        config = resolve_model_config(cfg.model, cfg.max_seq_len)
+    except FoundryError:  # reported by _model_problems
+        return []
+    impl = str(getattr(config, "attn_config", {}).get("attn_impl", "auto"))
+    where = "model.config_overrides.attn_config.attn_impl"
+    return [f"{where}: {problem}" for problem in check_impl_available(impl)]
 
 
 def preflight_problems(
@@ -169,4 +186,4 @@ def _hardware_problems(cfg: TrainConfig, world: int) -> list[str]:
         )
     if cfg.device_train_microbatch_size == "auto" and not torch.cuda.is_available():
         problems.append("device_train_microbatch_size: 'auto' needs CUDA; give a number on CPU.")
-    return problems
+    return problems + _attention_problems(cfg)

@@ -26,7 +26,7 @@ from foundry_train.errors import CheckpointSecurityError, FoundryError
 from foundry_train.export import CONFIG_NAME
 from foundry_train.fp8 import apply_fp8
 from foundry_train.loggers import build_tracking_loggers
-from foundry_train.model import build_composer_model
+from foundry_train.model import attention_summary, build_composer_model
 from foundry_train.optim import build_optimizer, build_scheduler
 from foundry_train.resume import checkpoint_batch, find_latest_checkpoint, set_aside_incomplete
 from foundry_train.run_plan import Machine, RunPlan, plan_run
@@ -195,7 +195,11 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     _init_dist(cfg)
     world = dist.get_world_size()
     log.info(
-        "foundry-train: world size %d, rank %d, device %s", world, dist.get_global_rank(), _device()
+        "foundry-train: world size %d, rank %d, device %s, attention: %s",
+        world,
+        dist.get_global_rank(),
+        _device(),
+        attention_summary(cfg.model, cfg.max_seq_len),
     )
     if cfg.global_train_batch_size % world:
         raise FoundryError(

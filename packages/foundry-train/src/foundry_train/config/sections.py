@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+if TYPE_CHECKING:
+    from foundry_models import OptionProblem
 
 __all__ = [
     "Section",
@@ -49,7 +53,11 @@ class ModelConfig(Section):
     )
     config_overrides: dict[str, Any] = Field(
         default_factory=dict,
-        description="Model config fields to set on top of the preset / HF config.",
+        description=(
+            "Model options set on top of the preset / model directory's config. name: mpt: typed "
+            "foundry_models.MPTOptions keys (d_model, attn_config.attn_impl, ...), checked at "
+            "validate time; hf_causal_lm: any attribute of the HF config."
+        ),
     )
     pretrained_model_name_or_path: str | None = Field(
         None, description="HF directory to take the config (and weights if `pretrained`) from."
@@ -73,6 +81,35 @@ class ModelConfig(Section):
         if self.pretrained and not self.pretrained_model_name_or_path:
             raise ValueError("pretrained: true needs pretrained_model_name_or_path")
         return self
+
+    @model_validator(mode="after")
+    def _check_mpt_options(self) -> ModelConfig:
+        """`config_overrides` of a preset MPT, checked as `foundry_models.MPTOptions`: every
+        problem under its own key (`model.config_overrides.attn_config.attn_impl`). Overrides of
+        an MPT directory are checked by preflight, which reads the directory."""
+        if self.name != "mpt" or self.preset is None or self.pretrained_model_name_or_path:
+            return self
+        import foundry_models
+
+        if self.preset not in foundry_models.PRESETS:
+            return self  # reported by preflight, with the list of presets
+        base = foundry_models.preset_config(self.preset).options
+        try:
+            base.replace(**self.config_overrides)
+        except foundry_models.MPTConfigError as exc:
+            raise ValidationError.from_exception_data(
+                "ModelConfig", [_option_error(p) for p in exc.problems]
+            ) from None
+        return self
+
+
+def _option_error(problem: OptionProblem) -> InitErrorDetails:
+    loc = ("config_overrides", *problem.key.split(".")) if problem.key else ("config_overrides",)
+    return InitErrorDetails(
+        type=PydanticCustomError("mpt_option", "{detail}", {"detail": problem.describe()}),
+        loc=loc,
+        input=problem.given,
+    )
 
 
 class TokenizerConfig(Section):

@@ -18,26 +18,35 @@ from typing import Any, TypeVar
 
 import torch
 
+from foundry_models.attention.alibi import slope_parameters
 from foundry_models.errors import AttentionUnavailableError
 
-__all__ = ["flash_attention", "flash_backend", "varlen_layout"]
+__all__ = ["INSTALL_HINT", "flash_attention", "flash_backend", "flash_status", "varlen_layout"]
 
-_INSTALL_HINT = (
-    "attn_impl='flash' needs FlashAttention: install flash-attn-4 with "
+INSTALL_HINT = (
+    "attn_impl 'flash' needs FlashAttention: install flash-attn-4 with "
     '`pip install "foundry-models[flash]"` (Hopper/Blackwell GPUs, CUDA 12.9+), or on Ampere '
-    "the flash-attn 2 package (`pip install flash-attn --no-build-isolation`). Otherwise use "
-    "attn_impl='triton' or 'torch'."
+    "the flash-attn 2 package (`pip install flash-attn --no-build-isolation`). Otherwise set "
+    "attn_impl to 'auto' (picks what runs here), 'triton' or 'torch'."
 )
+_LABELS = {"fa4": "flash-attn-4", "fa2": "flash-attn 2"}
 
 
 @functools.cache
-def flash_backend(device_index: int = 0) -> str:
-    """'fa4' or 'fa2', whichever can run on this GPU; raises `AttentionUnavailableError`."""
+def flash_status(device_index: int = 0) -> tuple[str | None, str]:
+    """('fa4' | 'fa2', 'flash-attn-4, sm90') when FlashAttention runs on this GPU, else (None, why).
+
+    flash-attn-4 (module `flash_attn.cute`) runs on sm90/sm100 (Hopper, Blackwell) and is tried
+    first there; flash-attn 2 runs on sm80 and newer.
+    """
     if not torch.cuda.is_available():
-        raise AttentionUnavailableError(_INSTALL_HINT + " (No CUDA GPU is visible.)")
-    major = torch.cuda.get_device_capability(device_index)[0]
+        return None, "no CUDA GPU is visible"
+    major, minor = torch.cuda.get_device_capability(device_index)
+    arch = f"sm{major}{minor}"
+    order = [name for name, ok in (("fa4", major in (9, 10)), ("fa2", major >= 8)) if ok]
+    if not order:
+        return None, f"this GPU is {arch}; FlashAttention needs sm80 or newer"
     errors: list[str] = []
-    order = ("fa4", "fa2") if major >= 9 else ("fa2", "fa4")
     for name in order:
         try:
             if name == "fa4":
@@ -46,10 +55,18 @@ def flash_backend(device_index: int = 0) -> str:
                 from flash_attn import (  # noqa: F401  # pyright: ignore[reportMissingImports]
                     flash_attn_func,
                 )
-            return name
+            return name, f"{_LABELS[name]}, {arch}"
         except ImportError as exc:
-            errors.append(f"{name}: {exc}")
-    raise AttentionUnavailableError(_INSTALL_HINT + f" (Import errors: {'; '.join(errors)}.)")
+            errors.append(f"{_LABELS[name]}: {exc}")
+    return None, f"{arch}; import errors: {'; '.join(errors)}"
+
+
+def flash_backend(device_index: int = 0) -> str:
+    """'fa4' or 'fa2', whichever can run on this GPU; raises `AttentionUnavailableError`."""
+    backend, why = flash_status(device_index)
+    if backend is None:
+        raise AttentionUnavailableError(f"{INSTALL_HINT} ({why}.)")
+    return backend
 
 
 def flash_attention(
@@ -63,7 +80,7 @@ def flash_attention(
     sequence_id: torch.Tensor | None = None,
     softmax_scale: float | None = None,
 ) -> torch.Tensor:
-    """FlashAttention on q (B, T, H, D), k/v (B, S, Hkv, D); semantics of `attention.attention`."""
+    """FlashAttention on q (B, T, H, D), k/v (B, S, Hkv, D); semantics of `attention.dispatch.attention`."""
     if q.device.type != "cuda":
         raise AttentionUnavailableError(
             f"attn_impl='flash' runs on CUDA tensors, got {q.device}; use attn_impl='torch' here."
@@ -138,7 +155,7 @@ def _fa4(
         "window_size": (window, 0 if causal else window) if window is not None else (None, None),
     }
     if alibi_slopes is not None:
-        n_heads, bias_max = _per_tensor("alibi", alibi_slopes, _alibi_params)
+        n_heads, bias_max = _per_tensor("alibi", alibi_slopes, slope_parameters)
         length = q.shape[1] if varlen is None else varlen[1]
         if length > _MAX_ALIBI_POSITION:
             raise ValueError(
@@ -207,25 +224,6 @@ def _fa2(
         return flash_attn_func(q, k, v, **kwargs)
     cu, max_len = varlen
     return flash_attn_varlen_func(q, k, v, cu, cu, max_len, max_len, **kwargs)
-
-
-def _alibi_params(slopes: torch.Tensor) -> tuple[int, float]:
-    """Recover (n_heads, alibi_bias_max) from MPT slopes; other slope sets are rejected."""
-    from foundry_models.attention import alibi_slopes as mpt_slopes
-
-    if slopes.dim() != 1:
-        raise ValueError("attn_impl='flash' (flash-attn-4) takes per-head slopes of shape (H,)")
-    n_heads = slopes.shape[0]
-    padded = 2 ** math.ceil(math.log2(n_heads))
-    smallest_exponent = 2 if padded != n_heads else 1  # first slope: exponent index 2 or 1
-    bias_max = -math.log2(float(slopes[0])) * padded / smallest_exponent
-    expected = mpt_slopes(n_heads, bias_max, device=slopes.device)
-    if not torch.allclose(slopes.float(), expected, rtol=1e-5, atol=0):
-        raise ValueError(
-            "attn_impl='flash' computes ALiBi slopes in the kernel with MPT's formula; the "
-            "given slopes do not follow it (use foundry_models.attention.alibi_slopes)"
-        )
-    return n_heads, bias_max
 
 
 # 2**23 as float32 bits: OR-ing an int in [0, 2**23) into it gives the float 2**23 + i exactly,

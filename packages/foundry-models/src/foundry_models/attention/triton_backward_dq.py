@@ -1,0 +1,243 @@
+"""Backward kernels of the Triton attention: the row-wise delta = sum(O * dO) and dQ."""
+
+# Triton's `tl.constexpr` parameter annotations are markers for its compiler, not Python types:
+# passing a literal where one is declared is correct, so pyright's argument check is off here.
+# pyright: reportArgumentType=false
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from foundry_models.attention.triton_common import (
+    alibi_row_shift,
+    bias_and_mask,
+    key_ranges,
+    load_rows,
+)
+
+
+@triton.jit
+def attn_bwd_delta_kernel(
+    OUT,
+    DO,
+    DELTA,
+    stride_ob,
+    stride_ot,
+    stride_oh,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    seq_len,
+    num_heads,
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+):
+    """delta[b, h, i] = sum_d O[b, i, h, d] * dO[b, i, h, d], the softmax-backward row term."""
+    pid_m = tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // num_heads
+    h = pid_bh % num_heads
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    row_ok = offs_m < seq_len
+    o_ptrs = OUT + b.to(tl.int64) * stride_ob + h.to(tl.int64) * stride_oh
+    do_ptrs = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+    o = load_rows(
+        o_ptrs + offs_m[:, None] * stride_ot + offs_d[None, :],
+        row_ok,
+        offs_d,
+        HEAD_DIM,
+        True,
+        BLOCK_D != HEAD_DIM,
+    )
+    do = load_rows(
+        do_ptrs + offs_m[:, None] * stride_dot + offs_d[None, :],
+        row_ok,
+        offs_d,
+        HEAD_DIM,
+        True,
+        BLOCK_D != HEAD_DIM,
+    )
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(DELTA + pid_bh.to(tl.int64) * seq_len + offs_m, delta, mask=row_ok)
+
+
+@triton.jit
+def _dq_key_loop(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    q_pos,
+    q_ref,
+    q_seq,
+    k_ptrs,
+    v_ptrs,
+    seq_ptrs,
+    stride_kt,
+    stride_vt,
+    slope2,
+    qk_scale2,
+    seq_len,
+    window,
+    start,
+    stop,
+    offs_n,
+    offs_d,
+    HEAD_DIM: tl.constexpr,
+    PAD_D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_ALIBI: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_SEQ: tl.constexpr,
+    MASKED: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    """dQ (unscaled) accumulation over key tiles [start, stop) for one query tile."""
+    for n0 in range(start, stop, BLOCK_N):
+        k_pos = n0 + offs_n
+        k_ok = k_pos < seq_len
+        k = load_rows(k_ptrs + n0 * stride_kt, k_ok, offs_d, HEAD_DIM, MASKED, PAD_D)
+        v = load_rows(v_ptrs + n0 * stride_vt, k_ok, offs_d, HEAD_DIM, MASKED, PAD_D)
+        s = tl.dot(q, tl.trans(k), input_precision=DOT_PREC) * qk_scale2
+        k_seq = k_pos
+        if MASKED and HAS_SEQ:  # ids are only read where the tile needs a mask
+            k_seq = tl.load(seq_ptrs + k_pos, mask=k_ok, other=-1)
+        s = bias_and_mask(
+            s,
+            q_pos[:, None],
+            k_pos[None, :],
+            q_seq[:, None],
+            k_seq[None, :],
+            q_ref,
+            slope2,
+            seq_len,
+            window,
+            CAUSAL,
+            HAS_ALIBI,
+            HAS_WINDOW,
+            HAS_SEQ,
+            MASKED,
+        )
+        p = tl.exp2(s - lse[:, None])
+        dp = tl.dot(do, tl.trans(v), input_precision=DOT_PREC)
+        ds = p * (dp - delta[:, None])
+        dq = tl.dot(ds.to(k.dtype), k, dq, input_precision=DOT_PREC)
+    return dq
+
+
+@triton.jit
+def attn_bwd_dq_kernel(
+    Q,
+    K,
+    V,
+    DO,
+    DQ,
+    LSE,
+    DELTA,
+    SLOPES,
+    SEQ,
+    stride_qb,
+    stride_qt,
+    stride_qh,
+    stride_kb,
+    stride_kt,
+    stride_kh,
+    stride_vb,
+    stride_vt,
+    stride_vh,
+    stride_dob,
+    stride_dot,
+    stride_doh,
+    stride_dqb,
+    stride_dqt,
+    stride_dqh,
+    stride_sb,
+    seq_len,
+    num_heads,
+    group_size,
+    window,
+    qk_scale2,
+    softmax_scale,
+    seq_bucket,  # unused by the code: the autotuning key
+    HEAD_DIM: tl.constexpr,
+    BLOCK_D: tl.constexpr,
+    CAUSAL: tl.constexpr,
+    HAS_ALIBI: tl.constexpr,
+    HAS_WINDOW: tl.constexpr,
+    HAS_SEQ: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)
+    pid_bh = tl.program_id(1)
+    b = pid_bh // num_heads
+    h = pid_bh % num_heads
+    hk = h // group_size
+    PAD_D: tl.constexpr = BLOCK_D != HEAD_DIM
+
+    m0 = pid_m * BLOCK_M
+    offs_m = m0 + tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    q_ok = offs_m < seq_len
+
+    q_ptrs = Q + b.to(tl.int64) * stride_qb + h.to(tl.int64) * stride_qh
+    do_ptrs = DO + b.to(tl.int64) * stride_dob + h.to(tl.int64) * stride_doh
+    q = load_rows(
+        q_ptrs + offs_m[:, None] * stride_qt + offs_d[None, :], q_ok, offs_d, HEAD_DIM, True, PAD_D
+    )
+    do = load_rows(
+        do_ptrs + offs_m[:, None] * stride_dot + offs_d[None, :],
+        q_ok,
+        offs_d,
+        HEAD_DIM,
+        True,
+        PAD_D,
+    )
+    row_stats = pid_bh.to(tl.int64) * seq_len + offs_m
+    lse = tl.load(LSE + row_stats, mask=q_ok, other=0.0)
+    delta = tl.load(DELTA + row_stats, mask=q_ok, other=0.0)
+
+    k_base = K + b.to(tl.int64) * stride_kb + hk.to(tl.int64) * stride_kh
+    v_base = V + b.to(tl.int64) * stride_vb + hk.to(tl.int64) * stride_vh
+    k_ptrs = k_base + offs_n[:, None] * stride_kt + offs_d[None, :]
+    v_ptrs = v_base + offs_n[:, None] * stride_vt + offs_d[None, :]
+    slope2 = 0.0
+    if HAS_ALIBI:
+        slope2 = tl.load(SLOPES + h) * 1.4426950408889634
+    if HAS_ALIBI and CAUSAL:
+        lse += alibi_row_shift(offs_m, m0, slope2)
+    seq_ptrs = SEQ + b.to(tl.int64) * stride_sb
+    q_seq = offs_m
+    if HAS_SEQ:
+        q_seq = tl.load(seq_ptrs + offs_m, mask=q_ok, other=-2)
+
+    dq = tl.zeros([BLOCK_M, BLOCK_D], dtype=tl.float32)
+    lo, mid, hi, end = key_ranges(m0, seq_len, window, BLOCK_M, BLOCK_N, CAUSAL, HAS_WINDOW)
+    # fmt: off
+    dq = _dq_key_loop(
+        dq, q, do, lse, delta, offs_m, m0, q_seq, k_ptrs, v_ptrs, seq_ptrs, stride_kt, stride_vt,
+        slope2, qk_scale2, seq_len, window, lo, mid, offs_n, offs_d, HEAD_DIM, PAD_D, CAUSAL,
+        HAS_ALIBI, HAS_WINDOW, HAS_SEQ, True, DOT_PREC, BLOCK_N,
+    )
+    dq = _dq_key_loop(
+        dq, q, do, lse, delta, offs_m, m0, q_seq, k_ptrs, v_ptrs, seq_ptrs, stride_kt, stride_vt,
+        slope2, qk_scale2, seq_len, window, mid, hi, offs_n, offs_d, HEAD_DIM, PAD_D, CAUSAL,
+        HAS_ALIBI, HAS_WINDOW, HAS_SEQ, HAS_SEQ, DOT_PREC, BLOCK_N,
+    )
+    dq = _dq_key_loop(
+        dq, q, do, lse, delta, offs_m, m0, q_seq, k_ptrs, v_ptrs, seq_ptrs, stride_kt, stride_vt,
+        slope2, qk_scale2, seq_len, window, hi, end, offs_n, offs_d, HEAD_DIM, PAD_D, CAUSAL,
+        HAS_ALIBI, HAS_WINDOW, HAS_SEQ, True, DOT_PREC, BLOCK_N,
+    )
+    # fmt: on
+    dq_base = DQ + b.to(tl.int64) * stride_dqb + h.to(tl.int64) * stride_dqh
+    dq_ptrs = dq_base + offs_m[:, None] * stride_dqt + offs_d[None, :]
+    dq = dq * softmax_scale
+    tl.store(dq_ptrs, dq.to(DQ.dtype.element_ty), mask=q_ok[:, None] & (offs_d[None, :] < HEAD_DIM))
