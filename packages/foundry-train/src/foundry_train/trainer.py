@@ -160,10 +160,10 @@ def _fsdp(cfg: TrainConfig) -> dict[str, Any] | None:
     return {"fsdp": cfg.fsdp_config.model_dump(exclude={"single_gpu"})}
 
 
-def _announce(plan: RunPlan) -> None:
+def _announce(plan: RunPlan, attention: str) -> None:
     """The start-up line (rank 0): each speed choice of this run and why."""
     if dist.get_global_rank() == 0:
-        print(f"foundry-train: {plan.line()}", file=sys.stderr, flush=True)
+        print(f"foundry-train: {plan.line(attention)}", file=sys.stderr, flush=True)
 
 
 def _check_existing_checkpoints(cfg: TrainConfig) -> None:
@@ -194,12 +194,13 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     _check_existing_checkpoints(cfg)  # before the rendezvous: no rank can have saved yet
     _init_dist(cfg)
     world = dist.get_world_size()
+    attention = attention_summary(cfg.model, cfg.max_seq_len)
     log.info(
         "foundry-train: world size %d, rank %d, device %s, attention: %s",
         world,
         dist.get_global_rank(),
         _device(),
-        attention_summary(cfg.model, cfg.max_seq_len),
+        attention,
     )
     if cfg.global_train_batch_size % world:
         raise FoundryError(
@@ -226,7 +227,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     if plan.fp8 is not None:
         converted = apply_fp8(model.model, plan.fp8)
         log.info("fp8: %d linear layers train through torchao float8 (%s)", converted, plan.fp8)
-    _announce(plan)
+    _announce(plan, attention)
     if plan.compile == "blocks":
         compile_blocks(model.model)
     elif plan.compile == "model" and plan.fsdp and world > 1:
