@@ -77,11 +77,13 @@ def _change_zstd_byte(path: Path) -> None:
     raise AssertionError(f"no byte of {path} decompresses into other data")
 
 
-def _train(assets: dict, h: object, tmp_path: Path, dataset: Path, **loader: object):
+def _train(assets: dict, h: object, tmp_path: Path, dataset: Path | dict, **loader: object):
+    """``foundry-train`` on ``dataset`` (a local folder, or a stream config) in this process."""
     from foundry_train.cli import main
 
     cfg = h.base_config(assets, None, max_duration="6ba")  # type: ignore[attr-defined]
-    cfg["train_loader"] = {"dataset": {"local": str(dataset)}, "shuffle": False, **loader}
+    stream = dataset if isinstance(dataset, dict) else {"local": str(dataset)}
+    cfg["train_loader"] = {"dataset": stream, "shuffle": False, **loader}
     path = h.write_config(tmp_path / "cfg.yaml", cfg)  # type: ignore[attr-defined]
     return main([str(path)])
 
@@ -104,6 +106,23 @@ def test_corrupted_shard_stops_training_naming_it(
     assert "Traceback" not in message, message
     assert shard.name.removesuffix(".zstd") in message and str(dataset) in message, message
     assert "hash" in message and "foundry-data inspect" in message, message
+
+
+def test_corrupted_cached_copy_of_a_remote_shard_stops_training(
+    datasets: dict, assets: dict, h: object, tmp_path: Path, capsys
+) -> None:
+    """A cache left by an earlier run (streaming reads such shards without any check), one of
+    whose files went bad; the remote copy (a folder used as the remote) is intact."""
+    cache = tmp_path / "cache"
+    shutil.copytree(datasets["none"], cache)
+    shard = _shard_file(cache, SHARD)
+    _flip_token_low_byte(shard)
+    code = _train(assets, h, tmp_path, {"remote": str(datasets["none"]), "local": str(cache)})
+    err = capsys.readouterr().err
+    assert code == 2, err[-3000:]
+    message = err[err.index("error: ") :]
+    assert "Traceback" not in message and shard.name in message, message
+    assert "cache" in message and "downloaded again" in message, message
 
 
 def test_corrupted_shard_in_a_dataloader_worker_is_one_clean_error(
