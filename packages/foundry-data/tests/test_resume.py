@@ -181,8 +181,11 @@ def test_no_wrap_conversion_interrupted_twice(
 ):
     def args(out: Path) -> list:
         return ["convert", corpus_dir, out, "--tokenizer", tokenizer_dir, "--concat-tokens", 64,
-                "--no-wrap", "--shard-size", "2KiB", "--workers", 1, "--no-progress"]  # fmt: skip
+                "--no-wrap", "--shard-size", "1KiB", "--workers", 1, "--no-progress"]  # fmt: skip
 
+    # --no-wrap keeps one sample per document, so 1 KiB shards (3 samples): the second file's
+    # documents fill enough shards for both interruptions, with room for the corpus (foundry-data's
+    # own sources) to grow
     out = tmp_path / "out"
     interrupt_after(2)
     code, _, stderr = cli(*args(out))

@@ -7,6 +7,8 @@ The public Python surface (used by foundry-train and by users):
 - :func:`decode_finetuning_sample` / :class:`FinetuningSample`: fine-tuning samples as model
   inputs and labels (``-100`` on prompt tokens).
 - :data:`PRETRAINING_COLUMNS` / :data:`FINETUNING_COLUMNS`: the MDS column layouts.
+- :func:`shard_file_matches` / :func:`preferred_hash`: check a shard file against the hashes its
+  ``index.json`` stores (what ``inspect`` checks; foundry-train checks every shard it opens).
 - :class:`FoundryError`: a user error (bad input); its message says what to fix.
 
 The conversions themselves are run through the ``foundry-data`` command (``foundry_data.cli``).
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
         SourceInfo,
         read_manifest,
     )
+    from foundry_data.shard_hashes import preferred_hash, shard_file_matches
 
 try:
     __version__ = version("foundry-data")
@@ -57,6 +60,8 @@ _LAZY = {
     "SeparatorInfo": "foundry_data.manifest",
     "SourceInfo": "foundry_data.manifest",
     "read_manifest": "foundry_data.manifest",
+    "preferred_hash": "foundry_data.shard_hashes",
+    "shard_file_matches": "foundry_data.shard_hashes",
 }
 
 __all__ = [
@@ -72,7 +77,9 @@ __all__ = [
     "SourceInfo",
     "__version__",
     "decode_finetuning_sample",
+    "preferred_hash",
     "read_manifest",
+    "shard_file_matches",
 ]
 
 

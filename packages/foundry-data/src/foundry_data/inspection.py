@@ -15,6 +15,7 @@ from foundry_data.errors import FoundryError, first_line
 from foundry_data.finetuning_format import decode_finetuning_sample
 from foundry_data.manifest import MANIFEST_NAME, DatasetManifest, is_remote, read_manifest
 from foundry_data.progress import human_bytes
+from foundry_data.shard_hashes import preferred_hash
 
 __all__ = ["DatasetSummary", "describe", "inspect_dataset"]
 
@@ -133,13 +134,6 @@ def describe(summary: DatasetSummary) -> list[str]:
     return lines
 
 
-def _hash_to_check(hashes: list[str]) -> str | None:
-    """The stored hash to verify shards with: xxh64 (fast) when present, else the first."""
-    if "xxh64" in hashes:
-        return "xxh64"
-    return hashes[0] if hashes else None
-
-
 def _open_dataset(location: str, workdir: str, validate_hash: str | None) -> Any:
     # A remote (or a local folder used as one) is read into a scratch cache, so inspecting never
     # writes into the dataset folder (streaming would unpack compressed shards there). Every
@@ -239,7 +233,7 @@ def inspect_dataset(
                 f"--sample {sample_index} is out of range: the dataset has {summary.num_samples:,} "
                 f"samples (0 to {summary.num_samples - 1:,})."
             )
-        algo = _hash_to_check(summary.hashes)
+        algo = preferred_hash(summary.hashes)
         sample = _read_sample(location, workdir, sample_index, algo)
         decoder = _decoder(summary, tokenizer)
         note = (

@@ -24,6 +24,7 @@ __all__ = [
     "compression_names",
     "file_hash",
     "hash_names",
+    "path_hash",
 ]
 
 
@@ -130,3 +131,16 @@ def file_hash(name: str, data: bytes) -> str:
     if function is None:
         raise ValueError(f"{name!r} is not a hash streaming knows")
     return str(function(data).hexdigest())
+
+
+def path_hash(name: str, path: str, chunk_bytes: int = 16 << 20) -> str:
+    """The hex digest of the file at ``path`` by hash ``name``, read in chunks (memory stays
+    ``chunk_bytes`` whatever the shard's size). Raises ValueError for unknown names."""
+    function = _hash_functions().get(name)
+    if function is None:
+        raise ValueError(f"{name!r} is not a hash streaming knows")
+    state = function()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_bytes):
+            state.update(block)
+    return str(state.hexdigest())

@@ -2,17 +2,21 @@
 
 Imports only ``tokenizers`` and the standard library (not even numpy: token ids travel as stdlib
 arrays, which the main process views as numpy arrays without a copy) so that workers start
-fast; the tokenizer arrives as its JSON serialization.
+fast; the tokenizer arrives as its JSON serialization. Very long documents are encoded in pieces
+cut where the tokenizer splits anyway (``long_documents``), so memory stays bounded.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import pickle
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from foundry_data.long_documents import PIECE_CHARS, pieces, splits_exactly
 from foundry_data.records import Unit, unit_texts
 
 __all__ = [
@@ -47,26 +51,63 @@ class TokenizedUnit:
     num_bytes: int
 
 
+BATCH_CHARS = 4 << 20
+"""Characters encoded in one ``encode_batch`` call at most (one piece may exceed it): the Rust
+encodings of a batch are held together, about a hundred bytes per token."""
+
+
 class _Tokenizer:
     def __init__(self, spec: Tokenization) -> None:
         from tokenizers import Tokenizer
 
         self.backend = Tokenizer.from_str(spec.tokenizer_json)
         self.spec = spec
+        self.splits = splits_exactly(spec.tokenizer_json)
 
     def tokenize(self, unit: Unit, num_bytes: int) -> TokenizedUnit:
         texts = unit_texts(unit, self.spec.text_column)
-        encodings = self.backend.encode_batch_fast(texts, add_special_tokens=False)
-        bos, eos = list(self.spec.bos_tokens), list(self.spec.eos_tokens)
-        ids: list[int] = []
+        bos, eos = self.spec.bos_tokens, self.spec.eos_tokens
+        ids = array("i")
         lengths = array("q")
-        for encoding in encodings:
-            doc = encoding.ids
-            ids += bos
-            ids += doc
-            ids += eos
-            lengths.append(len(bos) + len(doc) + len(eos))
-        return TokenizedUnit(array("i", ids), lengths, num_bytes)
+        current, start = -1, 0
+        for doc, piece_ids in self._encode(self._pieces(texts)):
+            if doc != current:
+                if current >= 0:
+                    ids.extend(eos)
+                    lengths.append(len(ids) - start)
+                current, start = doc, len(ids)
+                ids.extend(bos)
+            ids.extend(piece_ids)
+        if current >= 0:
+            ids.extend(eos)
+            lengths.append(len(ids) - start)
+        return TokenizedUnit(ids, lengths, num_bytes)
+
+    def _pieces(self, texts: list[str]) -> Iterator[tuple[int, str]]:
+        """(document index, text) of every document, long ones in pieces (at least one each)."""
+        for doc, text in enumerate(texts):
+            if self.splits and len(text) > PIECE_CHARS:
+                for piece in pieces(text, PIECE_CHARS):
+                    yield doc, piece
+            else:
+                yield doc, text
+
+    def _encode(self, items: Iterator[tuple[int, str]]) -> Iterator[tuple[int, list[int]]]:
+        """(document index, ids) of each piece, encoded in batches of at most BATCH_CHARS
+        characters (one piece may exceed it); pieces are cut only as they are reached."""
+        docs: list[int] = []
+        batch: list[str] = []
+        chars = 0
+        for doc, text in itertools.chain(items, [(-1, "")]):
+            if batch and (doc < 0 or chars + len(text) > BATCH_CHARS):
+                encodings = self.backend.encode_batch_fast(batch, add_special_tokens=False)
+                batch, chars = [], 0
+                yield from zip(docs, (encoding.ids for encoding in encodings), strict=True)
+                docs, encodings = [], None
+            if doc >= 0:
+                docs.append(doc)
+                batch.append(text)
+                chars += len(text)
 
 
 _STATE: dict[str, Any] = {}

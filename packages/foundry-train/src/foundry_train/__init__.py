@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from foundry_train.config import TrainConfig, load_config, parse_config
-from foundry_train.errors import CheckpointSecurityError, ConfigError, FoundryError
+from foundry_train.errors import CheckpointSecurityError, ConfigError, DataError, FoundryError
 
 if TYPE_CHECKING:
     from foundry_train.checkpoint_safety import scan_checkpoint
@@ -43,6 +43,7 @@ __all__ = [
     "FoundryError",
     "ConfigError",
     "CheckpointSecurityError",
+    "DataError",
     "shipped_yamls_dir",
     "train",
     "build_trainer",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,8 @@ from streaming import Stream, StreamingDataset
 from torch.utils.data import DataLoader
 
 from foundry_train.config.sections import LoaderConfig, StreamConfig
+from foundry_train.errors import DataError
+from foundry_train.shard_check import check_token_ids, verify_compressed, verify_shard
 
 __all__ = [
     "TokenDataset",
@@ -35,17 +37,75 @@ def stream_locations(loader: LoaderConfig) -> list[StreamConfig]:
 class TokenDataset(StreamingDataset):
     """A StreamingDataset whose items are decoded into ``input_ids`` / ``labels`` arrays.
 
-    Keeps streaming's ``state_dict`` so composer resumes mid-epoch deterministically.
+    Keeps streaming's ``state_dict`` so composer resumes mid-epoch deterministically. With
+    ``verify_hashes`` each shard is checked against its stored hash the first time this process
+    opens it; with ``vocab_size`` every token id is checked to be inside the vocabulary. Either
+    failure is a :class:`DataError` naming the dataset and the shard.
     """
 
     def __init__(
-        self, *, kind: str, max_seq_len: int, rows_per_batch: int | None = None, **kwargs: Any
+        self,
+        *,
+        kind: str,
+        max_seq_len: int,
+        rows_per_batch: int | None = None,
+        verify_hashes: bool = True,
+        vocab_size: int | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.kind = kind
         self.max_seq_len = max_seq_len
         # packing: each batch draws `batch_size` raw samples and yields `rows_per_batch` rows
         self.rows_per_batch = rows_per_batch
+        self.verify_hashes = verify_hashes
+        self.vocab_size = vocab_size
+        self._verified: set[int] = set()  # shards checked by this process (each worker its own)
+        self._zips_checked: set[int] = set()
+        # A check that failed in streaming's download thread, raised again by the next read
+        # (streaming itself would only say "Background thread failed").
+        self._data_error: DataError | None = None
+
+    def prepare_shard(self, shard_id: int, blocking: bool = True) -> None:
+        """streaming's download / decompression, after checking compressed files it would
+        decompress (once per shard in this process)."""
+        if self.verify_hashes and shard_id not in self._zips_checked:
+            try:
+                verify_compressed(self, shard_id)
+            except DataError as exc:
+                self._data_error = exc
+                raise
+            self._zips_checked.add(shard_id)
+        super().prepare_shard(shard_id, blocking)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        # When the download thread fails, streaming ends the epoch early or refuses the next
+        # one ("Background thread failed"): the failed check is raised instead.
+        self._raise_data_error()
+        try:
+            yield from super().__iter__()
+        except RuntimeError:
+            self._raise_data_error()
+            raise
+        self._raise_data_error()
+
+    def _raise_data_error(self) -> None:
+        if self._data_error is not None:
+            raise self._data_error from None
+
+    def get_item(self, sample_id: int, retry: int = 7) -> Any:
+        """streaming's sample read, after checking the sample's shard once in this process."""
+        self._raise_data_error()
+        try:
+            if self.verify_hashes:
+                shard_id = int(self.spanner[sample_id][0])
+                if shard_id not in self._verified:
+                    verify_shard(self, shard_id)
+                    self._verified.add(shard_id)
+            return super().get_item(sample_id, retry)
+        except RuntimeError:
+            self._raise_data_error()
+            raise
 
     def state_dict(self, num_samples: int, from_beginning: bool) -> dict[str, Any]:
         """Streaming's resume state; ``num_samples`` counts the rows composer has seen.
@@ -61,11 +121,14 @@ class TokenDataset(StreamingDataset):
     def __getitem__(self, idx: int) -> dict[str, np.ndarray]:  # type: ignore[override]
         sample = super().__getitem__(idx)
         if self.kind == "pretraining":
-            tokens = np.asarray(sample["tokens"], dtype=np.int64)[: self.max_seq_len]
-            return {"input_ids": tokens, "labels": tokens}
-        decoded = decode_finetuning_sample(sample)
-        ids = np.asarray(decoded.input_ids, dtype=np.int64)[: self.max_seq_len]
-        labels = np.asarray(decoded.labels, dtype=np.int64)[: self.max_seq_len]
+            ids = np.asarray(sample["tokens"], dtype=np.int64)[: self.max_seq_len]
+            labels = ids
+        else:
+            decoded = decode_finetuning_sample(sample)
+            ids = np.asarray(decoded.input_ids, dtype=np.int64)[: self.max_seq_len]
+            labels = np.asarray(decoded.labels, dtype=np.int64)[: self.max_seq_len]
+        if self.vocab_size is not None:
+            check_token_ids(self, idx, ids, self.vocab_size)
         return {"input_ids": ids, "labels": labels}
 
 
@@ -155,8 +218,10 @@ def build_dataloader(
     device_batch_size: int,
     max_seq_len: int,
     pad_token_id: int,
+    vocab_size: int | None = None,
 ) -> DataLoader[dict[str, np.ndarray]]:  # of TokenDataset items; batches are collated tensors
-    """A DataLoader of ``device_batch_size`` sequences per batch on this rank."""
+    """A DataLoader of ``device_batch_size`` sequences per batch on this rank; with
+    ``vocab_size``, a token id outside the vocabulary stops it naming the shard and sample."""
     raw_batch = device_batch_size
     if loader.packing:
         raw_batch = int(np.ceil(device_batch_size * loader.packing_ratio))
@@ -170,6 +235,8 @@ def build_dataloader(
         shuffle_algo=loader.shuffle_algo,
         num_canonical_nodes=loader.num_canonical_nodes,
         rows_per_batch=device_batch_size if loader.packing else None,
+        verify_hashes=loader.verify_shard_hashes,
+        vocab_size=vocab_size,
     )
     collate: Callable[[list[dict[str, np.ndarray]]], dict[str, torch.Tensor]]
     if loader.name == "pretraining":

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["FoundryError", "ConfigError", "CheckpointSecurityError"]
+__all__ = ["FoundryError", "ConfigError", "CheckpointSecurityError", "DataError"]
 
 
 class FoundryError(Exception):
@@ -26,3 +26,19 @@ class ConfigError(FoundryError):
 
 class CheckpointSecurityError(FoundryError):
     """A checkpoint holds pickled objects outside the allow-list; it is never unpickled."""
+
+
+class DataError(FoundryError):
+    """The training data is unusable (a shard fails its hash check, a token is outside the
+    vocabulary); the message names the dataset, the shard and the fix.
+
+    Raised inside DataLoader worker processes too: torch re-raises it in the training process
+    as ``DataError("Caught DataError in DataLoader worker ...<the worker's traceback>")``, so the
+    original one-paragraph message is taken back out of that text.
+    """
+
+    def __init__(self, message: str) -> None:
+        marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+        if message.startswith("Caught ") and marker in message:
+            message = message.rsplit(marker, 1)[1].strip()
+        super().__init__(message)

@@ -237,12 +237,14 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             "use compile: blocks with FSDP"
         )
     optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    vocab_size = _vocab_size(model)
     with _store_errors(cfg.train_loader):
         train_dl = build_dataloader(
             cfg.train_loader,
             device_batch_size=device_batch,
             max_seq_len=cfg.max_seq_len,
             pad_token_id=pad_id,
+            vocab_size=vocab_size,
         )
     eval_dl = None
     if cfg.eval_loader is not None:
@@ -251,6 +253,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             device_batch_size=cfg.device_eval_batch_size,
             max_seq_len=cfg.max_seq_len,
             pad_token_id=pad_id,
+            vocab_size=vocab_size,
         )
     metrics_path = None
     if cfg.loggers.metrics_file or (cfg.save_folder and not _saves_remotely(cfg)):
@@ -305,6 +308,13 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         dist_timeout=cfg.dist_timeout,
         python_log_level=cfg.python_log_level,
     )
+
+
+def _vocab_size(model: Any) -> int | None:
+    """Rows of the network's input embedding (token ids must be below it); None if unknown."""
+    embeddings = getattr(model.model, "get_input_embeddings", None)
+    rows = getattr(embeddings() if callable(embeddings) else None, "num_embeddings", None)
+    return int(rows) if isinstance(rows, int) else None
 
 
 @contextlib.contextmanager

@@ -165,6 +165,12 @@ class LoaderConfig(Section):
         2.0, ge=1, description="Fine-tuning packing: raw samples drawn per packed sequence."
     )
     download_timeout: float = Field(60.0, gt=0, description="Seconds to wait for a shard.")
+    verify_shard_hashes: bool = Field(
+        True,
+        description="Check each shard against its hash in index.json (xxh64 when stored) the "
+        "first time a process opens it, local shards and cached downloads alike; a mismatch "
+        "stops the run naming the shard. Datasets written without hashes are not checked.",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> LoaderConfig:
