@@ -106,11 +106,36 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
     exp.add_argument("--opset", type=int, default=18)
 
-    srv = command(
-        "serve",
-        "Serve an OpenAI-compatible HTTP API (completions, chat, streaming).",
-        "foundry-infer serve ./model-onnx --port 8000 --api-key secret",
+    _add_serve_parser(
+        command(
+            "serve",
+            "Serve an OpenAI-compatible HTTP API (completions, chat, streaming).",
+            "foundry-infer serve ./model-onnx --port 8000 --api-key secret",
+        )
     )
+
+    _add_bench_parser(
+        command(
+            "bench",
+            "Time to first token, per-token latency, throughput vs batch size.",
+            "foundry-infer bench ./model --batch-sizes 1,2,4,8 --json bench.json",
+        )
+    )
+    return parser
+
+
+def _add_bench_parser(bench: argparse.ArgumentParser) -> None:
+    bench.add_argument("model", metavar="MODEL", help="HF model directory (or an ONNX directory)")
+    bench.add_argument("--backends", default=None, help="comma list of torch,onnx,onnx-int8")
+    bench.add_argument("--batch-sizes", default="1,2,4,8")
+    bench.add_argument("--prompt-tokens", type=int, default=32)
+    bench.add_argument("--new-tokens", type=int, default=32)
+    bench.add_argument("--onnx-dir", default=None, help="use this fp32 export instead of exporting")
+    bench.add_argument("--int8-dir", default=None, help="use this int8 export instead of exporting")
+    bench.add_argument("--json", default=None, help="also write the rows to this JSON file")
+
+
+def _add_serve_parser(srv: argparse.ArgumentParser) -> None:
     _add_model_options(srv)
     srv.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback only)")
     srv.add_argument("--port", type=int, default=8000)
@@ -118,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--served-model-name",
         "--model-name",
         dest="model_name",
+        metavar="NAME",
         default=None,
         help="name clients use (default: MODEL's folder name); --model-name is an alias",
     )
@@ -143,21 +169,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch weights' type (auto: bfloat16 on CUDA, float32 on CPU); ONNX is float32",
     )
     srv.add_argument("--log-level", default="info")
-
-    bench = command(
-        "bench",
-        "Time to first token, per-token latency, throughput vs batch size.",
-        "foundry-infer bench ./model --batch-sizes 1,2,4,8 --json bench.json",
-    )
-    bench.add_argument("model", metavar="MODEL", help="HF model directory (or an ONNX directory)")
-    bench.add_argument("--backends", default=None, help="comma list of torch,onnx,onnx-int8")
-    bench.add_argument("--batch-sizes", default="1,2,4,8")
-    bench.add_argument("--prompt-tokens", type=int, default=32)
-    bench.add_argument("--new-tokens", type=int, default=32)
-    bench.add_argument("--onnx-dir", default=None, help="use this fp32 export instead of exporting")
-    bench.add_argument("--int8-dir", default=None, help="use this int8 export instead of exporting")
-    bench.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    return parser
 
 
 def _sampling(args: argparse.Namespace, defaults: GenerationDefaults) -> SamplingParams:
