@@ -32,7 +32,7 @@ def test_generate_streams_same_text_from_hf_and_onnx(trained_llama_dir, llama_on
         )
         out, err = capsys.readouterr()
         texts.append(out)
-        assert "tokens in" in err
+        assert "tokens generated in" in err
     assert texts[0] == texts[1] and texts[0].strip()
 
 
