@@ -122,9 +122,11 @@ def test_lm_eval_local_completions_agrees_with_foundry_eval(
     ours = foundry_eval.evaluate(model, tokenizer, tasks, batch_size=16, progress=False)
     records = ours.tasks["mc/0-shot"].examples
     assert len(records) == len(theirs) == EXAMPLES
-    same = 0
+    same, worst = 0, 0.0
     for rec in records:
         lls = [float(r[0]) for r in theirs[rec["index"]]["filtered_resps"]]
         assert np.allclose(rec["logprobs"], lls, atol=1e-3, rtol=0), (rec["logprobs"], lls)
+        worst = max(worst, float(np.max(np.abs(np.subtract(rec["logprobs"], lls)))))
         same += rec["pred"]["acc"] == int(np.argmax(lls))
+    print(f"same choice on {same}/{EXAMPLES}; largest log-likelihood difference {worst:.2e}")
     assert same == EXAMPLES
