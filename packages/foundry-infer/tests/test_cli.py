@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import stat
 
 import pytest
 from foundry_infer import FoundryError, OrtEngine, SamplingParams
@@ -30,7 +32,7 @@ def test_generate_streams_same_text_from_hf_and_onnx(trained_llama_dir, llama_on
         )
         out, err = capsys.readouterr()
         texts.append(out)
-        assert "tokens in" in err
+        assert "tokens generated in" in err
     assert texts[0] == texts[1] and texts[0].strip()
 
 
@@ -64,8 +66,10 @@ def test_chat_reads_turns_and_streams_replies(llama_onnx_dir, monkeypatch, capsy
         main(["chat", str(llama_onnx_dir), "--max-new-tokens", "8", "--system", "Be brief."]) == 0
     )
     out = capsys.readouterr().out
-    assert len([line for line in out.split("\n") if line.strip()]) >= 1
-    assert out.count("\n") >= 2  # one line per reply
+    # stdin is not a TTY: each turn is marked, the user's line echoed, a blank line between turns
+    assert out.startswith("user> def engine\nassistant> ")
+    assert "\n\nuser> class Batch\nassistant> " in out and out.endswith("\n\n")
+    assert out.count("assistant> ") == 2 and "never read" not in out
 
 
 def test_export_onnx_int8_cli_for_gpt2_then_generate(gpt2_dir, tmp_path, capsys):
@@ -162,3 +166,70 @@ def test_chat_drops_oldest_turns_when_history_outgrows_the_context(llama_onnx_di
     assert messages[1]["role"] == "user"  # a turn goes with its reply
     with pytest.raises(FoundryError, match="too long"):
         fit_history(tokenizer, [{"role": "user", "content": "word " * 300}], 40, 256)
+
+
+def test_generate_reports_the_tokens_it_generated(llama_onnx_dir, tokenizer, capsys):
+    from foundry_infer import SequenceState, generate_tokens, load_tokenizer
+
+    engine = OrtEngine(llama_onnx_dir, provider="cpu")
+    ids = load_tokenizer(llama_onnx_dir)("def main(").input_ids
+    eos = frozenset({tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|end|>")})
+    expected = len(list(generate_tokens(engine, SequenceState(ids, 40, eos_token_ids=eos))))
+    argv = ["generate", str(llama_onnx_dir), "--prompt", "def main(", "--max-new-tokens", "40"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"] {expected} tokens generated in " in err  # sampled tokens, not re-tokenized text
+
+
+def test_onnx_output_folders_follow_the_umask(llama_onnx_dir, llama_int8_dir, gpt2_dir, tmp_path):
+    from foundry_infer import export_onnx
+
+    old = os.umask(0o022)
+    try:
+        out = tmp_path / "gpt2-onnx"
+        export_onnx(gpt2_dir, out, progress=False)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert stat.S_IMODE((out / "model.onnx").stat().st_mode) == 0o644
+    want = 0o777 & ~old  # the session's fixtures were written under the test run's umask
+    for folder in (llama_onnx_dir, llama_int8_dir):
+        assert stat.S_IMODE(folder.stat().st_mode) == want, oct(folder.stat().st_mode)
+
+
+def test_serve_flags_name_context_and_dtype(trained_llama_dir, llama_onnx_dir):
+    import torch
+    from foundry_infer.cli import build_parser
+    from foundry_infer.server import APIError
+    from foundry_infer.serving import build_service
+
+    def service(*flags):
+        return build_service(build_parser().parse_args(["serve", *map(str, flags)]))
+
+    served = service(
+        trained_llama_dir,
+        "--served-model-name",
+        "mine",
+        "--max-model-len",
+        64,
+        "--dtype",
+        "bfloat16",
+    )
+    try:
+        assert served.settings.model_name == "mine" and served.max_positions == 64
+        assert served.engine.dtype == torch.bfloat16
+        served.check_prompt([1] * 50, 14, "prompt")  # 64 positions: fits
+        with pytest.raises(APIError) as refused:
+            served.check_prompt([1] * 50, 15, "prompt")
+        assert refused.value.code == "context_length_exceeded"
+    finally:
+        served.close()
+    alias = service(llama_onnx_dir, "--model-name", "old-flag")
+    try:
+        assert alias.settings.model_name == "old-flag" and alias.max_positions == 256
+    finally:
+        alias.close()
+    with pytest.raises(FoundryError, match="float32"):
+        service(llama_onnx_dir, "--dtype", "float16")
+    with pytest.raises(FoundryError, match="256 positions"):
+        service(llama_onnx_dir, "--max-model-len", 1000)

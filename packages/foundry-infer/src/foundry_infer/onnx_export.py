@@ -88,16 +88,7 @@ def export_onnx(
         int8_diff = agreement = None
         if int8:
             stages.set_postfix_str("quantising to int8")
-            quant_dir = work / "int8"
-            quant_dir.mkdir()
-            _quantise(fp32_path, quant_dir / ONNX_MODEL_NAME)
-            int8_diff, agreement = _compare(quant_dir / ONNX_MODEL_NAME, check, expected)
-            for item in list(work.iterdir()):
-                if item != quant_dir:
-                    _remove(item)
-            for item in quant_dir.iterdir():
-                item.rename(work / item.name)
-            quant_dir.rmdir()
+            int8_diff, agreement = _replace_with_int8(work, fp32_path, check, expected)
             stages.update()
         stages.set_postfix_str("saving tokenizer and configs")
         _save_side_files(model, tokenizer, source, work, step, diff, int8)
@@ -110,6 +101,23 @@ def export_onnx(
         stages.close()
     size = sum(p.stat().st_size for p in out.iterdir() if p.name.startswith(ONNX_MODEL_NAME))
     return ExportReport(out, diff, int8_diff, agreement, size)
+
+
+def _replace_with_int8(
+    work: Path, fp32_path: Path, check: list[StepInputs], expected: list[np.ndarray]
+) -> tuple[float, float]:
+    """Quantise the fp32 graph in ``work``, compare it with torch, and keep only the int8 one."""
+    quant_dir = work / "int8"
+    quant_dir.mkdir()
+    _quantise(fp32_path, quant_dir / ONNX_MODEL_NAME)
+    int8_diff, agreement = _compare(quant_dir / ONNX_MODEL_NAME, check, expected)
+    for item in list(work.iterdir()):
+        if item != quant_dir:
+            _remove(item)
+    for item in quant_dir.iterdir():
+        item.rename(work / item.name)
+    quant_dir.rmdir()
+    return int8_diff, agreement
 
 
 def _check_output(out: Path, overwrite: bool) -> None:
