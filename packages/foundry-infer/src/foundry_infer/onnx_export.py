@@ -66,7 +66,11 @@ def export_onnx(
     _check_output(out, overwrite)
     stages = tqdm(total=5 if int8 else 4, desc="export-onnx", disable=not progress, unit="stage")
     stages.set_postfix_str("loading")
-    model, tokenizer = _load(source)
+    try:
+        model, tokenizer = _load(source)
+    except BaseException:
+        stages.close()  # the error message then starts on its own line
+        raise
     step = FlatCacheStep(model).eval()
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
     try:
@@ -120,6 +124,8 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 
 def _load(source: Path) -> tuple[Any, Any]:
+    import pickle
+
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -128,6 +134,13 @@ def _load(source: Path) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
             str(source), dtype=torch.float32
         )
+    except pickle.UnpicklingError as exc:  # torch's weights_only unpickler refused the weights
+        why = [ln.strip().rstrip(".") for ln in str(exc).splitlines() if "GLOBAL" in ln]
+        raise FoundryError(
+            f"cannot load a causal LM from {source}: torch's safe loader refused its pickled "
+            f"weights ({why[0] if why else 'a disallowed object'}) and ran nothing in them. "
+            "Give a model directory with safetensors weights."
+        ) from None
     except (OSError, ValueError) as exc:
         raise FoundryError(f"cannot load a causal LM from {source}: {exc}.") from exc
     return model.eval(), load_tokenizer(source)
