@@ -87,15 +87,31 @@ def dataclass_field(cmd: str) -> bytes:
 
 def make_dataclass(cmd: str) -> bytes:
     cls = _global("dataclasses", "make_dataclass") + _str("X") + EMPTY_LIST + TUPLE2 + REDUCE
-    return cls + NONE + EMPTY_DICT + _str("__init__") + _os_system() + SETITEM + TUPLE2 + BUILD + (
-        _call_with(cmd)
+    return (
+        cls
+        + NONE
+        + EMPTY_DICT
+        + _str("__init__")
+        + _os_system()
+        + SETITEM
+        + TUPLE2
+        + BUILD
+        + (_call_with(cmd))
     )
 
 
 def namedtuple(cmd: str) -> bytes:
     cls = _global("collections", "namedtuple") + _str("P") + _str("a") + TUPLE2 + REDUCE
-    return cls + NONE + EMPTY_DICT + _str("__init__") + _os_system() + SETITEM + TUPLE2 + BUILD + (
-        _call_with(cmd)
+    return (
+        cls
+        + NONE
+        + EMPTY_DICT
+        + _str("__init__")
+        + _os_system()
+        + SETITEM
+        + TUPLE2
+        + BUILD
+        + (_call_with(cmd))
     )
 
 
@@ -142,7 +158,9 @@ def evil_full(src: Path, dst: Path, payload: bytes) -> Path:
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
         for info in zin.infolist():
             data = zin.read(info)
-            zout.writestr(info, splice(data, payload) if info.filename.endswith("/data.pkl") else data)
+            zout.writestr(
+                info, splice(data, payload) if info.filename.endswith("/data.pkl") else data
+            )
     return dst
 
 
@@ -246,7 +264,11 @@ def test_crafted_checkpoint_is_refused_on_every_path(
         y = _train_yaml(h, assets, tmp_path / f"load-{kind}.yaml", load_path=str(ckpt))
         runs[f"load_path {kind}"] = ["train", y]
         y = _train_yaml(
-            h, assets, tmp_path / f"resume-{kind}.yaml", save_folder=str(ckpt.parent), autoresume=True
+            h,
+            assets,
+            tmp_path / f"resume-{kind}.yaml",
+            save_folder=str(ckpt.parent),
+            autoresume=True,
         )
         runs[f"autoresume {kind}"] = ["train", y]
     for path, argv in runs.items():

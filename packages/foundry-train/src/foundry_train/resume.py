@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from foundry_train.errors import CheckpointSecurityError, FoundryError
 
@@ -57,6 +57,8 @@ def _complete_sharded(directory: Path) -> bool:
         return False
     for info in meta.storage_data.values():
         f = directory / info.relative_path
+        if f.parent != directory or f.name in ("", ".", ".."):
+            scan_checkpoint(directory)  # an item outside the folder: refused, not incomplete
         if not f.is_file() or f.stat().st_size < info.offset + info.length:
             return False
     fqns = list(meta.state_dict_metadata)
@@ -75,7 +77,7 @@ def _complete_full(path: Path) -> bool:
         raise
     except (FoundryError, OSError, ValueError, EOFError):  # truncated or corrupt zip
         return False
-    inner = state.get("state") if isinstance(state, dict) else None
+    inner = cast("dict[str, Any]", state).get("state") if isinstance(state, dict) else None
     return isinstance(inner, dict) and all(k in inner for k in _STATE_KEYS) and not missing
 
 
@@ -129,6 +131,8 @@ def set_aside_incomplete(save_folder: str | Path, batch: int) -> list[tuple[Path
     into ``incomplete/``; delete those already there that a complete checkpoint at ``batch``
     supersedes. Returns the (from, to) moves. A complete checkpoint is never moved."""
     folder = Path(save_folder)
+    if not folder.is_dir():
+        return []
     aside = folder / INCOMPLETE_DIR
     if batch > 0 and aside.is_dir():
         for old in aside.iterdir():
@@ -139,7 +143,9 @@ def set_aside_incomplete(save_folder: str | Path, batch: int) -> list[tuple[Path
                 shutil.rmtree(old)
             else:
                 old.unlink()
-                log.info("deleted %s: the complete checkpoint of batch %d supersedes it", old, batch)
+                log.info(
+                    "deleted %s: the complete checkpoint of batch %d supersedes it", old, batch
+                )
     moved: list[tuple[Path, Path]] = []
     for candidate in _candidates(folder):
         b = checkpoint_batch(candidate)
