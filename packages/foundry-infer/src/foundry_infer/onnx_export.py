@@ -66,14 +66,10 @@ def export_onnx(
     _check_output(out, overwrite)
     stages = tqdm(total=5 if int8 else 4, desc="export-onnx", disable=not progress, unit="stage")
     stages.set_postfix_str("loading")
-    try:
-        model, tokenizer = _load(source)
-    except BaseException:
-        stages.close()  # the error message then starts on its own line
-        raise
-    step = FlatCacheStep(model).eval()
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-{os.getpid()}-", dir=out.parent))
-    try:
+    try:  # on any error the bar is closed first, so the message starts on its own line
+        model, tokenizer = _load(source)
+        step = FlatCacheStep(model).eval()
         stages.update()
         stages.set_postfix_str("tracing")
         fp32_path = work / ONNX_MODEL_NAME
