@@ -277,3 +277,28 @@ def test_crafted_checkpoint_is_refused_on_every_path(
         assert str(full.parent) in message or str(shards.parent) in message or str(lora) in message
     assert full.is_file() and shards.is_dir() and lora.is_file()  # refused, never deleted
     assert not any((tmp_path / f"hf{i}").exists() for i in (1, 2, 3))
+
+
+def test_torchscript_archive_and_items_outside_the_folder_are_refused(
+    sharded: Path, tmp_path: Path
+) -> None:
+    """torch.load hands a TorchScript zip to torch.jit.load; a DCP item may point anywhere."""
+    import dataclasses
+    import pickle
+
+    from foundry_train.checkpoint_safety import load_dcp_metadata
+    from foundry_train.errors import CheckpointSecurityError
+
+    scripted = tmp_path / "ep0-ba2-rank0.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    with pytest.raises(CheckpointSecurityError, match="not laid out as torch.save writes"):
+        scan_checkpoint(scripted)
+
+    outside = tmp_path / "ep0-ba12"
+    shutil.copytree(sharded, outside)
+    meta = load_dcp_metadata(outside)
+    index, info = next(iter(meta.storage_data.items()))
+    meta.storage_data[index] = dataclasses.replace(info, relative_path="../secret")
+    (outside / ".metadata").write_bytes(pickle.dumps(meta))
+    with pytest.raises(CheckpointSecurityError, match="outside the checkpoint folder"):
+        scan_checkpoint(outside)
