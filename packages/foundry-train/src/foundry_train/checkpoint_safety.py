@@ -46,7 +46,7 @@ _MUTATE_MARK = frozenset({"SETITEMS", "APPENDS", "ADDITEMS"})
 _MARK_OPS = frozenset({"LIST", "TUPLE", "DICT", "FROZENSET", "POP_MARK"})
 _TORCH_ENTRY = re.compile(
     r"[^/]+/(data\.pkl|\.format_version|\.storage_alignment|byteorder|version"
-    r"|\.data/serialization_id|data/\d+)"
+    r"|\.data/version|\.data/serialization_id|data/\d+)"
 )
 
 
@@ -279,7 +279,10 @@ def _scan_sharded(directory: Path) -> list[str]:
         with (directory / info.relative_path).open("rb") as f:
             f.seek(info.offset)
             blob = f.read(info.length)
-        bad += _scan_blob(blob, f"{info.relative_path}[{index.fqn}]")
+        try:
+            bad += _scan_blob(blob, f"{info.relative_path}[{index.fqn}]")
+        except zipfile.BadZipFile:  # torch.load would read it as a legacy pickle stream
+            bad.append(f"an item {index.fqn} that is not a torch.save zip")
     return bad
 
 

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any, cast
 
-from foundry_train.errors import CheckpointSecurityError, FoundryError
+from foundry_train.errors import CheckpointSecurityError
 
 __all__ = [
     "checkpoint_batch",
@@ -53,7 +53,7 @@ def _complete_sharded(directory: Path) -> bool:
         meta: Any = load_dcp_metadata(directory)
     except CheckpointSecurityError:
         raise
-    except (FoundryError, OSError, EOFError):
+    except Exception:  # no or a corrupt .metadata: a save that did not finish
         return False
     for info in meta.storage_data.values():
         f = directory / info.relative_path
@@ -75,7 +75,7 @@ def _complete_full(path: Path) -> bool:
         state, missing = full_checkpoint_skeleton(path)
     except CheckpointSecurityError:
         raise
-    except (FoundryError, OSError, ValueError, EOFError):  # truncated or corrupt zip
+    except Exception:  # a truncated or corrupt zip, or a pickle that does not load
         return False
     inner = cast("dict[str, Any]", state).get("state") if isinstance(state, dict) else None
     return isinstance(inner, dict) and all(k in inner for k in _STATE_KEYS) and not missing
