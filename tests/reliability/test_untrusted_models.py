@@ -180,6 +180,20 @@ def test_refused_pickled_weights_are_a_clear_error_in_infer(pickled_weights_dir,
     assert not marker.exists()
 
 
+def test_refused_pickled_weights_are_a_clear_error_in_infer_export_onnx(
+    pickled_weights_dir, tmp_path: Path, capsys
+) -> None:
+    from foundry_infer.cli import main
+
+    path, marker = pickled_weights_dir
+    code = main(["export-onnx", str(path), str(tmp_path / "onnx")])
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    assert str(path) in errors[0] and "refused" in errors[0]
+    assert not marker.exists() and not (tmp_path / "onnx").exists()
+
+
 def _duplicate_entry_checkpoint(out: Path, first: bytes, second: bytes) -> Path:
     """A torch zip checkpoint holding ``data.pkl`` twice (zip allows duplicate names)."""
     with zipfile.ZipFile(io.BytesIO(first)) as src, zipfile.ZipFile(out, "w") as dst:

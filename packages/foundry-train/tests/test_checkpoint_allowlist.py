@@ -74,7 +74,11 @@ def _run(assets: dict, h: object, folder: Path, **extra: object) -> Path:
 
 @pytest.fixture(scope="module")
 def written(
-    baseline: Path, lora_run: Path, assets: dict, h: object, tmp_path_factory: pytest.TempPathFactory
+    baseline: Path,
+    lora_run: Path,
+    assets: dict,
+    h: object,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, set[Pair]]:
     """Kind of checkpoint -> the globals its pickles import."""
     from foundry_train.config import parse_config
@@ -129,7 +133,10 @@ def _dtype_globals(tmp_path: Path) -> dict[str, tuple[set[Pair], set[Pair]]]:
         torch.save({"t": tensor}, buf)
         folder = tmp_path / name
         dcp.save({"t": tensor}, storage_writer=dcp.FileSystemWriter(str(folder)), no_dist=True)
-        out[name] = (_zip_globals(buf.getvalue()), pickle_globals((folder / ".metadata").read_bytes()))
+        out[name] = (
+            _zip_globals(buf.getvalue()),
+            pickle_globals((folder / ".metadata").read_bytes()),
+        )
     return out
 
 

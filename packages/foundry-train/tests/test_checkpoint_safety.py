@@ -131,3 +131,66 @@ def test_sharded_checkpoint_with_planted_pickle_is_refused(baseline: Path, tmp_p
     with pytest.raises(CheckpointSecurityError, match="system"):
         scan_checkpoint(sharded)
     assert not marker.exists()
+
+
+def _repoint(folder: Path, target: str) -> None:
+    (folder / "latest-rank0.pt").unlink(missing_ok=True)
+    os.symlink(target, folder / "latest-rank0.pt")
+
+
+def test_stale_latest_pointer_keeps_the_complete_checkpoint_and_resumes_from_it(
+    baseline: Path, assets: dict, h: object, tmp_path: Path
+) -> None:
+    from foundry_train.trainer import train
+
+    folder = tmp_path / "run"
+    shutil.copytree(baseline, folder, symlinks=True)
+    _repoint(folder, "ep0-ba4-rank0.pt")  # stale: ba6..ba10 were written after it
+    names = sorted(p.name for p in folder.glob("ep*"))
+    cfg = parse_config(h.base_config(assets, folder, autoresume=True, max_duration="12ba"))  # type: ignore[attr-defined]
+    assert resolve_load_path(cfg) == str(folder / "ep0-ba10-rank0.pt")
+    trainer = train(cfg)
+    assert int(trainer.state.timestamp.batch) == 12
+    assert set(names) <= {p.name for p in folder.glob("ep*")}  # nothing complete was deleted
+    steps = [step for step in h.losses(folder)]  # type: ignore[attr-defined]
+    assert steps == list(range(12))  # resumed at ba10: steps 10 and 11 added, none repeated
+    assert not (folder / "incomplete").exists()
+
+
+def test_half_written_checkpoint_is_moved_aside_until_a_newer_complete_one_exists(
+    baseline: Path, assets: dict, h: object, tmp_path: Path
+) -> None:
+    from foundry_train.trainer import train
+
+    folder = tmp_path / "run"
+    shutil.copytree(baseline, folder, symlinks=True)
+    full = (folder / "ep0-ba10-rank0.pt").read_bytes()
+    (folder / "ep0-ba12-rank0.pt").write_bytes(full[: len(full) // 2])
+    _repoint(folder, "ep0-ba12-rank0.pt")  # the pointer names the half-written one
+    sharded = _to_sharded(baseline / "ep0-ba10-rank0.pt", folder / "ep0-ba14")
+    next(p for p in sharded.iterdir() if p.suffix == ".distcp").unlink()  # a shard never written
+    cfg = parse_config(h.base_config(assets, folder, autoresume=True, max_duration="14ba"))  # type: ignore[attr-defined]
+    assert resolve_load_path(cfg) == str(folder / "ep0-ba10-rank0.pt")
+    aside = folder / "incomplete"
+    assert (aside / "ep0-ba12-rank0.pt").read_bytes() == full[: len(full) // 2]  # kept as is
+    assert (aside / "ep0-ba14").is_dir() and not (folder / "ep0-ba14").exists()
+    train(cfg)  # saves complete ba12 and ba14
+    assert is_complete(folder / "ep0-ba14-rank0.pt")
+    assert resolve_load_path(cfg) == str(folder / "ep0-ba14-rank0.pt")
+    assert not any(aside.iterdir())  # superseded by complete checkpoints: now removed
+
+
+def test_refused_newest_checkpoint_stops_autoresume_and_stays_on_disk(
+    baseline: Path, assets: dict, h: object, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    folder = tmp_path / "run"
+    shutil.copytree(baseline, folder, symlinks=True)
+    marker = tmp_path / "pwned"
+    _plant(folder / "ep0-ba12-rank0.pt", marker)  # latest-rank0.pt still names ba10
+    cfg = h.base_config(assets, folder, autoresume=True, max_duration="12ba")  # type: ignore[attr-defined]
+    assert main(["train", str(h.write_config(tmp_path / "cfg.yaml", cfg))]) == 2  # type: ignore[attr-defined]
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err and "ep0-ba12-rank0.pt" in errors[0]
+    assert (folder / "ep0-ba12-rank0.pt").is_file() and not (folder / "incomplete").exists()
+    assert not marker.exists()

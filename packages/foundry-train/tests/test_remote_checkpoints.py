@@ -66,7 +66,10 @@ def test_sharded_checkpoint_folders_are_found_only_when_complete_and_fetched_who
     monkeypatch.setenv("FOUNDRY_CHECKPOINT_CACHE", str(tmp_path / "cache"))
     weights = {"transformer.wte.weight": torch.randn(8, 4), "lm_head.weight": torch.randn(4, 8)}
     for name in ("ep0-ba2", "ep0-ba4"):
-        state = {"state": {"model": {f"model.{k}": v + int(name[-1]) for k, v in weights.items()}}}
+        model = {f"model.{k}": v + int(name[-1]) for k, v in weights.items()}
+        # what composer's sharded save holds: model, optimizer and timestamp state
+        state = {"state": {"model": model, "optimizers": {"adam": {"step": torch.zeros(1)}}}}
+        state["state"]["timestamp"] = {"batch": int(name[-1])}
         dcp.save(state, checkpoint_id=str(tmp_path / "local" / name))
     # ep0-ba6: an upload cut short, shards but no .metadata yet
     dcp.save({"state": {"model": {"model.x": torch.ones(2)}}}, checkpoint_id=str(tmp_path / "cut"))

@@ -66,10 +66,10 @@ def export_onnx(
     _check_output(out, overwrite)
     stages = tqdm(total=5 if int8 else 4, desc="export-onnx", disable=not progress, unit="stage")
     stages.set_postfix_str("loading")
-    model, tokenizer = _load(source)
-    step = FlatCacheStep(model).eval()
     work = _work_dir(out)
-    try:
+    try:  # on any error the bar is closed first, so the message starts on its own line
+        model, tokenizer = _load(source)
+        step = FlatCacheStep(model).eval()
         stages.update()
         stages.set_postfix_str("tracing")
         fp32_path = work / ONNX_MODEL_NAME
@@ -128,6 +128,8 @@ def _check_output(out: Path, overwrite: bool) -> None:
 
 
 def _load(source: Path) -> tuple[Any, Any]:
+    import pickle
+
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -136,6 +138,13 @@ def _load(source: Path) -> tuple[Any, Any]:
         model = AutoModelForCausalLM.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
             str(source), dtype=torch.float32
         )
+    except pickle.UnpicklingError as exc:  # torch's weights_only unpickler refused the weights
+        why = [ln.strip().rstrip(".") for ln in str(exc).splitlines() if "GLOBAL" in ln]
+        raise FoundryError(
+            f"cannot load a causal LM from {source}: torch's safe loader refused its pickled "
+            f"weights ({why[0] if why else 'a disallowed object'}) and ran nothing in them. "
+            "Give a model directory with safetensors weights."
+        ) from None
     except (OSError, ValueError) as exc:
         raise FoundryError(f"cannot load a causal LM from {source}: {exc}.") from exc
     return model.eval(), load_tokenizer(source)

@@ -30,9 +30,7 @@ TENSOR_DTYPES: tuple[tuple[str, str], ...] = (
 
 # numpy 1.x (the package allows numpy>=1.26) names numpy 2's ``numpy._core`` ``numpy.core``: a
 # checkpoint written with numpy 1.x refers to the same function under the old name.
-NUMPY_1_ALIASES: frozenset[tuple[str, str]] = frozenset(
-    {("numpy.core.multiarray", "_reconstruct")}
-)
+NUMPY_1_ALIASES: frozenset[tuple[str, str]] = frozenset({("numpy.core.multiarray", "_reconstruct")})
 
 _DCP_METADATA = "torch.distributed.checkpoint.metadata"
 

@@ -24,7 +24,7 @@ import pickletools
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from foundry_train.checkpoint_allowlist import ALLOWED_GLOBALS
 from foundry_train.errors import CheckpointSecurityError, FoundryError
@@ -46,7 +46,7 @@ _MUTATE_MARK = frozenset({"SETITEMS", "APPENDS", "ADDITEMS"})
 _MARK_OPS = frozenset({"LIST", "TUPLE", "DICT", "FROZENSET", "POP_MARK"})
 _TORCH_ENTRY = re.compile(
     r"[^/]+/(data\.pkl|\.format_version|\.storage_alignment|byteorder|version"
-    r"|\.data/serialization_id|data/\d+)"
+    r"|\.data/version|\.data/serialization_id|data/\d+)"
 )
 
 
@@ -140,9 +140,9 @@ class _Machine:
                 raise _Unsafe("a memo entry that was never stored")
             self.stack.append(self.memo[int(arg)])
         elif name in _CALL_OPS:
-            for _ in range(3 if name == "NEWOBJ_EX" else 2):
-                fn = self.pop()
-            self.call(fn)
+            for _ in range(2 if name == "NEWOBJ_EX" else 1):
+                self.pop()  # the arguments
+            self.call(self.pop())  # the callable (a class for NEWOBJ)
         elif name == "OBJ":
             items = self.pop_mark()
             self.call(items[0] if items else _ANY)
@@ -170,13 +170,14 @@ class _Machine:
             self._generic(name)
 
     def _generic(self, name: str) -> None:
-        op = pickletools.code2op[_OPCODES[name]]
-        for _ in op.stack_before:
+        before, after = _ARITY[name]
+        for _ in range(before):
             self.pop()
-        self.stack.extend([_ANY] * len(op.stack_after))
+        self.stack.extend([_ANY] * after)
 
 
-_OPCODES = {op.name: op.code for op in pickletools.opcodes}
+# opcode -> (items it pops, items it pushes), for the opcodes that need no special handling
+_ARITY = {op.name: (len(op.stack_before), len(op.stack_after)) for op in pickletools.opcodes}
 
 
 def _run(data: bytes) -> _Machine:
@@ -266,6 +267,10 @@ def _scan_sharded(directory: Path) -> list[str]:
     meta = load_dcp_metadata(directory)
     bad: list[str] = []
     for index, info in meta.storage_data.items():
+        rel = str(info.relative_path)
+        if "/" in rel or "\\" in rel or rel in ("", ".", ".."):
+            bad.append(f"an item {index.fqn} stored outside the checkpoint folder ({rel!r})")
+            continue
         if getattr(info, "transform_descriptors", None):
             bad.append(f"a transformed (e.g. compressed) item {index.fqn}")
         item_meta = meta.state_dict_metadata.get(index.fqn)
@@ -274,7 +279,10 @@ def _scan_sharded(directory: Path) -> list[str]:
         with (directory / info.relative_path).open("rb") as f:
             f.seek(info.offset)
             blob = f.read(info.length)
-        bad += _scan_blob(blob, f"{info.relative_path}[{index.fqn}]")
+        try:
+            bad += _scan_blob(blob, f"{info.relative_path}[{index.fqn}]")
+        except zipfile.BadZipFile:  # torch.load would read it as a legacy pickle stream
+            bad.append(f"an item {index.fqn} that is not a torch.save zip")
     return bad
 
 
@@ -320,8 +328,9 @@ class _SkeletonUnpickler(pickle.Unpickler):
         return _Stub
 
     def persistent_load(self, pid: Any) -> Any:
-        if isinstance(pid, tuple) and len(pid) > 2:
-            self.storage_keys.append(str(pid[2]))  # ('storage', type, key, location, numel)
+        items = cast("tuple[Any, ...]", pid) if isinstance(pid, tuple) else ()
+        if len(items) > 2:
+            self.storage_keys.append(str(items[2]))  # ('storage', type, key, location, numel)
         return _Stub()
 
 

@@ -18,9 +18,9 @@ import os
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from foundry_train.errors import CheckpointSecurityError, FoundryError
+from foundry_train.errors import CheckpointSecurityError
 
 __all__ = [
     "checkpoint_batch",
@@ -53,10 +53,12 @@ def _complete_sharded(directory: Path) -> bool:
         meta: Any = load_dcp_metadata(directory)
     except CheckpointSecurityError:
         raise
-    except (FoundryError, OSError, EOFError):
+    except Exception:  # no or a corrupt .metadata: a save that did not finish
         return False
     for info in meta.storage_data.values():
         f = directory / info.relative_path
+        if f.parent != directory or f.name in ("", ".", ".."):
+            scan_checkpoint(directory)  # an item outside the folder: refused, not incomplete
         if not f.is_file() or f.stat().st_size < info.offset + info.length:
             return False
     fqns = list(meta.state_dict_metadata)
@@ -73,9 +75,9 @@ def _complete_full(path: Path) -> bool:
         state, missing = full_checkpoint_skeleton(path)
     except CheckpointSecurityError:
         raise
-    except (FoundryError, OSError, ValueError, EOFError):  # truncated or corrupt zip
+    except Exception:  # a truncated or corrupt zip, or a pickle that does not load
         return False
-    inner = state.get("state") if isinstance(state, dict) else None
+    inner = cast("dict[str, Any]", state).get("state") if isinstance(state, dict) else None
     return isinstance(inner, dict) and all(k in inner for k in _STATE_KEYS) and not missing
 
 
@@ -129,6 +131,8 @@ def set_aside_incomplete(save_folder: str | Path, batch: int) -> list[tuple[Path
     into ``incomplete/``; delete those already there that a complete checkpoint at ``batch``
     supersedes. Returns the (from, to) moves. A complete checkpoint is never moved."""
     folder = Path(save_folder)
+    if not folder.is_dir():
+        return []
     aside = folder / INCOMPLETE_DIR
     if batch > 0 and aside.is_dir():
         for old in aside.iterdir():
@@ -139,7 +143,9 @@ def set_aside_incomplete(save_folder: str | Path, batch: int) -> list[tuple[Path
                 shutil.rmtree(old)
             else:
                 old.unlink()
-                log.info("deleted %s: the complete checkpoint of batch %d supersedes it", old, batch)
+                log.info(
+                    "deleted %s: the complete checkpoint of batch %d supersedes it", old, batch
+                )
     moved: list[tuple[Path, Path]] = []
     for candidate in _candidates(folder):
         b = checkpoint_batch(candidate)
