@@ -16,8 +16,12 @@ __all__ = ["build_parser", "main"]
 
 _EPILOG = """\
 examples:
-  # quick form: a model directory and a few gauntlet tasks
-  foundry-eval ./my-model --tasks piqa,arc_easy,lambada_openai --data-root ../shared/eval-data
+  # quick form: a model directory and a few gauntlet tasks (task files downloaded on first use)
+  foundry-eval ./my-model --tasks piqa,arc_easy,lambada_openai
+
+  # every known task with its type, few-shot count and data file; download them all
+  foundry-eval --list-tasks
+  foundry-eval fetch-tasks --dest ./eval-data
 
   # the whole v0.3 gauntlet, results as JSON, Markdown and a chart
   foundry-eval ./my-model --data-root ./eval-data --json results.json --markdown results.md --png results.png
@@ -30,7 +34,8 @@ examples:
 
 config form (eval.yaml):
   model: {path: ./my-model, dtype: auto, device_map: null}
-  data_root: ./eval-data            # task files are named relative to it (or s3://bucket/prefix)
+  data_root: ./eval-data            # task files are named relative to it (or s3://bucket/prefix);
+                                    # leave it out to use the download cache
   tasks: gauntlet_v0.3              # shipped name, a YAML path (llm-foundry icl_tasks), or a list
   gauntlet: gauntlet_v0.3           # or a YAML path, or null
   task_names: [piqa, arc_easy]      # optional subset
@@ -53,7 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (config form)")
     p.add_argument("--tasks", help="comma-separated task labels (default: every gauntlet task)")
     p.add_argument(
-        "--data-root", help="folder or s3:// prefix holding the task files (env FOUNDRY_EVAL_DATA)"
+        "--data-root",
+        help="folder or s3:// prefix holding the task files (env FOUNDRY_EVAL_DATA; default: "
+        "download them into ~/.cache/foundry/eval-data, see 'foundry-eval fetch-tasks --help')",
+    )
+    p.add_argument(
+        "--list-tasks",
+        action="store_true",
+        help="list every known task and its data file, then exit",
     )
     p.add_argument(
         "--task-config", help="task YAML (llm-foundry icl_tasks) instead of the shipped gauntlet"
@@ -151,12 +163,8 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
             )
         data: dict[str, Any] = {"model": {"path": str(target)}}
         root = args.data_root or os.environ.get("FOUNDRY_EVAL_DATA")
-        if not root:
-            raise FoundryError(
-                "no data root given. Pass --data-root with the folder holding the task files "
-                "(or set FOUNDRY_EVAL_DATA)."
-            )
-        data["data_root"] = root
+        if root:
+            data["data_root"] = root
     elif target.suffix in (".yaml", ".yml") or target.is_file():
         loaded = read_yaml(target)
         if not isinstance(loaded, dict):
@@ -172,6 +180,13 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["fetch-tasks"] or "--list-tasks" in argv:
+        from foundry_eval import task_cli
+
+        if argv[:1] == ["fetch-tasks"]:
+            return task_cli.fetch_tasks_main(argv[1:])
+        return task_cli.list_tasks_main(argv)
     args = build_parser().parse_args(argv)
     try:
         cfg = build_config(args)

@@ -11,7 +11,7 @@ from typing import Any, Protocol, cast
 from foundry_eval.errors import FoundryError
 from foundry_eval.gauntlet import GauntletResult
 
-__all__ = ["EvalResults", "TaskResult", "write_atomic"]
+__all__ = ["EvalResults", "TaskResult", "refuse_existing", "text_table", "write_atomic"]
 
 
 class _Axes(Protocol):
@@ -114,10 +114,10 @@ class EvalResults:
 
     def to_table(self) -> str:
         header = ["task", "type", "n", "metrics"]
-        lines = _text_table(header, self._rows())
+        lines = text_table(header, self._rows())
         g = self._gauntlet_rows()
         if g:
-            lines += ["", *_text_table(["gauntlet", "score", "note"], g)]
+            lines += ["", *text_table(["gauntlet", "score", "note"], g)]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -141,10 +141,7 @@ class EvalResults:
         overwrite: bool = False,
     ) -> list[Path]:
         """Write the requested reports atomically; refuses existing files unless ``overwrite``."""
-        targets = [p for p in (json_path, markdown, png) if p]
-        for p in targets:
-            if Path(p).exists() and not overwrite:
-                raise FoundryError(f"{p} already exists. Pass --overwrite or choose another path.")
+        refuse_existing([json_path, markdown, png], overwrite)
         written: list[Path] = []
         if json_path:
             text = json.dumps(self.to_json_dict(log_samples), indent=2, default=_jsonable)
@@ -187,6 +184,13 @@ class EvalResults:
         return path
 
 
+def refuse_existing(paths: list[str | None], overwrite: bool) -> None:
+    """Raise FoundryError if one of ``paths`` exists (unless ``overwrite``); None entries are skipped."""
+    for p in paths:
+        if p and Path(p).exists() and not overwrite:
+            raise FoundryError(f"{p} already exists. Pass --overwrite or choose another path.")
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, set):
         return sorted(cast("set[Any]", obj))
@@ -202,7 +206,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [
