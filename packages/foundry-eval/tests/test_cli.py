@@ -98,3 +98,22 @@ def test_empty_task_selection_with_only_missing_files(tiny_model_dir, tmp_path, 
         main([str(tiny_model_dir), "--data-root", str(tmp_path / "data"), "--tasks", "piqa"]) == 2
     )
     assert "none of the selected tasks has a data file" in capsys.readouterr().err
+
+
+def test_existing_output_is_refused_before_any_work(
+    tiny_model_dir, data_root, tmp_path, monkeypatch, capsys
+):
+    import foundry_eval.run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started although the output exists")
+
+    for name in ("load_model", "load_tokenizer", "load_tasks", "evaluate"):
+        monkeypatch.setattr(foundry_eval.run, name, must_not_run)
+    existing = tmp_path / "scores.md"
+    existing.write_text("earlier results")
+    argv = [str(tiny_model_dir), "--data-root", str(data_root), "--tasks", "piqa"]
+    assert main([*argv, "--json", str(tmp_path / "new.json"), "--markdown", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{existing} already exists" in err
+    assert existing.read_text() == "earlier results" and not (tmp_path / "new.json").exists()
