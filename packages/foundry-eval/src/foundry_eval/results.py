@@ -85,6 +85,7 @@ class EvalResults:
                 "categories": self.gauntlet.categories,
                 "benchmark_scores": self.gauntlet.benchmark_scores,
                 "missing": self.gauntlet.missing,
+                "partial": self.gauntlet.partial,
             }
         return out
 
@@ -100,16 +101,26 @@ class EvalResults:
         return rows
 
     def _gauntlet_rows(self) -> list[list[str]]:
+        """One row per average and category; one computed from only some benchmarks is labelled
+        partial (with what it lacks), one with no result at all is n/a."""
         if self.gauntlet is None:
             return []
+        g = self.gauntlet
         rows: list[list[str]] = []
-        for name, v in {**self.gauntlet.averages, **self.gauntlet.categories}.items():
+        for name, v in {**g.averages, **g.categories}.items():
+            if name in g.averages:  # the categories lacking some benchmark
+                missing = [c for c in g.average_parts.get(name, []) if c in g.missing]
+                what = "incomplete"
+            else:
+                missing, what = g.missing.get(name, []), "without results"
             note = ""
-            missing = self.gauntlet.missing.get(name, [])
             if missing:
                 more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-                note = f"{len(missing)} without results: " + ", ".join(missing[:3]) + more
-            rows.append([name, "n/a" if v is None else f"{v:.4f}", note])
+                note = f"{len(missing)} {what}: " + ", ".join(missing[:3]) + more
+            score = "n/a" if v is None else f"{v:.4f}"
+            if name in g.partial:
+                score = f"{score} (partial)"
+            rows.append([name, score, note])
         return rows
 
     def to_table(self) -> str:
