@@ -82,7 +82,7 @@ def test_bad_inputs_give_one_paragraph_errors(tiny_model_dir, data_root, tmp_pat
             "--allow-code-execution",
         ),
         ([str(tmp_path / "missing.yaml")], "missing.yaml does not exist"),
-        ([str(tmp_path / "no-such-model")], "neither a model directory nor a YAML config"),
+        ([str(tmp_path / "no-such-model")], "no-such-model does not exist"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -11,6 +11,7 @@ from typing import Any
 
 from foundry_eval.config import EvalConfig, apply_overrides, parse_model, read_yaml
 from foundry_eval.errors import FoundryError
+from foundry_eval.model_source import model_source
 
 __all__ = ["build_parser", "main"]
 
@@ -54,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("target", help="an eval CONFIG.yaml, or a model directory (quick form)")
+    p.add_argument(
+        "target", help="an eval CONFIG.yaml, or a model directory or hub id org/name (quick form)"
+    )
     p.add_argument("overrides", nargs="*", help="dotted.key=value overrides (config form)")
     p.add_argument("--tasks", help="comma-separated task labels (default: every gauntlet task)")
     p.add_argument(
@@ -80,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--device-map", help="shard a large model over GPUs, e.g. 'auto' (needs accelerate)"
     )
     p.add_argument("--dtype", choices=["auto", "float32", "bfloat16", "float16"])
-    p.add_argument("--tokenizer", help="tokenizer directory (default: the model directory)")
+    p.add_argument("--tokenizer", help="tokenizer directory or hub id (default: the model's)")
     p.add_argument("--max-seq-len", type=int, help="context window (default: the model's)")
     p.add_argument("--json", dest="json_out", help="write results JSON here")
     p.add_argument("--markdown", help="write a Markdown report here")
@@ -153,28 +156,34 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
+def _is_model(target: str) -> bool:
+    """Whether the positional names a model (a directory or a hub id) rather than a config YAML;
+    raises FoundryError for a path that does not exist (see foundry_eval.model_source)."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return True
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return False
+    return model_source(target, "model directory or eval config") == "hub"
+
+
 def build_config(args: argparse.Namespace) -> EvalConfig:
     target = Path(args.target)
-    if target.is_dir():
+    if _is_model(args.target):
         if args.overrides:
             raise FoundryError(
                 f"dotted overrides ({args.overrides[0]}) apply to a CONFIG.yaml; with a model "
                 "directory use the --flags (see --help)."
             )
-        data: dict[str, Any] = {"model": {"path": str(target)}}
+        data: dict[str, Any] = {"model": {"path": str(args.target)}}
         root = args.data_root or os.environ.get("FOUNDRY_EVAL_DATA")
         if root:
             data["data_root"] = root
-    elif target.suffix in (".yaml", ".yml") or target.is_file():
+    else:
         loaded = read_yaml(target)
         if not isinstance(loaded, dict):
             raise FoundryError(f"{target} must hold a mapping (model:, data_root:, tasks:, ...).")
         data = apply_overrides(loaded, list(args.overrides))
-    else:
-        raise FoundryError(
-            f"{args.target} is neither a model directory nor a YAML config. Give a directory "
-            "written by save_pretrained or an eval.yaml."
-        )
     _merge(data, _flag_overrides(args))
     return parse_model(EvalConfig, data, "eval config")
 

@@ -9,7 +9,12 @@ import torch
 from foundry_eval.config import EvalConfig, TaskConfig
 from foundry_eval.errors import FoundryError
 from foundry_eval.evaluate import evaluate, gauntlet_for, missing_result
-from foundry_eval.model_loading import load_model, load_tokenizer, resolve_device
+from foundry_eval.model_loading import (
+    check_model_sources,
+    load_model,
+    load_tokenizer,
+    resolve_device,
+)
 from foundry_eval.results import EvalResults, TaskResult, refuse_existing
 from foundry_eval.task_data import default_cache_dir, ensure_task_files
 from foundry_eval.tasks import load_gauntlet, load_tasks, select_tasks
@@ -95,6 +100,7 @@ def run_eval(cfg: EvalConfig) -> EvalResults:
     """
     out = cfg.output
     refuse_existing([out.json_path, out.markdown, out.png], out.overwrite)
+    check_model_sources(cfg.model)
     root = _data_root(cfg)
     tasks = select_tasks(load_tasks(cfg.tasks, root), cfg.task_names, cfg.num_fewshot)
     if cfg.limit is not None:
