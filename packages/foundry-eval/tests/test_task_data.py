@@ -94,7 +94,7 @@ def _closed_port() -> int:
 
 def test_download_errors_name_the_url_and_the_way_out(task_server, tmp_path, capsys):
     offline = f"http://127.0.0.1:{_closed_port()}/local_data"
-    cases = [(offline, "are you offline?"), (task_server.url + "/nowhere", "HTTP 404")]
+    cases = [(offline, "are you offline?)"), (task_server.url + "/nowhere", "HTTP 404")]
     for base, why in cases:
         dest = tmp_path / "d"
         argv = ["fetch-tasks", "--tasks", "piqa", "--dest", str(dest), "--task-url", base]

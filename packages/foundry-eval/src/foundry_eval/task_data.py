@@ -88,7 +88,7 @@ def _explain(url: str, exc: Exception, dest_root: Path) -> FoundryError:
         what = f"the server answered HTTP {exc.code} ({exc.reason})"
     else:
         reason = getattr(exc, "reason", exc)
-        what = f"it could not be reached ({reason}); are you offline?"
+        what = f"it could not be reached ({reason}: are you offline?)"
     return FoundryError(
         f"could not download task file {url}: {what}. Download the task files elsewhere and pass "
         f"--data-root DIR (a folder laid out like {dest_root}, e.g. world_knowledge/arc_easy.jsonl), "
