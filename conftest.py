@@ -21,6 +21,7 @@ reliability tests' restartable server uses too.
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -28,6 +29,10 @@ from pathlib import Path
 
 import pytest
 from s3_test_server import S3Server, require_weed  # tests/support, on pytest's pythonpath
+
+# No test reaches the internet: foundry-eval's task-file downloads (used when no data root is
+# given) go to a closed local port unless a test points this at its own 127.0.0.1 server.
+os.environ.setdefault("FOUNDRY_EVAL_TASK_URL", "http://127.0.0.1:9/no-internet-in-tests")
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,8 @@ The commands come from the fenced blocks of the pages themselves (see ``doc_bloc
 through the environment variables the pages themselves read (``PRESET``, ``SEQ_LEN``, ``MODEL``,
 ...). ``MODEL`` is a tiny randomly initialised Llama with a tokenizer trained by
 ``foundry-data train-tokenizer`` on this project's docs, standing in for a downloaded model.
+The eval steps download their task files as a reader's would, from a server on 127.0.0.1
+serving generated files (``eval_task_data.py``), into a cache under the test's temp folder.
 Every ``foundry-*`` command line of every page (run or not, README included) is also parsed by
 its CLI's own argument parser, so a renamed flag breaks this test rather than a reader's day.
 """
@@ -35,7 +37,6 @@ WORKFLOWS = [
     "fine-tune.md",
     "train-from-scratch.md",
 ]
-EVAL_DATA = (ROOT / ".." / "shared" / "eval-data").resolve()
 TINY_SIZES = {
     "PRESET": "debug",
     "VOCAB": "512",
@@ -141,8 +142,8 @@ def _base_env() -> dict[str, str]:
         HF_HUB_OFFLINE="1",
         TOKENIZERS_PARALLELISM="false",
         PYTHONUNBUFFERED="1",
-        FOUNDRY_EVAL_DATA=str(EVAL_DATA),
     )
+    env.pop("FOUNDRY_EVAL_DATA", None)  # the pages download their task files (eval_tasks)
     for key in ("MODEL", "DATA", "PRESET", "VOCAB", "SEQ_LEN", "BATCH", "MICRO", "STEPS", "PORT"):
         env.pop(key, None)  # only what each test sets
     return env
@@ -222,19 +223,38 @@ class PageRuns:
     runs: dict[str, Future[subprocess.CompletedProcess[str]]]
 
     def output(self, page: str) -> tuple[str, Path]:
-        if page not in self.runs:
-            pytest.skip(f"the eval data sets are not beside the checkout ({EVAL_DATA})")
         return _page_output(self.runs, page), self.folders[page]
 
 
 @pytest.fixture(scope="session")
+def eval_tasks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """Generated task files served on 127.0.0.1; the environment that makes foundry-eval download
+    them from there into a cache folder of its own."""
+    from eval_task_data import serve_task_files, write_synthetic_data
+
+    data = tmp_path_factory.mktemp("eval-task-files")
+    write_synthetic_data(data)
+    server = serve_task_files(data, tmp_path_factory.mktemp("eval-task-site"))
+    try:
+        yield {
+            "FOUNDRY_EVAL_TASK_URL": server.base,
+            "XDG_CACHE_HOME": str(tmp_path_factory.mktemp("xdg-cache")),
+        }
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
 def page_runs(
-    tmp_path_factory: pytest.TempPathFactory, own_text: Path, tiny_model: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    own_text: Path,
+    tiny_model: Path,
+    eval_tasks: dict[str, str],
 ) -> Iterator[PageRuns]:
     model = {"MODEL": str(tiny_model)}
     envs = {
-        "train-from-scratch.md": {**TINY_SIZES, "DATA": str(own_text)},
-        "play-with-a-model.md": model,
+        "train-from-scratch.md": {**TINY_SIZES, "DATA": str(own_text), **eval_tasks},
+        "play-with-a-model.md": {**model, **eval_tasks},
         "fine-tune.md": {**model, "SEQ_LEN": "128"},
         "deploy-an-endpoint.md": {
             **model,
@@ -242,13 +262,10 @@ def page_runs(
             "FOUNDRY_INFER_API_KEY": "doc-key",
         },
     }
-    needs_eval_data = {"train-from-scratch.md", "play-with-a-model.md"}
     folders = {page: tmp_path_factory.mktemp(page.removesuffix(".md")) for page in envs}
     with ThreadPoolExecutor(max_workers=2) as pool:
         runs = {
-            page: pool.submit(_run_page, page, folders[page], env)
-            for page, env in envs.items()
-            if EVAL_DATA.is_dir() or page not in needs_eval_data
+            page: pool.submit(_run_page, page, folders[page], env) for page, env in envs.items()
         }
         yield PageRuns(folders, runs)
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 # <repo>/tests/support is on sys.path: the root conftest puts it there.
+from eval_task_data import serve_task_files, write_synthetic_data
 from tiny_lm import train_byte_bpe, train_on_windows
 
-DATA_ROOT = (Path(__file__).resolve().parents[3] / "../shared/eval-data").resolve()
+# Every test runs on generated task files (tests/support/eval_task_data.py): none needs the
+# real benchmark files, and none skips without them.
 TRAIN_FILES = [
     "language_understanding/lambada_openai.jsonl",
     "commonsense_reasoning/piqa.jsonl",
@@ -20,13 +22,11 @@ TRAIN_FILES = [
 ]
 
 
-def _training_text(limit_per_file: int = 1500) -> list[str]:
+def _training_text(root: Path) -> list[str]:
     texts = []
     for rel in TRAIN_FILES:
-        with (DATA_ROOT / rel).open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh):
-                if i >= limit_per_file:
-                    break
+        with (root / rel).open(encoding="utf-8") as fh:
+            for line in fh:
                 row = json.loads(line)
                 if "context" in row:
                     texts.append(row["context"] + " " + row["continuation"])
@@ -64,10 +64,20 @@ def _train_model(tokenizer, texts: list[str], steps: int = 200):
 
 
 @pytest.fixture(scope="session")
-def data_root() -> Path:
-    if not DATA_ROOT.is_dir():
-        pytest.skip(f"eval data not found at {DATA_ROOT}")
-    return DATA_ROOT
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Generated task files for every task of the shipped gauntlet."""
+    root = tmp_path_factory.mktemp("eval-data")
+    write_synthetic_data(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def task_server(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The generated task files served as llm-foundry publishes them: ``<url>/<relative path>``
+    under ``server.url + "/scripts/eval/local_data"``."""
+    server = serve_task_files(data_root, tmp_path_factory.mktemp("site"))
+    yield server
+    server.close()
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +87,7 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, data_root: Path) ->
 
     torch.set_num_threads(1)  # the CI box has 2 shared cores; more threads thrash
     start = time.perf_counter()
-    texts = _training_text()
+    texts = _training_text(data_root)
     tokenizer = train_byte_bpe(texts, vocab_size=1024, special_tokens=["<|endoftext|>"])
     model, losses = _train_model(tokenizer, texts)
     out = tmp_path_factory.mktemp("tiny-llama")

@@ -29,7 +29,10 @@ def test_quick_form_writes_reports(tiny_model_dir, data_root, tmp_path, capsys):
     ]
     assert main(argv) == 0
     printed = capsys.readouterr()
-    assert "piqa/0-shot" in printed.out and "core_average" in printed.out
+    assert "piqa/0-shot" in printed.out
+    # Two of the gauntlet's tasks: its averages are labelled partial, not printed as if complete.
+    (core,) = [line for line in printed.out.splitlines() if line.startswith("core_average ")]
+    assert "(partial)" in core and "incomplete" in core
     data = json.loads((out / "r.json").read_text())
     assert data["tasks"]["piqa/0-shot"]["num_examples"] == 6
     assert len(data["tasks"]["winograd/3-shot"]["samples"]) == 6
@@ -79,7 +82,7 @@ def test_bad_inputs_give_one_paragraph_errors(tiny_model_dir, data_root, tmp_pat
             "--allow-code-execution",
         ),
         ([str(tmp_path / "missing.yaml")], "missing.yaml does not exist"),
-        ([str(tmp_path / "no-such-model")], "neither a model directory nor a YAML config"),
+        ([str(tmp_path / "no-such-model")], "no-such-model does not exist"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -98,3 +101,22 @@ def test_empty_task_selection_with_only_missing_files(tiny_model_dir, tmp_path, 
         main([str(tiny_model_dir), "--data-root", str(tmp_path / "data"), "--tasks", "piqa"]) == 2
     )
     assert "none of the selected tasks has a data file" in capsys.readouterr().err
+
+
+def test_existing_output_is_refused_before_any_work(
+    tiny_model_dir, data_root, tmp_path, monkeypatch, capsys
+):
+    import foundry_eval.run
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("work started although the output exists")
+
+    for name in ("load_model", "load_tokenizer", "load_tasks", "evaluate"):
+        monkeypatch.setattr(foundry_eval.run, name, must_not_run)
+    existing = tmp_path / "scores.md"
+    existing.write_text("earlier results")
+    argv = [str(tiny_model_dir), "--data-root", str(data_root), "--tasks", "piqa"]
+    assert main([*argv, "--json", str(tmp_path / "new.json"), "--markdown", str(existing)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and f"{existing} already exists" in err
+    assert existing.read_text() == "earlier results" and not (tmp_path / "new.json").exists()

@@ -104,3 +104,23 @@ def test_pass_at_k_estimator():
     assert pass_at_k(5, 5, 1) == 1.0
     assert pass_at_k(5, 2, 1) == pytest.approx(0.4)
     assert pass_at_k(10, 3, 5) == pytest.approx(1 - math.comb(7, 5) / math.comb(10, 5))
+
+
+def test_partial_categories_and_averages_are_labelled():
+    from foundry_eval.results import EvalResults
+
+    one = {"mc/0-shot": METRICS["mc/0-shot"]}
+    res = compute_gauntlet(_gauntlet(), one, TYPES, {"mc/0-shot": 100})
+    assert res.missing == {"a": ["lm/3-shot"], "b": ["gone/0-shot"]}
+    assert res.partial == ["a", "core"]  # b has no result at all: n/a, not partial
+    table = EvalResults(gauntlet=res).to_table()
+    rows = {line.split()[0]: line for line in table.splitlines()[3:]}
+    mc = (0.55 - 0.25) / 0.75
+    assert f"{mc:.4f} (partial)" in rows["core"] and "2 incomplete: a, b" in rows["core"]
+    assert f"{mc:.4f} (partial)" in rows["a"] and "1 without results: lm/3-shot" in rows["a"]
+    assert "n/a" in rows["b"] and "partial" not in rows["b"]
+    full = {**METRICS, "gone/0-shot": {"acc": 0.75}}
+    types = {**TYPES, "gone/0-shot": "multiple_choice"}
+    done = compute_gauntlet(_gauntlet(mc_metric="acc"), full, types, {})
+    assert done.partial == [] and "partial" not in EvalResults(gauntlet=done).to_table()
+    assert EvalResults(gauntlet=done).to_json_dict()["gauntlet"]["partial"] == []

@@ -7,10 +7,12 @@ import random
 from foundry_eval import load_tasks
 from foundry_eval.data import read_task_rows
 from foundry_eval.prompts import (
+    build_generation_requests,
     build_loglikelihood_questions,
     fewshot_indices,
     needs_prefix_space,
     render_prompts,
+    strip_row,
 )
 
 
@@ -79,3 +81,38 @@ def test_schema_prompts(tiny_model, data_root):
     q = build_loglikelihood_questions(three, rows, tok, 1)[0]
     assert len(q.contexts) == 2 and len(q.continuations) == 1
     assert tok.decode(q.continuations[0]) == " " + rows[0]["continuation"]
+
+
+def test_max_new_tokens_is_computed_once_per_task_file(tiny_model, data_root, monkeypatch):
+    from foundry_eval import prompts
+
+    _, tok = tiny_model
+    tasks = {t.label: t for t in load_tasks("gauntlet_v0.3", data_root)}
+    calls: list[int] = []
+    count = prompts._token_counts
+
+    def counting(b, texts):
+        calls.append(len(texts))
+        return count(b, texts)
+
+    monkeypatch.setattr(prompts, "_token_counts", counting)
+    for label in ("triviaqa_sm_sub", "gsm8k"):  # answers with aliases; chain of thought
+        task = tasks[label]
+        rows = read_task_rows(task.data_path, task.icl_task_type)
+        calls.clear()
+        _, first = build_generation_requests(task, rows, tok, 2)
+        _, again = build_generation_requests(task, rows, tok, 5)
+        assert len(calls) == 1  # one batched call for the whole file, then the cache
+        # llm-foundry's whole-file rule: the longest answer or alias of every row, in tokens
+        # (+ 10 with a chain of thought), tokenized one string at a time here.
+        texts = [a for r in map(strip_row, rows) for a in [r["answer"], *r.get("aliases", [])]]
+        if task.cot_delimiter:
+            texts = [
+                f"{r.get('chain_of_thought', '').strip()}{task.cot_delimiter}{r['answer']}"
+                for r in map(strip_row, rows)
+            ]
+        longest = max(len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts)
+        assert first == again == longest + (10 if task.cot_delimiter else 0)
+    changed = [{**r, "answer": r["answer"] + " and more words"} for r in rows]
+    build_generation_requests(tasks["gsm8k"], changed, tok, 1)
+    assert len(calls) == 2  # other answers: computed again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -89,11 +90,15 @@ def test_lora_finetuning_run_and_hf_checkpointer(assets: dict, h: object, tmp_pa
 def test_icl_eval_during_training(assets: dict, h: object, tmp_path: Path) -> None:
     from foundry_train.icl import ICLEvalCallback
 
-    data_root = Path(__file__).resolve().parents[3] / "../shared/eval-data"
-    if not (data_root / "language_understanding" / "lambada_openai_small.jsonl").is_file():
-        import pytest
-
-        pytest.skip("eval data not beside the checkout")
+    data_root = tmp_path / "eval-data"  # a generated cloze task in llm-foundry's layout
+    (data_root / "language_understanding").mkdir(parents=True)
+    animals = ["cat", "dog", "owl", "fox", "cow", "hen"]
+    (data_root / "language_understanding" / "lambada_openai_small.jsonl").write_text(
+        "".join(
+            json.dumps({"context": f"The {a} sat on the", "continuation": "mat"}) + "\n"
+            for a in animals
+        )
+    )
     tasks = tmp_path / "tasks.yaml"
     tasks.write_text(
         "icl_tasks:\n- label: lambada\n  dataset_uri: language_understanding/lambada_openai_small.jsonl\n"

@@ -11,13 +11,18 @@ from typing import Any
 
 from foundry_eval.config import EvalConfig, apply_overrides, parse_model, read_yaml
 from foundry_eval.errors import FoundryError
+from foundry_eval.model_source import model_source
 
 __all__ = ["build_parser", "main"]
 
 _EPILOG = """\
 examples:
-  # quick form: a model directory and a few gauntlet tasks
-  foundry-eval ./my-model --tasks piqa,arc_easy,lambada_openai --data-root ./eval-data
+  # quick form: a model directory and a few gauntlet tasks (task files downloaded on first use)
+  foundry-eval ./my-model --tasks piqa,arc_easy,lambada_openai
+
+  # every known task with its type, few-shot count and data file; download them all
+  foundry-eval --list-tasks
+  foundry-eval fetch-tasks --dest ./eval-data
 
   # the whole v0.3 gauntlet, results as JSON, Markdown and a chart
   foundry-eval ./my-model --data-root ./eval-data --json results.json --markdown results.md --png results.png
@@ -30,7 +35,8 @@ examples:
 
 config form (eval.yaml):
   model: {path: ./my-model, dtype: auto, device_map: null}
-  data_root: ./eval-data            # task files are named relative to it (or s3://bucket/prefix)
+  data_root: ./eval-data            # task files are named relative to it (or s3://bucket/prefix);
+                                    # leave it out to use the download cache
   tasks: gauntlet_v0.3              # shipped name, a YAML path (llm-foundry icl_tasks), or a list
   gauntlet: gauntlet_v0.3           # or a YAML path, or null
   task_names: [piqa, arc_easy]      # optional subset
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the package name and version, then exit",
     )
     p.add_argument(
-        "target", metavar="TARGET", help="an eval CONFIG.yaml, or a model directory (quick form)"
+        "target", metavar="TARGET", help="an eval CONFIG.yaml, or a model directory or hub id org/name (quick form)"
     )
     p.add_argument(
         "overrides",
@@ -73,7 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-root",
         metavar="DIR",
-        help="folder or s3:// prefix holding the task files (env FOUNDRY_EVAL_DATA)",
+        help="folder or s3:// prefix holding the task files (env FOUNDRY_EVAL_DATA; default: "
+        "download them into ~/.cache/foundry/eval-data, see 'foundry-eval fetch-tasks --help')",
+    )
+    p.add_argument(
+        "--list-tasks",
+        action="store_true",
+        help="list every known task and its data file, then exit",
     )
     p.add_argument(
         "--task-config",
@@ -116,7 +128,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--tokenizer",
         metavar="TOKENIZER",
-        help="tokenizer directory (default: the model directory)",
+        help="tokenizer directory or hub id (default: the model's)",
     )
     p.add_argument(
         "--max-seq-len", type=int, metavar="N", help="context window (default: the model's)"
@@ -195,37 +207,46 @@ def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return base
 
 
+def _is_model(target: str) -> bool:
+    """Whether the positional names a model (a directory or a hub id) rather than a config YAML;
+    raises FoundryError for a path that does not exist (see foundry_eval.model_source)."""
+    path = Path(target).expanduser()
+    if path.is_dir():
+        return True
+    if path.suffix in (".yaml", ".yml") or path.is_file():
+        return False
+    return model_source(target, "model directory or eval config") == "hub"
+
+
 def build_config(args: argparse.Namespace) -> EvalConfig:
     target = Path(args.target)
-    if target.is_dir():
+    if _is_model(args.target):
         if args.overrides:
             raise FoundryError(
                 f"dotted overrides ({args.overrides[0]}) apply to a CONFIG.yaml; with a model "
                 "directory use the --flags (see --help)."
             )
-        data: dict[str, Any] = {"model": {"path": str(target)}}
+        data: dict[str, Any] = {"model": {"path": str(args.target)}}
         root = args.data_root or os.environ.get("FOUNDRY_EVAL_DATA")
-        if not root:
-            raise FoundryError(
-                "no data root given. Pass --data-root with the folder holding the task files "
-                "(or set FOUNDRY_EVAL_DATA)."
-            )
-        data["data_root"] = root
-    elif target.suffix in (".yaml", ".yml") or target.is_file():
+        if root:
+            data["data_root"] = root
+    else:
         loaded = read_yaml(target)
         if not isinstance(loaded, dict):
             raise FoundryError(f"{target} must hold a mapping (model:, data_root:, tasks:, ...).")
         data = apply_overrides(loaded, list(args.overrides))
-    else:
-        raise FoundryError(
-            f"{args.target} is neither a model directory nor a YAML config. Give a directory "
-            "written by save_pretrained or an eval.yaml."
-        )
     _merge(data, _flag_overrides(args))
     return parse_model(EvalConfig, data, "eval config")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["fetch-tasks"] or "--list-tasks" in argv:
+        from foundry_eval import task_cli
+
+        if argv[:1] == ["fetch-tasks"]:
+            return task_cli.fetch_tasks_main(argv[1:])
+        return task_cli.list_tasks_main(argv)
     args = build_parser().parse_args(argv)
     try:
         cfg = build_config(args)

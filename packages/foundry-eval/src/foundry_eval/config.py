@@ -25,6 +25,7 @@ __all__ = [
     "format_validation_error",
     "parse_model",
     "read_yaml",
+    "relative_data_path",
     "resolve_data_path",
 ]
 
@@ -165,7 +166,8 @@ class EvalConfig(_Strict):
     """A whole eval run (the CLI's CONFIG.yaml)."""
 
     model: ModelConfig
-    data_root: str
+    # None: the download cache (foundry_eval.task_data), filled on demand.
+    data_root: str | None = None
     tasks: str | list[dict[str, Any]] = "gauntlet_v0.3"
     gauntlet: str | dict[str, Any] | None = "gauntlet_v0.3"
     task_names: list[str] | None = None
@@ -282,6 +284,13 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = cast("dict[str, Any]", child)
         node[parts[-1]] = value
     return data
+
+
+def relative_data_path(dataset_uri: str) -> str | None:
+    """A task file's path relative to a data root (None for absolute paths and URLs)."""
+    if "://" in dataset_uri or Path(dataset_uri).is_absolute():
+        return None
+    return dataset_uri.removeprefix(_LLM_FOUNDRY_DATA_PREFIX)
 
 
 def resolve_data_path(dataset_uri: str, data_root: str | Path) -> str:

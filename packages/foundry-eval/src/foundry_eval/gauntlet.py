@@ -18,10 +18,19 @@ _PRIMARY = {
 
 @dataclass
 class GauntletResult:
+    """Category scores and averages.
+
+    ``partial`` names the categories and averages computed from only some of their benchmarks
+    (a category with a benchmark in ``missing``; an average with a partial or empty category):
+    their values are not comparable with a full run and reports label them as partial.
+    """
+
     categories: dict[str, float | None] = field(default_factory=dict)
     averages: dict[str, float | None] = field(default_factory=dict)
     missing: dict[str, list[str]] = field(default_factory=dict)
     benchmark_scores: dict[str, float] = field(default_factory=dict)
+    partial: list[str] = field(default_factory=list)
+    average_parts: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, float | None]:
         return {**self.averages, **self.categories}
@@ -71,7 +80,12 @@ def compute_gauntlet(
             if scores
             else None
         )
+    result.partial = [c for c in result.missing if result.categories.get(c) is not None]
     for name, cats in gauntlet.averages.items():
+        result.average_parts[name] = list(cats)
         vals = [result.categories[c] for c in cats if result.categories.get(c) is not None]
         result.averages[name] = sum(v for v in vals if v is not None) / len(vals) if vals else None
+        incomplete = any(c in result.missing for c in cats)
+        if vals and incomplete:
+            result.partial.append(name)
     return result

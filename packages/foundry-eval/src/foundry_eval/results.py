@@ -11,7 +11,7 @@ from typing import Any, Protocol, cast
 from foundry_eval.errors import FoundryError
 from foundry_eval.gauntlet import GauntletResult
 
-__all__ = ["EvalResults", "TaskResult", "write_atomic"]
+__all__ = ["EvalResults", "TaskResult", "refuse_existing", "text_table", "write_atomic"]
 
 
 class _Axes(Protocol):
@@ -85,6 +85,7 @@ class EvalResults:
                 "categories": self.gauntlet.categories,
                 "benchmark_scores": self.gauntlet.benchmark_scores,
                 "missing": self.gauntlet.missing,
+                "partial": self.gauntlet.partial,
             }
         return out
 
@@ -100,24 +101,34 @@ class EvalResults:
         return rows
 
     def _gauntlet_rows(self) -> list[list[str]]:
+        """One row per average and category; one computed from only some benchmarks is labelled
+        partial (with what it lacks), one with no result at all is n/a."""
         if self.gauntlet is None:
             return []
+        g = self.gauntlet
         rows: list[list[str]] = []
-        for name, v in {**self.gauntlet.averages, **self.gauntlet.categories}.items():
+        for name, v in {**g.averages, **g.categories}.items():
+            if name in g.averages:  # the categories lacking some benchmark
+                missing = [c for c in g.average_parts.get(name, []) if c in g.missing]
+                what = "incomplete"
+            else:
+                missing, what = g.missing.get(name, []), "without results"
             note = ""
-            missing = self.gauntlet.missing.get(name, [])
             if missing:
                 more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-                note = f"{len(missing)} without results: " + ", ".join(missing[:3]) + more
-            rows.append([name, "n/a" if v is None else f"{v:.4f}", note])
+                note = f"{len(missing)} {what}: " + ", ".join(missing[:3]) + more
+            score = "n/a" if v is None else f"{v:.4f}"
+            if name in g.partial:
+                score = f"{score} (partial)"
+            rows.append([name, score, note])
         return rows
 
     def to_table(self) -> str:
         header = ["task", "type", "n", "metrics"]
-        lines = _text_table(header, self._rows())
+        lines = text_table(header, self._rows())
         g = self._gauntlet_rows()
         if g:
-            lines += ["", *_text_table(["gauntlet", "score", "note"], g)]
+            lines += ["", *text_table(["gauntlet", "score", "note"], g)]
         return "\n".join(lines)
 
     def to_markdown(self) -> str:
@@ -141,10 +152,7 @@ class EvalResults:
         overwrite: bool = False,
     ) -> list[Path]:
         """Write the requested reports atomically; refuses existing files unless ``overwrite``."""
-        targets = [p for p in (json_path, markdown, png) if p]
-        for p in targets:
-            if Path(p).exists() and not overwrite:
-                raise FoundryError(f"{p} already exists. Pass --overwrite or choose another path.")
+        refuse_existing([json_path, markdown, png], overwrite)
         written: list[Path] = []
         if json_path:
             text = json.dumps(self.to_json_dict(log_samples), indent=2, default=_jsonable)
@@ -187,6 +195,13 @@ class EvalResults:
         return path
 
 
+def refuse_existing(paths: list[str | None], overwrite: bool) -> None:
+    """Raise FoundryError if one of ``paths`` exists (unless ``overwrite``); None entries are skipped."""
+    for p in paths:
+        if p and Path(p).exists() and not overwrite:
+            raise FoundryError(f"{p} already exists. Pass --overwrite or choose another path.")
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, set):
         return sorted(cast("set[Any]", obj))
@@ -202,7 +217,7 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
-def _text_table(header: list[str], rows: list[list[str]]) -> list[str]:
+def text_table(header: list[str], rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     return [
