@@ -75,7 +75,9 @@ def test_fp8_trains_emulated_on_cpu_and_saves_full_precision_weights(assets, h, 
     done = h.run_cli(["train", str(h.write_config(tmp_path / "c.yaml", cfg)), "--skip-hardware"])
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stderr.splitlines() if x.startswith("foundry-train: "))
-    assert line.startswith("foundry-train: attention: torch (no CUDA); compile: none (auto: no CUDA)")
+    assert line.startswith(
+        "foundry-train: attention: torch (no CUDA); compile: none (auto: no CUDA)"
+    )
     assert "fsdp: off (no fsdp_config)" in line and "fp8: tensorwise" in line
     # 2 blocks x (Wqkv, out_proj, up_proj, down_proj): every block linear became a float8 one
     assert "fp8: 8 linear layers train through torchao float8" in done.stderr

@@ -64,7 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the package name and version, then exit",
     )
     p.add_argument(
-        "target", metavar="TARGET", help="an eval CONFIG.yaml, or a model directory or hub id org/name (quick form)"
+        "target",
+        nargs="?",
+        metavar="TARGET",
+        help="an eval CONFIG.yaml, or a model directory or hub id org/name (quick form)",
     )
     p.add_argument(
         "overrides",
@@ -247,7 +250,10 @@ def main(argv: list[str] | None = None) -> int:
         if argv[:1] == ["fetch-tasks"]:
             return task_cli.fetch_tasks_main(argv[1:])
         return task_cli.list_tasks_main(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.target is None:
+        parser.error("give TARGET: an eval CONFIG.yaml, or a model directory or hub id")
     try:
         cfg = build_config(args)
         from foundry_eval.run import run_eval
