@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry_eval.config import EvalConfig, apply_overrides, parse_model, read_yaml
-from foundry_eval.errors import FoundryError
+from foundry_eval.errors import FoundryError, user_error_message
 
 __all__ = ["build_parser", "main"]
 
@@ -187,8 +187,11 @@ def main(argv: list[str] | None = None) -> int:
             log_samples=cfg.output.log_samples,
             overwrite=cfg.output.overwrite,
         )
-    except FoundryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # any Foundry package's user error, or a bad path: no traceback
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     done = [t for t in results.tasks.values() if t.missing is None]
     n = sum(t.num_examples for t in done)

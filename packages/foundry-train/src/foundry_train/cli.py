@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from foundry_train.errors import ConfigError, FoundryError
+from foundry_train.errors import ConfigError, user_error_message
 
 __all__ = ["main", "build_parser"]
 
@@ -164,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             return _train(args, argv[1:])
         return handlers[args.command](args)
-    except FoundryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # any Foundry package's user error, or a bad path: no traceback
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from foundry_train.config import TrainConfig
 from foundry_train.config.sections import LoaderConfig
 from foundry_train.data import stream_locations
 
-__all__ = ["planned_world_size", "preflight_problems"]
+__all__ = ["is_hub_id", "planned_world_size", "preflight_problems"]
 
 
 def planned_world_size(cfg: TrainConfig) -> int:
@@ -95,6 +95,30 @@ def _model_vocab(cfg: TrainConfig) -> int | None:
     return int(foundry_models.preset_config(mc.preset or "debug").vocab_size)
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether a tokenizer or model ``name`` that is no local path reads as a Hugging Face hub id
+    ('gpt2' or 'org/name'); anything else ('./tok', '/data/tok', 'runs/x/tok') is a local folder."""
+    parts = name.split("/")
+    return (
+        not Path(name).exists()
+        and len(parts) <= 2
+        and all(parts)
+        and not name.startswith((".", "~"))
+        and ".." not in parts
+    )
+
+
+def _missing_tokenizer_folder(cfg: TrainConfig) -> list[str]:
+    name = cfg.tokenizer.name
+    if Path(name).expanduser().is_dir() or is_hub_id(name):
+        return []
+    what = "is a file, not a folder" if Path(name).expanduser().exists() else "does not exist"
+    return [
+        f"tokenizer.name: the folder '{name}' {what}. Give a tokenizer folder (written by "
+        "`foundry-data train-tokenizer` or save_pretrained) or a hub id such as 'org/name'."
+    ]
+
+
 def _tokenizer_problems(cfg: TrainConfig) -> list[str]:
     from transformers import AutoTokenizer
 
@@ -141,6 +165,7 @@ def preflight_problems(
     problems += _loader_problems("train_loader", cfg.train_loader, cfg)
     if cfg.eval_loader is not None:
         problems += _loader_problems("eval_loader", cfg.eval_loader, cfg)
+    problems += _missing_tokenizer_folder(cfg)
     if not problems:
         problems += _tokenizer_problems(cfg)
     if cfg.load_path and "://" not in cfg.load_path and not Path(cfg.load_path).exists():
