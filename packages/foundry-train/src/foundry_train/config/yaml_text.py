@@ -100,8 +100,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             if not isinstance(node[part], dict):
                 where = ".".join(parts[: depth + 1])
                 raise FoundryError(
-                    f"override '{item}': '{where}' is a {type(node[part]).__name__}, not a "
-                    f"mapping; override '{where}' itself."
+                    f"override '{item}': '{where}' is not a mapping (it holds "
+                    f"{type(node[part]).__name__} {node[part]!r}); override '{where}' itself."
                 )
             node = node[part]
         node[parts[-1]] = value
