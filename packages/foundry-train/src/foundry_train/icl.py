@@ -11,6 +11,7 @@ from composer.utils import dist
 
 from foundry_train.callbacks import every
 from foundry_train.config import TrainConfig
+from foundry_train.tokenizer import load_tokenizer
 
 __all__ = ["ICLEvalCallback"]
 
@@ -34,12 +35,9 @@ class ICLEvalCallback(Callback):
 
     def fit_start(self, state: State, logger: Logger) -> None:
         import foundry_eval
-        from transformers import AutoTokenizer
 
         self.tasks = foundry_eval.load_tasks(self.icl.tasks, self.icl.data_root)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.cfg.tokenizer.name, **self.cfg.tokenizer.kwargs
-        )
+        self.tokenizer = load_tokenizer(self.cfg.tokenizer)
 
     def batch_end(self, state: State, logger: Logger) -> None:
         if self.due(state, Event.BATCH_END):

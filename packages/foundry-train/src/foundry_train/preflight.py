@@ -8,6 +8,7 @@ from pathlib import Path
 from foundry_train.config import TrainConfig
 from foundry_train.config.sections import LoaderConfig
 from foundry_train.data import stream_locations
+from foundry_train.errors import FoundryError
 
 __all__ = ["is_hub_id", "planned_world_size", "preflight_problems"]
 
@@ -120,12 +121,12 @@ def _missing_tokenizer_folder(cfg: TrainConfig) -> list[str]:
 
 
 def _tokenizer_problems(cfg: TrainConfig) -> list[str]:
-    from transformers import AutoTokenizer
+    from foundry_train.tokenizer import load_tokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
-    except (OSError, ValueError) as exc:
-        return [f"tokenizer.name: '{cfg.tokenizer.name}' cannot be loaded ({str(exc)[:120]})."]
+        tok = load_tokenizer(cfg.tokenizer)
+    except FoundryError as exc:
+        return [str(exc)]
     vocab = _model_vocab(cfg)
     if vocab is not None and len(tok) > vocab:
         return [

@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from composer import Trainer
@@ -27,6 +27,7 @@ from foundry_train.loggers import build_tracking_loggers
 from foundry_train.model import build_composer_model
 from foundry_train.optim import build_optimizer, build_scheduler
 from foundry_train.resume import find_latest_checkpoint, remove_newer_than
+from foundry_train.tokenizer import load_tokenizer, pad_token_id
 
 __all__ = ["build_trainer", "train", "resolve_load_path"]
 
@@ -167,8 +168,6 @@ def _write_run_config(cfg: TrainConfig) -> None:
 
 def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = None) -> Trainer:
     """A composer Trainer for ``cfg`` (distributed init, data, model, checkpoints)."""
-    from transformers import AutoTokenizer
-
     _check_existing_checkpoints(cfg)  # before the rendezvous: no rank can have saved yet
     _init_dist(cfg)
     world = dist.get_world_size()
@@ -181,17 +180,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             f"size {world}."
         )
     device_batch = cfg.global_train_batch_size // world
-    # AutoTokenizer.from_pretrained is unannotated in transformers (Unknown); any tokenizer class.
-    tokenizer = cast(
-        Any,
-        AutoTokenizer.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
-            cfg.tokenizer.name, **cfg.tokenizer.kwargs
-        ),
-    )
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    pad_id = int(pad_id or 0)
+    pad_id = pad_token_id(load_tokenizer(cfg.tokenizer))
     reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
     model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=cfg.fsdp_config is not None)
     if cfg.compile == "blocks":
