@@ -19,7 +19,8 @@ from composer.utils import dist, reproducibility
 from foundry_train.callbacks import LossPlot, LossSpikeGuard, MetricsFileLogger
 from foundry_train.checkpoint_safety import scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config
-from foundry_train.config.sections import LoaderConfig
+from foundry_train.config.root import LoggersConfig
+from foundry_train.config.sections import GradientClippingConfig, LoaderConfig
 from foundry_train.data import build_dataloader
 from foundry_train.errors import FoundryError
 from foundry_train.export import CONFIG_NAME
@@ -167,8 +168,35 @@ def _write_run_config(cfg: TrainConfig) -> None:
 
 
 def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = None) -> Trainer:
-    """A composer Trainer for ``cfg`` (distributed init, data, model, checkpoints)."""
+    """A composer Trainer for ``cfg``: one named step per job, each given only what it needs."""
     _check_existing_checkpoints(cfg)  # before the rendezvous: no rank can have saved yet
+    device_batch = _join_processes(cfg)
+    pad_id = pad_token_id(load_tokenizer(cfg.tokenizer))
+    reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
+    model = _build_model(cfg)
+    train_dl, eval_dl = _build_dataloaders(cfg, device_batch, pad_id)
+    metrics_path = _metrics_path(cfg)
+    load_path = resolve_load_path(cfg)
+    _write_run_config(cfg)
+    return Trainer(
+        run_name=cfg.run_name or "foundry-run",
+        model=model,
+        train_dataloader=train_dl,
+        eval_dataloader=eval_dl,
+        optimizers=build_optimizer(cfg.optimizer, model.parameters()),
+        schedulers=build_scheduler(cfg.scheduler),
+        step_schedulers_every_batch=True,
+        algorithms=_algorithms(cfg.gradient_clipping),
+        callbacks=[*_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
+        loggers=_loggers(cfg.loggers, metrics_path),
+        **_run_length_args(cfg, device_batch, has_eval=eval_dl is not None),
+        **_checkpoint_args(cfg, load_path),
+        **_runtime_args(cfg),
+    )
+
+
+def _join_processes(cfg: TrainConfig) -> int:
+    """Join the other ranks; the samples each rank takes per optimizer step."""
     _init_dist(cfg)
     world = dist.get_world_size()
     log.info(
@@ -179,9 +207,11 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             f"global_train_batch_size {cfg.global_train_batch_size} is not divisible by the world "
             f"size {world}."
         )
-    device_batch = cfg.global_train_batch_size // world
-    pad_id = pad_token_id(load_tokenizer(cfg.tokenizer))
-    reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
+    return cfg.global_train_batch_size // world
+
+
+def _build_model(cfg: TrainConfig) -> Any:
+    """The composer model, with torch.compile applied as ``compile:`` says."""
     model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=cfg.fsdp_config is not None)
     if cfg.compile == "blocks":
         compile_blocks(model.model)
@@ -191,7 +221,11 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             "(MPT-1B on 2xH200: 77% of one GPU's tokens/s per GPU, against 97% with blocks); "
             "use compile: blocks with FSDP"
         )
-    optimizer = build_optimizer(cfg.optimizer, model.parameters())
+    return model
+
+
+def _build_dataloaders(cfg: TrainConfig, device_batch: int, pad_id: int) -> tuple[Any, Any]:
+    """The training loader (object-store failures made clear) and the eval loader, if any."""
     with _store_errors(cfg.train_loader):
         train_dl = build_dataloader(
             cfg.train_loader,
@@ -199,68 +233,83 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             max_seq_len=cfg.max_seq_len,
             pad_token_id=pad_id,
         )
-    eval_dl = None
-    if cfg.eval_loader is not None:
-        eval_dl = build_dataloader(
-            cfg.eval_loader,
-            device_batch_size=cfg.device_eval_batch_size,
-            max_seq_len=cfg.max_seq_len,
-            pad_token_id=pad_id,
-        )
-    metrics_path = None
-    if cfg.loggers.metrics_file or (cfg.save_folder and not _saves_remotely(cfg)):
-        metrics_path = Path(
-            cfg.loggers.metrics_file or Path(str(cfg.save_folder)) / "metrics.jsonl"
-        )
-    loggers: list[Any] = build_tracking_loggers(cfg.loggers)
+    if cfg.eval_loader is None:
+        return train_dl, None
+    eval_dl = build_dataloader(
+        cfg.eval_loader,
+        device_batch_size=cfg.device_eval_batch_size,
+        max_seq_len=cfg.max_seq_len,
+        pad_token_id=pad_id,
+    )
+    return train_dl, eval_dl
+
+
+def _metrics_path(cfg: TrainConfig) -> Path | None:
+    """The JSON-lines metrics file: loggers.metrics_file, else in a local save_folder."""
+    if cfg.loggers.metrics_file:
+        return Path(cfg.loggers.metrics_file)
+    if cfg.save_folder and not _saves_remotely(cfg):
+        return Path(cfg.save_folder) / "metrics.jsonl"
+    return None
+
+
+def _loggers(cfg: LoggersConfig, metrics_path: Path | None) -> list[Any]:
+    loggers: list[Any] = build_tracking_loggers(cfg)
     if metrics_path is not None:
         loggers.append(MetricsFileLogger(metrics_path))
-    load_path = resolve_load_path(cfg)
-    _write_run_config(cfg)
-    precision = cfg.precision if torch.cuda.is_available() else "fp32"
+    return loggers
+
+
+def _algorithms(clipping: GradientClippingConfig | None) -> list[Algorithm]:
+    if clipping is None:
+        return []
+    return [GradientClipping(clipping.clipping_type, clipping.clipping_threshold)]
+
+
+def _run_length_args(cfg: TrainConfig, device_batch: int, has_eval: bool) -> dict[str, Any]:
+    """How long to train, how often to evaluate, and the micro-batch."""
     mb = cfg.device_train_microbatch_size
-    algorithms: list[Algorithm] = []
-    if cfg.gradient_clipping is not None:
-        gc = cfg.gradient_clipping
-        algorithms.append(GradientClipping(gc.clipping_type, gc.clipping_threshold))
-    return Trainer(
-        run_name=cfg.run_name or "foundry-run",
-        model=model,
-        train_dataloader=train_dl,
-        eval_dataloader=eval_dl,
-        eval_interval=cfg.eval_interval if eval_dl is not None else 1,
-        eval_subset_num_batches=cfg.eval_subset_num_batches,
-        optimizers=optimizer,
-        schedulers=build_scheduler(cfg.scheduler),
-        step_schedulers_every_batch=True,
-        algorithms=algorithms,
-        max_duration=cfg.max_duration,
-        device_train_microbatch_size=mb
+    return {
+        "max_duration": cfg.max_duration,
+        "eval_interval": cfg.eval_interval if has_eval else 1,
+        "eval_subset_num_batches": cfg.eval_subset_num_batches,
+        # 'auto' needs CUDA; on a CPU the whole device batch is one micro-batch
+        "device_train_microbatch_size": mb
         if isinstance(mb, int) or torch.cuda.is_available()
         else device_batch,
-        precision=precision,
-        parallelism_config=_fsdp(cfg),
-        compile_config={} if cfg.compile == "model" else None,
-        callbacks=[*_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
-        loggers=loggers,
-        progress_bar=cfg.progress_bar,
-        log_to_console=cfg.log_to_console,
-        console_log_interval=cfg.console_log_interval,
-        save_folder=cfg.save_folder,
+    }
+
+
+def _checkpoint_args(cfg: TrainConfig, load_path: str | None) -> dict[str, Any]:
+    """Where and how often checkpoints are saved, and the one this run starts from."""
+    return {
+        "save_folder": cfg.save_folder,
         # In an object store composer would also upload a `latest` symlink object, after a
         # helper process has seen every checkpoint object there, polling every 30 s: each run
         # ended up to a minute late. Autoresume lists the checkpoints instead, so none is kept.
-        save_latest_filename=None if _saves_remotely(cfg) else "latest-rank{rank}.pt",
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=cfg.save_overwrite or cfg.autoresume,
-        load_path=load_path,
-        load_weights_only=cfg.load_weights_only and load_path == cfg.load_path,
-        seed=cfg.seed,
-        deterministic_mode=cfg.deterministic,
-        dist_timeout=cfg.dist_timeout,
-        python_log_level=cfg.python_log_level,
-    )
+        "save_latest_filename": None if _saves_remotely(cfg) else "latest-rank{rank}.pt",
+        "save_interval": cfg.save_interval,
+        "save_num_checkpoints_to_keep": cfg.save_num_checkpoints_to_keep,
+        "save_overwrite": cfg.save_overwrite or cfg.autoresume,
+        "load_path": load_path,
+        "load_weights_only": cfg.load_weights_only and load_path == cfg.load_path,
+    }
+
+
+def _runtime_args(cfg: TrainConfig) -> dict[str, Any]:
+    """Precision, parallelism, compilation, console output and determinism."""
+    return {
+        "precision": cfg.precision if torch.cuda.is_available() else "fp32",
+        "parallelism_config": _fsdp(cfg),
+        "compile_config": {} if cfg.compile == "model" else None,
+        "progress_bar": cfg.progress_bar,
+        "log_to_console": cfg.log_to_console,
+        "console_log_interval": cfg.console_log_interval,
+        "seed": cfg.seed,
+        "deterministic_mode": cfg.deterministic,
+        "dist_timeout": cfg.dist_timeout,
+        "python_log_level": cfg.python_log_level,
+    }
 
 
 @contextlib.contextmanager
