@@ -187,3 +187,35 @@ def test_time_parser_agrees_with_composer(text: str) -> None:
         return
     assert (ours.value, ours.unit) == (theirs.value, theirs.unit.value)
     assert type(ours.value) is type(theirs.value)
+
+
+def test_workers_get_the_resolved_config(
+    assets: dict, h: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The launching process validates the YAML and overrides once and hands the workers one
+    resolved YAML (no overrides to apply again); the file is gone when the run ends."""
+    import foundry_train.launcher
+    import yaml
+
+    for key in ("RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "WORLD_SIZE", "NODE_RANK"):
+        monkeypatch.delenv(key, raising=False)
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(h.base_config(assets, None)))  # type: ignore[attr-defined]
+    overrides = ["launcher.nproc=2", "optimizer.lr=1e-3", "max_duration=3ba"]
+    seen: dict[str, object] = {}
+
+    def fake_relaunch(cmd: list[str]) -> int:
+        seen["cmd"] = cmd
+        resolved = Path(cmd[-1])
+        seen["file"] = resolved
+        seen["config"] = load_config(resolved)
+        return 0
+
+    monkeypatch.setattr(foundry_train.launcher, "relaunch", fake_relaunch)
+    assert main([str(path), *overrides]) == 0
+    cmd = seen["cmd"]
+    assert isinstance(cmd, list) and cmd[-4:-1] == ["-m", "foundry_train", "train"]
+    assert "-n" in cmd and cmd[cmd.index("-n") + 1] == "2"
+    expected = load_config(path, overrides)
+    assert seen["config"] == expected and expected.optimizer.lr == pytest.approx(1e-3)
+    assert not Path(str(seen["file"])).exists()

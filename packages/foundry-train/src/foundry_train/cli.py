@@ -75,14 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
+def _train(args: argparse.Namespace) -> int:
     from foundry_train.config import load_config
-    from foundry_train.launcher import launch_command, relaunch
+    from foundry_train.launcher import (
+        launch_command,
+        relaunch,
+        resolved_config_file,
+        single_process_node_env,
+        under_launcher,
+    )
     from foundry_train.preflight import preflight_problems
 
     cfg = load_config(args.config, args.overrides)
-    from foundry_train.launcher import single_process_node_env, under_launcher
-
     if not under_launcher():
         problems = preflight_problems(cfg)
         if problems:
@@ -90,13 +94,15 @@ def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
         node_env = single_process_node_env(cfg)
         if node_env is not None:
             os.environ.update(node_env)
-        cmd = launch_command(cfg, raw_argv)
-        if cmd is not None:
-            print(
-                f"foundry-train: starting {cmd[cmd.index('-n') + 1]} processes per node",
-                file=sys.stderr,
-            )
-            return relaunch(cmd)
+        if launch_command(cfg, []) is not None:  # several processes on this node
+            # the workers read the config this process validated, not the YAML and overrides
+            with resolved_config_file(cfg) as resolved:
+                cmd = launch_command(cfg, ["train", str(resolved)]) or []
+                print(
+                    f"foundry-train: starting {cmd[cmd.index('-n') + 1]} processes per node",
+                    file=sys.stderr,
+                )
+                return relaunch(cmd)
     from foundry_train.trainer import train
 
     train(cfg)
@@ -162,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         if args.command == "train":
-            return _train(args, argv[1:])
+            return _train(args)
         return handlers[args.command](args)
     except Exception as exc:  # any Foundry package's user error, or a bad path: no traceback
         message = user_error_message(exc)
