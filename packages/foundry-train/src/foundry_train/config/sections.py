@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from foundry_train.config.times import INTERVAL_UNITS, time_check
+from foundry_train.config.times import INTERVAL_UNITS, parse_time, time_check
 
 __all__ = [
     "Section",
@@ -193,7 +193,7 @@ class SchedulerConfig(Section):
     def _inv_sqrt_batches(self) -> SchedulerConfig:
         if self.name == "inv_sqrt_with_warmup":
             for key in ("t_warmup", "t_scale"):
-                if not getattr(self, key).strip().endswith("ba"):
+                if parse_time(getattr(self, key)).unit != "ba":
                     raise ValueError(
                         f"inv_sqrt_with_warmup counts batches: give {key} in 'ba' (e.g. '100ba'), "
                         f"not '{getattr(self, key)}'"
