@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import shlex
 import types
 import typing
 from pathlib import Path
@@ -45,7 +46,8 @@ def llm_foundry_problems(data: dict[str, Any], path: str | Path) -> list[str]:
     out = Path(path).with_name(f"{Path(path).stem}-foundry.yaml")
     return [
         f"this is an llm-foundry YAML ({' and '.join(signs)}), which foundry-train does not "
-        f"read directly. Convert it first: foundry-train migrate {path} {out} "
+        f"read directly. Convert it first: foundry-train migrate {shlex.quote(str(path))} "
+        f"{shlex.quote(str(out))} "
         "(it resolves the variables), then train from the new file."
     ]
 
