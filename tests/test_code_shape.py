@@ -29,7 +29,6 @@ KNOWN_OVERSIZE: set[str] = {
     "packages/foundry-data/src/foundry_data/cli.py::build_parser",
     "packages/foundry-data/src/foundry_data/pretraining.py::convert_pretraining",
     "packages/foundry-data/src/foundry_data/tokenizer_training.py::train_bpe_tokenizer",
-    "packages/foundry-eval/src/foundry_eval/run.py::run_eval",
     "packages/foundry-infer/src/foundry_infer/cli.py::build_parser",
     "packages/foundry-infer/src/foundry_infer/onnx_export.py::export_onnx",
     "packages/foundry-models/src/foundry_models/attention.py::attention",

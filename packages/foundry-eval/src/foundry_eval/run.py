@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from foundry_eval.config import EvalConfig
+from foundry_eval.config import EvalConfig, TaskConfig
 from foundry_eval.errors import FoundryError
 from foundry_eval.evaluate import evaluate, gauntlet_for, missing_result
 from foundry_eval.model_loading import load_model, load_tokenizer, resolve_device
-from foundry_eval.results import EvalResults
+from foundry_eval.results import EvalResults, TaskResult
 from foundry_eval.tasks import load_gauntlet, load_tasks, select_tasks
 
 __all__ = ["run_eval"]
@@ -23,6 +23,31 @@ def _gpu_count(cfg: EvalConfig) -> int:
         return 1
     available = torch.cuda.device_count()
     return max(1, min(cfg.num_gpus or available, available))
+
+
+def _score(cfg: EvalConfig, runnable: list[TaskConfig]) -> dict[str, TaskResult]:
+    """Each runnable task's result: on every GPU when there are several, else here."""
+    world = _gpu_count(cfg)
+    if world > 1:
+        from foundry_eval.parallel import score_on_all_gpus
+
+        return dict(score_on_all_gpus(cfg, runnable, world))
+    device = resolve_device(cfg.device)
+    model = load_model(cfg.model, device)
+    tokenizer = load_tokenizer(cfg.model)
+    scored = evaluate(
+        model,
+        tokenizer,
+        runnable,
+        batch_size=cfg.batch_size,
+        device=None if cfg.model.device_map else device,
+        progress=cfg.progress,
+        max_seq_len=cfg.max_seq_len,
+        share_prefix=cfg.share_prefix,
+        allow_code_execution=cfg.allow_code_execution,
+        seed=cfg.seed,
+    )
+    return dict(scored.tasks)
 
 
 def run_eval(cfg: EvalConfig) -> EvalResults:
@@ -59,28 +84,7 @@ def run_eval(cfg: EvalConfig) -> EvalResults:
             f"{cfg.data_root}. Check --data-root (expected e.g. {tasks[0].data_path})."
         )
     gauntlet = load_gauntlet(cfg.gauntlet) if cfg.gauntlet else None
-    world = _gpu_count(cfg)
-    if world > 1:
-        from foundry_eval.parallel import score_on_all_gpus
-
-        results.tasks.update(score_on_all_gpus(cfg, runnable, world))
-    else:
-        device = resolve_device(cfg.device)
-        model = load_model(cfg.model, device)
-        tokenizer = load_tokenizer(cfg.model)
-        scored = evaluate(
-            model,
-            tokenizer,
-            runnable,
-            batch_size=cfg.batch_size,
-            device=None if cfg.model.device_map else device,
-            progress=cfg.progress,
-            max_seq_len=cfg.max_seq_len,
-            share_prefix=cfg.share_prefix,
-            allow_code_execution=cfg.allow_code_execution,
-            seed=cfg.seed,
-        )
-        results.tasks.update(scored.tasks)
+    results.tasks.update(_score(cfg, runnable))
     order = [t.name for t in tasks]
     results.tasks = {n: results.tasks[n] for n in order}
     if gauntlet is not None:
