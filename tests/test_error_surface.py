@@ -152,7 +152,12 @@ def _real_cases(tmp: Path) -> dict[str, list[str]]:
             "--prompt",
             "x",
         ],
-        "foundry-train": [*_script("foundry-train"), "validate", str(tmp / "train.yaml")],
+        "foundry-train": [
+            *_script("foundry-train"),
+            "validate",
+            str(tmp / "train.yaml"),
+            "--skip-files",
+        ],
         "pipeline.py": [
             sys.executable,
             str(ROOT / "pipeline.py"),

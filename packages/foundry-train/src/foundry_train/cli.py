@@ -111,10 +111,11 @@ def _train(args: argparse.Namespace) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from foundry_train.config import load_config
-    from foundry_train.preflight import preflight_problems
 
     cfg = load_config(args.config, args.overrides)
-    if not args.skip_files:
+    if not args.skip_files:  # the schema alone needs neither torch nor streaming
+        from foundry_train.preflight import preflight_problems
+
         problems = preflight_problems(cfg, hardware=not args.skip_hardware)
         if problems:
             raise ConfigError(problems, args.config)
