@@ -149,7 +149,39 @@ def output_problem(out: Path, overwrite: bool) -> str | None:
     return None
 
 
+_PATH_ERRORS = (
+    FileExistsError,
+    FileNotFoundError,
+    NotADirectoryError,
+    IsADirectoryError,
+    PermissionError,
+)
+
+
+def user_error_message(exc: BaseException) -> str | None:
+    """A user error's one-paragraph message (None for a bug): a Foundry package's error, told by
+    its ``foundry_user_error`` class attribute (docs/CONTRIBUTING.md), or an OSError about a path."""
+    if getattr(exc, "foundry_user_error", False) is True:
+        return str(exc)
+    if isinstance(exc, _PATH_ERRORS):
+        if exc.filename is None:
+            return str(exc)
+        return f"'{exc.filename}': {exc.strerror or type(exc).__name__}; check the path."
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except Exception as exc:  # a user error or a bad path: one paragraph, no traceback
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def _main(argv: list[str] | None) -> int:
     args = parse_args(argv)
     sizes = TINY if args.tiny else FULL
     if args.max_batches is not None:

@@ -86,7 +86,7 @@ def test_dotted_overrides():
         "batch_size": 32,
         "output": {"json": "r.json"},
     }
-    with pytest.raises(FoundryError, match="no '='"):
+    with pytest.raises(FoundryError, match="dotted.key=value"):
         apply_overrides({}, ["batch_size"])
 
 

@@ -71,7 +71,7 @@ def test_lora_finetuning_run_and_hf_checkpointer(assets: dict, h: object, tmp_pa
     }
     cfg["train_loader"] = {"name": "finetuning", "dataset": {"local": str(assets["finetune"])}}
     cfg["callbacks"] = {
-        "hf_checkpointer": {"save_folder": str(tmp_path / "hf"), "save_interval": "2ba"}
+        "hf_checkpointer": {"save_folder": str(tmp_path / "hf"), "save_interval": "16sp"}
     }
     trainer = train(parse_config(cfg))
     network = trainer.state.model.model
@@ -108,7 +108,7 @@ def test_icl_eval_during_training(assets: dict, h: object, tmp_path: Path) -> No
     cfg["icl_eval"] = {
         "tasks": str(tasks),
         "data_root": str(data_root),
-        "interval": "1ba",
+        "interval": "0.5dur",  # every batch of a 2-batch run
         "limit": 4,
     }
     cfg["callbacks"] = {"plot": False}

@@ -17,7 +17,7 @@ from foundry_data.cli_options import (
     add_inspect_args,
     add_tokenizer_args,
 )
-from foundry_data.errors import ConversionInterrupted, FoundryError
+from foundry_data.errors import ConversionInterrupted, FoundryError, user_error_message
 
 __all__ = ["build_parser", "main"]
 
@@ -195,9 +195,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except FoundryError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
     except ConversionInterrupted as exc:
         print(exc.message, file=sys.stderr)
         return 130
@@ -206,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             "interrupted: nothing was published; run the command again to redo it.", file=sys.stderr
         )
         return 130
+    except Exception as exc:  # any Foundry package's user error, or a bad path: no traceback
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,6 +23,7 @@ from typing import Any, Literal, Self
 
 import numpy as np
 
+from foundry_data import PRETRAINING_COLUMNS
 from foundry_data.backend_tokenizer import BackendTokenizer, load_backend_tokenizer
 from foundry_data.conversion_run import ConversionRun
 from foundry_data.errors import FoundryError
@@ -40,7 +41,6 @@ from foundry_data.tokenize_worker import (
 
 __all__ = ["ConversionReport", "PretrainingOptions", "convert_pretraining"]
 
-PRETRAINING_COLUMNS = {"tokens": "ndarray:int32"}
 IN_FLIGHT_PER_WORKER = 3
 
 

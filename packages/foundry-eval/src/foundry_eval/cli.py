@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from foundry_eval.config import EvalConfig, apply_overrides, parse_model, read_yaml
-from foundry_eval.errors import FoundryError
+from foundry_eval.errors import FoundryError, user_error_message
 from foundry_eval.model_source import model_source
 
 __all__ = ["build_parser", "main"]
@@ -242,14 +242,26 @@ def build_config(args: argparse.Namespace) -> EvalConfig:
     return parse_model(EvalConfig, data, "eval config")
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["fetch-tasks"] or "--list-tasks" in argv:
-        from foundry_eval import task_cli
+def _task_command(argv: list[str]) -> int:
+    """`foundry-eval fetch-tasks ...` and `foundry-eval --list-tasks ...`."""
+    from foundry_eval import task_cli
 
+    try:
         if argv[:1] == ["fetch-tasks"]:
             return task_cli.fetch_tasks_main(argv[1:])
         return task_cli.list_tasks_main(argv)
+    except Exception as exc:  # a user error of any Foundry package, or a bad path
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["fetch-tasks"] or "--list-tasks" in argv:
+        return _task_command(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.target is None:
@@ -268,8 +280,11 @@ def main(argv: list[str] | None = None) -> int:
             log_samples=cfg.output.log_samples,
             overwrite=cfg.output.overwrite,
         )
-    except FoundryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # any Foundry package's user error, or a bad path: no traceback
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2
     done = [t for t in results.tasks.values() if t.missing is None]
     n = sum(t.num_examples for t in done)

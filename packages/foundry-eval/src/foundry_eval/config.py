@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from foundry_eval.errors import FoundryError
+from foundry_eval.yaml_text import apply_overrides, read_yaml
 
 __all__ = [
     "TASK_TYPES",
@@ -184,17 +184,6 @@ class EvalConfig(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
 
 
-def read_yaml(path: str | Path) -> Any:
-    """Read a YAML file, turning missing files and syntax errors into FoundryError."""
-    p = Path(path)
-    if not p.is_file():
-        raise FoundryError(f"config file {p} does not exist. Check the path.")
-    try:
-        return yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise FoundryError(f"{p} is not valid YAML ({exc}). Fix the syntax and retry.") from None
-
-
 def _expected_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     """Field names valid at ``loc`` (for the did-you-mean of unknown keys)."""
     current: Any = model
@@ -252,38 +241,6 @@ def parse_model(model: type[M], data: Any, where: str, prefix: str = "") -> M:
         return model.model_validate(data)
     except ValidationError as exc:
         raise FoundryError(format_validation_error(exc, model, where, prefix)) from None
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a nested dict, in place."""
-    for item in overrides:
-        if "=" not in item:
-            raise FoundryError(
-                f"override '{item}' has no '='. Write overrides as dotted.key=value, "
-                "e.g. batch_size=32."
-            )
-        key, raw = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise FoundryError(f"override '{item}' has an empty key. Write dotted.key=value.")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
-        node: dict[str, Any] = data
-        for part in parts[:-1]:
-            child = node.get(part)
-            if child is None:
-                child = {}
-                node[part] = child
-            if not isinstance(child, dict):
-                raise FoundryError(
-                    f"override '{item}': '{part}' is not a mapping in the config. "
-                    "Override the whole value instead."
-                )
-            node = cast("dict[str, Any]", child)
-        node[parts[-1]] = value
-    return data
 
 
 def relative_data_path(dataset_uri: str) -> str | None:

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import FoundryError
+from .errors import FoundryError, user_error_message
 
 if TYPE_CHECKING:
     from .engines import Engine
@@ -397,10 +397,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _COMMANDS[args.command](args)
-    except FoundryError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("", file=sys.stderr)
         return 130
+    except Exception as exc:  # any Foundry package's user error, or a bad path: no traceback
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
     return 0

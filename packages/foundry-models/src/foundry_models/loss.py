@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 __all__ = ["chunked_linear_cross_entropy", "reference_linear_cross_entropy"]
 
-IGNORE_INDEX = -100
+IGNORE_INDEX = -100  # torch's cross_entropy default; foundry-data writes it (tests check)
 
 
 def reference_linear_cross_entropy(

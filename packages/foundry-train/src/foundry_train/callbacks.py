@@ -6,21 +6,35 @@ import json
 import math
 import os
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from composer.core import Callback, State
+from composer.core import Callback, Event, State, Time
 from composer.loggers import Logger, LoggerDestination
-from composer.utils import dist
+from composer.utils import create_interval_scheduler, dist
 
 from foundry_train.config.root import LossSpikeConfig
+from foundry_train.config.times import parse_time
 from foundry_train.errors import FoundryError
 
-__all__ = ["MetricsFileLogger", "LossPlot", "LossSpikeGuard", "read_metrics"]
+__all__ = ["MetricsFileLogger", "LossPlot", "LossSpikeGuard", "every", "read_metrics"]
 
 LOSS_KEY = "loss/train/total"
 THROUGHPUT_KEY = "throughput/tokens_per_sec"
 LOSS_LABEL = "training loss (cross-entropy, nats/token)"
+
+
+def every(interval: str) -> Callable[[State, Event], bool]:
+    """Whether an "every ``interval``" callback is due at a BATCH_END or EPOCH_END event.
+
+    composer's own interval scheduler (the one its checkpointer uses) counts ``interval`` in
+    batches, epochs, tokens, samples or a fraction of max_duration; fit end is left to the caller.
+    """
+    spec = parse_time(interval)
+    return create_interval_scheduler(
+        Time(spec.value, spec.unit), include_end_of_training=False, checkpoint_events=False
+    )
 
 
 class MetricsFileLogger(LoggerDestination):

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from foundry_train.errors import ConfigError, FoundryError
+from foundry_train.errors import ConfigError, user_error_message
 
 __all__ = ["main", "build_parser"]
 
@@ -136,14 +136,18 @@ def _add_file_commands(sub: Any, fmt: type[argparse.HelpFormatter]) -> None:
     r.add_argument("--out", metavar="FILE", help="write to this file instead of stdout")
 
 
-def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
+def _train(args: argparse.Namespace) -> int:
     from foundry_train.config import load_config
-    from foundry_train.launcher import launch_command, relaunch
+    from foundry_train.launcher import (
+        launch_command,
+        relaunch,
+        resolved_config_file,
+        single_process_node_env,
+        under_launcher,
+    )
     from foundry_train.preflight import preflight_problems
 
     cfg = load_config(args.config, args.overrides)
-    from foundry_train.launcher import single_process_node_env, under_launcher
-
     if not under_launcher():
         problems = preflight_problems(cfg, hardware=not args.skip_hardware)
         if problems:
@@ -151,13 +155,15 @@ def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
         node_env = single_process_node_env(cfg)
         if node_env is not None:
             os.environ.update(node_env)
-        cmd = launch_command(cfg, raw_argv)
-        if cmd is not None:
-            print(
-                f"foundry-train: starting {cmd[cmd.index('-n') + 1]} processes per node",
-                file=sys.stderr,
-            )
-            return relaunch(cmd)
+        if launch_command(cfg, []) is not None:  # several processes on this node
+            # the workers read the config this process validated, not the YAML and overrides
+            with resolved_config_file(cfg) as resolved:
+                cmd = launch_command(cfg, ["train", str(resolved)]) or []
+                print(
+                    f"foundry-train: starting {cmd[cmd.index('-n') + 1]} processes per node",
+                    file=sys.stderr,
+                )
+                return relaunch(cmd)
     from composer.utils import dist
 
     from foundry_train.run_summary import run_summary
@@ -172,10 +178,11 @@ def _train(args: argparse.Namespace, raw_argv: list[str]) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from foundry_train.config import load_config
-    from foundry_train.preflight import preflight_problems
 
     cfg = load_config(args.config, args.overrides)
-    if not args.skip_files:
+    if not args.skip_files:  # the schema alone needs neither torch nor streaming
+        from foundry_train.preflight import preflight_problems
+
         problems = preflight_problems(cfg, hardware=not args.skip_hardware)
         if problems:
             raise ConfigError(problems, args.config)
@@ -229,8 +236,11 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         if args.command == "train":
-            return _train(args, argv[1:])
+            return _train(args)
         return handlers[args.command](args)
-    except FoundryError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # any Foundry package's user error, or a bad path: no traceback
+        message = user_error_message(exc)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2

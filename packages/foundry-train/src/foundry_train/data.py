@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from foundry_data import decode_finetuning_sample
+from foundry_data import IGNORE_INDEX, decode_finetuning_sample
 from streaming import Stream, StreamingDataset
 from torch.utils.data import DataLoader
 
@@ -22,8 +22,6 @@ __all__ = [
     "build_dataloader",
     "stream_locations",
 ]
-
-IGNORE_INDEX = -100
 
 
 def stream_locations(loader: LoaderConfig) -> list[StreamConfig]:

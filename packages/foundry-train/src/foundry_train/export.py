@@ -163,20 +163,9 @@ def export_state_dict(
 
 
 def _save_tokenizer(cfg: TrainConfig, out: Path) -> None:
-    from transformers import AutoTokenizer
+    from foundry_train.tokenizer import load_tokenizer
 
-    try:
-        tok = cast(
-            "PreTrainedTokenizerBase",
-            # transformers leaves AutoTokenizer.from_pretrained unannotated (Unknown).
-            AutoTokenizer.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
-                cfg.tokenizer.name, **cfg.tokenizer.kwargs
-            ),
-        )
-    except (OSError, ValueError) as exc:
-        raise FoundryError(
-            f"tokenizer '{cfg.tokenizer.name}' could not be loaded for the export ({exc})."
-        ) from None
+    tok = cast("PreTrainedTokenizerBase", load_tokenizer(cfg.tokenizer))
     tok.save_pretrained(out)  # pyright: ignore[reportUnknownMemberType]  # bare PathLike, **kwargs
 
 

@@ -6,11 +6,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from composer.core import Callback, State
+from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 from torch import nn
 
+from foundry_train.callbacks import every
 from foundry_train.config import TrainConfig
 from foundry_train.export import export_state_dict
 
@@ -18,23 +19,21 @@ __all__ = ["HFCheckpointer"]
 
 
 class HFCheckpointer(Callback):
-    """Every ``save_interval`` ('Nba' or 'Nep') and at fit end: ``save_folder/ba{batch}``."""
+    """Every ``save_interval`` (any composer interval: ba, ep, tok, sp, dur) and at fit end:
+    ``save_folder/ba{batch}``."""
 
     def __init__(self, cfg: TrainConfig, save_folder: str, save_interval: str) -> None:
         self.cfg = cfg
         self.folder = Path(save_folder)
-        self.every = int(float(save_interval.rstrip("abep")))
-        self.unit = "ep" if save_interval.endswith("ep") else "ba"
+        self.due = every(save_interval)
         self.last_saved = -1
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        batch = int(state.timestamp.batch)
-        if self.unit == "ba" and self.every > 0 and batch % self.every == 0:
+        if self.due(state, Event.BATCH_END):
             self._save(state)
 
     def epoch_end(self, state: State, logger: Logger) -> None:
-        epoch = int(state.timestamp.epoch)
-        if self.unit == "ep" and self.every > 0 and epoch % self.every == 0:
+        if self.due(state, Event.EPOCH_END):
             self._save(state)
 
     def fit_end(self, state: State, logger: Logger) -> None:

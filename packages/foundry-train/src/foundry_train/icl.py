@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from composer.core import Callback, State
+from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
+from foundry_train.callbacks import every
 from foundry_train.config import TrainConfig
+from foundry_train.tokenizer import load_tokenizer
 
 __all__ = ["ICLEvalCallback"]
 
@@ -25,8 +27,7 @@ class ICLEvalCallback(Callback):
         assert cfg.icl_eval is not None
         self.cfg = cfg
         self.icl = cfg.icl_eval
-        self.every = int(float(self.icl.interval.rstrip("abep")))
-        self.unit = "ep" if self.icl.interval.endswith("ep") else "ba"
+        self.due = every(self.icl.interval)
         self.tasks: list[Any] = []
         self.tokenizer: Any = None
         self.last_batch = -1
@@ -34,19 +35,16 @@ class ICLEvalCallback(Callback):
 
     def fit_start(self, state: State, logger: Logger) -> None:
         import foundry_eval
-        from transformers import AutoTokenizer
 
         self.tasks = foundry_eval.load_tasks(self.icl.tasks, self.icl.data_root)
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self.cfg.tokenizer.name, **self.cfg.tokenizer.kwargs
-        )
+        self.tokenizer = load_tokenizer(self.cfg.tokenizer)
 
     def batch_end(self, state: State, logger: Logger) -> None:
-        if self.unit == "ba" and int(state.timestamp.batch) % self.every == 0:
+        if self.due(state, Event.BATCH_END):
             self._run(state, logger)
 
     def epoch_end(self, state: State, logger: Logger) -> None:
-        if self.unit == "ep" and int(state.timestamp.epoch) % self.every == 0:
+        if self.due(state, Event.EPOCH_END):
             self._run(state, logger)
 
     def fit_end(self, state: State, logger: Logger) -> None:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
-from foundry_train.config import TrainConfig
+from foundry_train.config import TrainConfig, dump_config
 
 __all__ = [
     "under_launcher",
@@ -14,6 +18,7 @@ __all__ = [
     "launch_command",
     "relaunch",
     "single_process_node_env",
+    "resolved_config_file",
 ]
 
 _LAUNCHED_ENV = ("LOCAL_WORLD_SIZE", "LOCAL_RANK", "RANK")
@@ -78,6 +83,20 @@ def single_process_node_env(cfg: TrainConfig) -> dict[str, str] | None:
         "NODE_RANK": node,
         "WORLD_SIZE": str(world),
     }
+
+
+@contextlib.contextmanager
+def resolved_config_file(cfg: TrainConfig) -> Iterator[Path]:
+    """The validated config written once as YAML, for the workers to read instead of the user's
+    YAML and overrides; removed when the run ends."""
+    fd, name = tempfile.mkstemp(prefix="foundry-train-resolved-", suffix=".yaml")
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(dump_config(cfg))
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def relaunch(cmd: list[str]) -> int:

@@ -16,6 +16,7 @@ from composer.optim import (
 )
 
 from foundry_train.config.sections import OptimizerConfig, SchedulerConfig
+from foundry_train.config.times import parse_time
 from foundry_train.errors import FoundryError
 
 __all__ = [
@@ -136,11 +137,12 @@ def _fused(cfg: OptimizerConfig, params: list[torch.Tensor]) -> bool | None:
 
 
 def _batches(value: str, what: str) -> int:
-    if not value.endswith("ba"):
+    t = parse_time(value)
+    if t.unit != "ba":
         raise FoundryError(
             f"scheduler.{what} is '{value}', but inv_sqrt_with_warmup needs batches ('100ba')."
         )
-    return int(float(value[:-2]))
+    return int(t.value)
 
 
 class InverseSqrtWithWarmupScheduler(ComposerScheduler):

@@ -11,7 +11,7 @@ from foundry_train.data import stream_locations
 from foundry_train.errors import FoundryError
 from foundry_train.locations import location_kind
 
-__all__ = ["planned_world_size", "preflight_problems"]
+__all__ = ["is_hub_id", "planned_world_size", "preflight_problems"]
 
 
 def planned_world_size(cfg: TrainConfig) -> int:
@@ -92,15 +92,39 @@ def _model_vocab(cfg: TrainConfig) -> int | None:
         return None
 
 
+def is_hub_id(name: str) -> bool:
+    """Whether a tokenizer or model ``name`` that is no local path reads as a Hugging Face hub id
+    ('gpt2' or 'org/name'); anything else ('./tok', '/data/tok', 'runs/x/tok') is a local folder."""
+    parts = name.split("/")
+    return (
+        not Path(name).exists()
+        and len(parts) <= 2
+        and all(parts)
+        and not name.startswith((".", "~"))
+        and ".." not in parts
+    )
+
+
+def _missing_tokenizer_folder(cfg: TrainConfig) -> list[str]:
+    name = cfg.tokenizer.name
+    if Path(name).expanduser().is_dir() or is_hub_id(name):
+        return []
+    what = "is a file, not a folder" if Path(name).expanduser().exists() else "does not exist"
+    return [
+        f"tokenizer.name: the folder '{name}' {what}. Give a tokenizer folder (written by "
+        "`foundry-data train-tokenizer` or save_pretrained) or a hub id such as 'org/name'."
+    ]
+
+
 def _tokenizer_problems(cfg: TrainConfig) -> list[str]:
-    from transformers import AutoTokenizer
+    from foundry_train.tokenizer import load_tokenizer
 
     if location_kind(cfg.tokenizer.name) == "missing":
         return [f"tokenizer.name: '{cfg.tokenizer.name}' does not exist."]
     try:
-        tok = AutoTokenizer.from_pretrained(cfg.tokenizer.name, **cfg.tokenizer.kwargs)
-    except (OSError, ValueError) as exc:
-        return [f"tokenizer.name: '{cfg.tokenizer.name}' cannot be loaded ({str(exc)[:120]})."]
+        tok = load_tokenizer(cfg.tokenizer)
+    except FoundryError as exc:
+        return [str(exc)]
     vocab = _model_vocab(cfg)
     if vocab is not None and len(tok) > vocab:
         return [
@@ -165,6 +189,7 @@ def preflight_problems(
     problems += _loader_problems("train_loader", cfg.train_loader, cfg)
     if cfg.eval_loader is not None:
         problems += _loader_problems("eval_loader", cfg.eval_loader, cfg)
+    problems += _missing_tokenizer_folder(cfg)
     if not problems:
         problems += _tokenizer_problems(cfg)
     if cfg.load_path and "://" not in cfg.load_path and not Path(cfg.load_path).exists():

@@ -8,7 +8,7 @@ import os
 import sys
 from collections.abc import Generator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
 from composer import Trainer
@@ -20,7 +20,8 @@ from composer.utils import dist, reproducibility
 from foundry_train.callbacks import LossPlot, LossSpikeGuard, MetricsFileLogger
 from foundry_train.checkpoint_safety import scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config
-from foundry_train.config.sections import LoaderConfig
+from foundry_train.config.root import LoggersConfig
+from foundry_train.config.sections import GradientClippingConfig, LoaderConfig
 from foundry_train.data import build_dataloader
 from foundry_train.errors import CheckpointSecurityError, FoundryError
 from foundry_train.export import CONFIG_NAME
@@ -30,6 +31,7 @@ from foundry_train.model import attention_summary, build_composer_model
 from foundry_train.optim import build_optimizer, build_scheduler
 from foundry_train.resume import checkpoint_batch, find_latest_checkpoint, set_aside_incomplete
 from foundry_train.run_plan import Machine, RunPlan, plan_run
+from foundry_train.tokenizer import load_tokenizer, pad_token_id
 
 __all__ = ["build_trainer", "train", "resolve_load_path"]
 
@@ -188,56 +190,72 @@ def _write_run_config(cfg: TrainConfig) -> None:
 
 
 def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = None) -> Trainer:
-    """A composer Trainer for ``cfg`` (distributed init, data, model, checkpoints)."""
-    from transformers import AutoTokenizer
-
+    """A composer Trainer for ``cfg``: one named step per job, each given only what it needs."""
     _check_existing_checkpoints(cfg)  # before the rendezvous: no rank can have saved yet
+    device_batch = _join_processes(cfg)
+    load_path = resolve_load_path(cfg)  # refuse a bad checkpoint before building anything
+    pad_id = pad_token_id(load_tokenizer(cfg.tokenizer))
+    plan = plan_run(cfg, Machine.here(dist.get_world_size()))
+    cfg = cfg.model_copy(update={"compile": plan.compile})  # the saved config says what ran
+    reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
+    model = _build_model(cfg, plan)
+    train_dl, eval_dl = _build_dataloaders(cfg, device_batch, pad_id, _vocab_size(model))
+    metrics_path = _metrics_path(cfg)
+    _write_run_config(cfg)
+    return Trainer(
+        run_name=cfg.run_name or "foundry-run",
+        model=model,
+        train_dataloader=train_dl,
+        eval_dataloader=eval_dl,
+        optimizers=build_optimizer(cfg.optimizer, model.parameters()),
+        schedulers=build_scheduler(cfg.scheduler),
+        step_schedulers_every_batch=True,
+        algorithms=_algorithms(cfg.gradient_clipping),
+        callbacks=[*_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
+        loggers=_loggers(cfg.loggers, metrics_path),
+        **_run_length_args(cfg, device_batch, has_eval=eval_dl is not None),
+        **_checkpoint_args(cfg, load_path),
+        **_runtime_args(cfg, plan),
+    )
+
+
+def _join_processes(cfg: TrainConfig) -> int:
+    """Join the other ranks; the samples each rank takes per optimizer step."""
     _init_dist(cfg)
     world = dist.get_world_size()
-    attention = attention_summary(cfg.model, cfg.max_seq_len)
     log.info(
-        "foundry-train: world size %d, rank %d, device %s, attention: %s",
-        world,
-        dist.get_global_rank(),
-        _device(),
-        attention,
+        "foundry-train: world size %d, rank %d, device %s", world, dist.get_global_rank(), _device()
     )
     if cfg.global_train_batch_size % world:
         raise FoundryError(
             f"global_train_batch_size {cfg.global_train_batch_size} is not divisible by the world "
             f"size {world}."
         )
-    device_batch = cfg.global_train_batch_size // world
-    load_path = resolve_load_path(cfg)  # refuse a bad checkpoint before building anything
-    # AutoTokenizer.from_pretrained is unannotated in transformers (Unknown); any tokenizer class.
-    tokenizer = cast(
-        Any,
-        AutoTokenizer.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
-            cfg.tokenizer.name, **cfg.tokenizer.kwargs
-        ),
-    )
-    pad_id = (
-        tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    )
-    pad_id = int(pad_id or 0)
-    reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
-    plan = plan_run(cfg, Machine.here(world))
-    cfg = cfg.model_copy(update={"compile": plan.compile})  # the saved config says what ran
+    return cfg.global_train_batch_size // world
+
+
+def _build_model(cfg: TrainConfig, plan: RunPlan) -> Any:
+    """The composer model: FP8 layers and torch.compile as the run plan says; announces the plan."""
     model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=plan.fsdp)
     if plan.fp8 is not None:
         converted = apply_fp8(model.model, plan.fp8)
         log.info("fp8: %d linear layers train through torchao float8 (%s)", converted, plan.fp8)
-    _announce(plan, attention)
+    _announce(plan, attention_summary(cfg.model, cfg.max_seq_len))
     if plan.compile == "blocks":
         compile_blocks(model.model)
-    elif plan.compile == "model" and plan.fsdp and world > 1:
+    elif plan.compile == "model" and plan.fsdp and dist.get_world_size() > 1:
         log.warning(
             "compile: model under multi-GPU FSDP was measured much slower than compile: blocks "
             "(MPT-1B on 2xH200: 77% of one GPU's tokens/s per GPU, against 97% with blocks); "
             "use compile: blocks with FSDP"
         )
-    optimizer = build_optimizer(cfg.optimizer, model.parameters())
-    vocab_size = _vocab_size(model)
+    return model
+
+
+def _build_dataloaders(
+    cfg: TrainConfig, device_batch: int, pad_id: int, vocab_size: int | None
+) -> tuple[Any, Any]:
+    """The training loader (object-store failures made clear) and the eval loader, if any."""
     with _store_errors(cfg.train_loader):
         train_dl = build_dataloader(
             cfg.train_loader,
@@ -246,68 +264,84 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
             pad_token_id=pad_id,
             vocab_size=vocab_size,
         )
-    eval_dl = None
-    if cfg.eval_loader is not None:
-        eval_dl = build_dataloader(
-            cfg.eval_loader,
-            device_batch_size=cfg.device_eval_batch_size,
-            max_seq_len=cfg.max_seq_len,
-            pad_token_id=pad_id,
-            vocab_size=vocab_size,
-        )
-    metrics_path = None
-    if cfg.loggers.metrics_file or (cfg.save_folder and not _saves_remotely(cfg)):
-        metrics_path = Path(
-            cfg.loggers.metrics_file or Path(str(cfg.save_folder)) / "metrics.jsonl"
-        )
-    loggers: list[Any] = build_tracking_loggers(cfg.loggers)
+    if cfg.eval_loader is None:
+        return train_dl, None
+    eval_dl = build_dataloader(
+        cfg.eval_loader,
+        device_batch_size=cfg.device_eval_batch_size,
+        max_seq_len=cfg.max_seq_len,
+        pad_token_id=pad_id,
+        vocab_size=vocab_size,
+    )
+    return train_dl, eval_dl
+
+
+def _metrics_path(cfg: TrainConfig) -> Path | None:
+    """The JSON-lines metrics file: loggers.metrics_file, else in a local save_folder."""
+    if cfg.loggers.metrics_file:
+        return Path(cfg.loggers.metrics_file)
+    if cfg.save_folder and not _saves_remotely(cfg):
+        return Path(cfg.save_folder) / "metrics.jsonl"
+    return None
+
+
+def _loggers(cfg: LoggersConfig, metrics_path: Path | None) -> list[Any]:
+    loggers: list[Any] = build_tracking_loggers(cfg)
     if metrics_path is not None:
         loggers.append(MetricsFileLogger(metrics_path))
-    _write_run_config(cfg)
-    precision = cfg.precision if torch.cuda.is_available() else "fp32"
+    return loggers
+
+
+def _algorithms(clipping: GradientClippingConfig | None) -> list[Algorithm]:
+    if clipping is None:
+        return []
+    return [GradientClipping(clipping.clipping_type, clipping.clipping_threshold)]
+
+
+def _run_length_args(cfg: TrainConfig, device_batch: int, has_eval: bool) -> dict[str, Any]:
+    """How long to train, how often to evaluate, and the micro-batch."""
     mb = cfg.device_train_microbatch_size
-    algorithms: list[Algorithm] = []
-    if cfg.gradient_clipping is not None:
-        gc = cfg.gradient_clipping
-        algorithms.append(GradientClipping(gc.clipping_type, gc.clipping_threshold))
-    return Trainer(
-        run_name=cfg.run_name or "foundry-run",
-        model=model,
-        train_dataloader=train_dl,
-        eval_dataloader=eval_dl,
-        eval_interval=cfg.eval_interval if eval_dl is not None else 1,
-        eval_subset_num_batches=cfg.eval_subset_num_batches,
-        optimizers=optimizer,
-        schedulers=build_scheduler(cfg.scheduler),
-        step_schedulers_every_batch=True,
-        algorithms=algorithms,
-        max_duration=cfg.max_duration,
-        device_train_microbatch_size=mb
+    return {
+        "max_duration": cfg.max_duration,
+        "eval_interval": cfg.eval_interval if has_eval else 1,
+        "eval_subset_num_batches": cfg.eval_subset_num_batches,
+        # 'auto' needs CUDA; on a CPU the whole device batch is one micro-batch
+        "device_train_microbatch_size": mb
         if isinstance(mb, int) or torch.cuda.is_available()
         else device_batch,
-        precision=precision,
-        parallelism_config=_fsdp(cfg) if plan.fsdp else None,
-        compile_config={} if plan.compile == "model" else None,
-        callbacks=[*_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
-        loggers=loggers,
-        progress_bar=cfg.progress_bar,
-        log_to_console=cfg.log_to_console,
-        console_log_interval=cfg.console_log_interval,
-        save_folder=cfg.save_folder,
+    }
+
+
+def _checkpoint_args(cfg: TrainConfig, load_path: str | None) -> dict[str, Any]:
+    """Where and how often checkpoints are saved, and the one this run starts from."""
+    return {
+        "save_folder": cfg.save_folder,
         # In an object store composer would also upload a `latest` symlink object, after a
         # helper process has seen every checkpoint object there, polling every 30 s: each run
         # ended up to a minute late. Autoresume lists the checkpoints instead, so none is kept.
-        save_latest_filename=None if _saves_remotely(cfg) else "latest-rank{rank}.pt",
-        save_interval=cfg.save_interval,
-        save_num_checkpoints_to_keep=cfg.save_num_checkpoints_to_keep,
-        save_overwrite=cfg.save_overwrite or cfg.autoresume,
-        load_path=load_path,
-        load_weights_only=cfg.load_weights_only and load_path == cfg.load_path,
-        seed=cfg.seed,
-        deterministic_mode=cfg.deterministic,
-        dist_timeout=cfg.dist_timeout,
-        python_log_level=cfg.python_log_level,
-    )
+        "save_latest_filename": None if _saves_remotely(cfg) else "latest-rank{rank}.pt",
+        "save_interval": cfg.save_interval,
+        "save_num_checkpoints_to_keep": cfg.save_num_checkpoints_to_keep,
+        "save_overwrite": cfg.save_overwrite or cfg.autoresume,
+        "load_path": load_path,
+        "load_weights_only": cfg.load_weights_only and load_path == cfg.load_path,
+    }
+
+
+def _runtime_args(cfg: TrainConfig, plan: RunPlan) -> dict[str, Any]:
+    """Precision, parallelism, compilation, console output and determinism."""
+    return {
+        "precision": cfg.precision if torch.cuda.is_available() else "fp32",
+        "parallelism_config": _fsdp(cfg) if plan.fsdp else None,
+        "compile_config": {} if plan.compile == "model" else None,
+        "progress_bar": cfg.progress_bar,
+        "log_to_console": cfg.log_to_console,
+        "console_log_interval": cfg.console_log_interval,
+        "seed": cfg.seed,
+        "deterministic_mode": cfg.deterministic,
+        "dist_timeout": cfg.dist_timeout,
+        "python_log_level": cfg.python_log_level,
+    }
 
 
 def _vocab_size(model: Any) -> int | None:

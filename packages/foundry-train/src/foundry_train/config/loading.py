@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import shlex
 import types
 import typing
 from pathlib import Path
@@ -12,53 +13,58 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from foundry_train.config.root import TrainConfig
-from foundry_train.errors import ConfigError, FoundryError
+from foundry_train.config.yaml_text import apply_overrides, read_yaml
+from foundry_train.errors import ConfigError
 
-__all__ = ["load_yaml", "apply_overrides", "parse_config", "load_config", "dump_config"]
+__all__ = [
+    "load_yaml",
+    "apply_overrides",
+    "llm_foundry_problems",
+    "parse_config",
+    "load_config",
+    "dump_config",
+]
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a YAML mapping from ``path``."""
-    p = Path(path)
-    if not p.is_file():
-        raise FoundryError(f"config file '{p}' does not exist. Give the path of a training YAML.")
-    try:
-        data = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        raise FoundryError(f"'{p}' is not valid YAML ({exc}). Fix the syntax and retry.") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise FoundryError(f"'{p}' must hold a mapping of config keys, not {type(data).__name__}.")
+    """Read a YAML mapping from ``path``; a repeated key is an error naming it and its lines."""
+    data, duplicates = read_yaml(path)
+    if duplicates:
+        raise ConfigError(duplicates, str(path))
     return data
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` overrides (value parsed as YAML) to a copy of ``data``."""
-    import copy
+def llm_foundry_problems(data: dict[str, Any], path: str | Path) -> list[str]:
+    """A problem when ``data`` is an llm-foundry YAML (``variables:`` or ``${...}``), which
+    foundry-train reads only through ``foundry-train migrate``."""
+    signs = ["a top-level 'variables:' section"] if "variables" in data else []
+    where = _interpolated_key(data)
+    if where is not None:
+        signs.append(f"'${{...}}' interpolation (at {where})")
+    if not signs:
+        return []
+    out = Path(path).with_name(f"{Path(path).stem}-foundry.yaml")
+    return [
+        f"this is an llm-foundry YAML ({' and '.join(signs)}), which foundry-train does not "
+        f"read directly. Convert it first: foundry-train migrate {shlex.quote(str(path))} "
+        f"{shlex.quote(str(out))} "
+        "(it resolves the variables), then train from the new file."
+    ]
 
-    out = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise FoundryError(
-                f"override '{item}' is not of the form dotted.key=value "
-                "(for example optimizer.lr=3e-4)."
-            )
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError:
-            value = raw
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            child = node.get(part)
-            if not isinstance(child, dict):
-                child = {}
-                node[part] = child
-            node = child
-        node[parts[-1]] = value
-    return out
+
+def _interpolated_key(node: Any, where: str = "") -> str | None:
+    """The dotted key of the first string holding ``${``, if any."""
+    if isinstance(node, dict):
+        items: list[tuple[str, Any]] = [(str(k), v) for k, v in node.items()]
+    elif isinstance(node, list):
+        items = [(str(i), v) for i, v in enumerate(node)]
+    else:
+        return where or "<root>" if isinstance(node, str) and "${" in node else None
+    for key, value in items:
+        found = _interpolated_key(value, f"{where}.{key}" if where else key)
+        if found is not None:
+            return found
+    return None
 
 
 def _model_classes(annotation: Any) -> list[type[BaseModel]]:
@@ -108,19 +114,30 @@ def _format_error(err: Any) -> str:
     return f"{dotted}: {msg} (given {given_s})."
 
 
-def parse_config(data: dict[str, Any], source: str = "config") -> TrainConfig:
-    """Validate a config mapping; raises ConfigError listing every problem."""
+def parse_config(
+    data: dict[str, Any], source: str = "config", problems: list[str] | None = None
+) -> TrainConfig:
+    """Validate a config mapping; raises ConfigError listing every problem (``problems``
+    found earlier, e.g. duplicate keys, come first)."""
+    found = list(problems or [])
     try:
-        return TrainConfig.model_validate(data)
+        cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [_format_error(e) for e in exc.errors()]
-        raise ConfigError(problems, source) from None
+        found += [_format_error(e) for e in exc.errors()]
+        raise ConfigError(found, source) from None
+    if found:
+        raise ConfigError(found, source)
+    return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
-    """Read, override and validate a training YAML."""
-    data = apply_overrides(load_yaml(path), overrides or [])
-    return parse_config(data, source=str(path))
+    """Read, override and validate a training YAML; every problem is reported at once."""
+    data, problems = read_yaml(path)
+    foreign = llm_foundry_problems(data, path)
+    if foreign:  # its keys are llm-foundry's: the schema errors would only be noise
+        raise ConfigError(problems + foreign, str(path))
+    data = apply_overrides(data, overrides or [])
+    return parse_config(data, source=str(path), problems=problems)
 
 
 def dump_config(cfg: TrainConfig) -> str:

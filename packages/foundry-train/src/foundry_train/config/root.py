@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -16,6 +15,9 @@ from foundry_train.config.sections import (
     Section,
     TokenizerConfig,
 )
+from foundry_train.config.times import INTERVAL_UNITS, LENGTH_UNITS, time_check
+
+_interval = time_check(INTERVAL_UNITS)
 
 __all__ = [
     "FP8Config",
@@ -29,15 +31,6 @@ __all__ = [
     "ICLEvalConfig",
     "TrainConfig",
 ]
-
-_TIME = re.compile(r"^\d+(\.\d+)?(ba|ep|tok|sp|dur)$")
-
-
-def check_time(value: str) -> str:
-    """Check a composer time string ('100ba', '1ep', '1000tok', '0.5dur')."""
-    if not _TIME.match(value):
-        raise ValueError(f"'{value}' is not a duration like '100ba', '1ep', '2000tok' or '0.1dur'")
-    return value
 
 
 class FP8Config(Section):
@@ -85,6 +78,21 @@ class FSDPSection(Section):
         None, ge=1, description="HYBRID_SHARD: number of replicas (default: number of nodes)."
     )
 
+    @model_validator(mode="after")
+    def _no_shard(self) -> FSDPSection:
+        if self.sharding_strategy != "NO_SHARD":
+            return self
+        if self.state_dict_type == "sharded":
+            raise ValueError(
+                "sharding_strategy NO_SHARD keeps whole weights on every rank, so there is "
+                "nothing to save sharded; set state_dict_type: full or choose FULL_SHARD"
+            )
+        if self.data_parallel_replicate_degree is not None:
+            raise ValueError(
+                "data_parallel_replicate_degree applies to HYBRID_SHARD; remove it with NO_SHARD"
+            )
+        return self
+
 
 class SpeedMonitorConfig(Section):
     """Throughput (tokens/s, samples/s) and MFU."""
@@ -110,7 +118,7 @@ class HFCheckpointerConfig(Section):
     save_folder: str = Field(description="Directory that receives one HF directory per save.")
     save_interval: str = Field("1ep", description="How often (composer time); always at the end.")
 
-    _t = field_validator("save_interval")(check_time)
+    _t = field_validator("save_interval")(_interval)
 
 
 class CallbacksConfig(Section):
@@ -164,7 +172,7 @@ class ICLEvalConfig(Section):
     batch_size: int = Field(4, ge=1, description="Eval batch size per process.")
     limit: int | None = Field(None, ge=1, description="Examples per task (None: all).")
 
-    _t = field_validator("interval")(check_time)
+    _t = field_validator("interval")(_interval)
 
 
 class TrainConfig(Section):
@@ -234,9 +242,17 @@ class TrainConfig(Section):
     dist_timeout: float = Field(600.0, gt=0, description="Seconds before a collective times out.")
     python_log_level: str | None = Field("info", description="Python logging level for composer.")
 
-    _times = field_validator(
-        "max_duration", "eval_interval", "save_interval", "console_log_interval"
-    )(check_time)
+    _intervals = field_validator("eval_interval", "save_interval")(_interval)
+    _length = field_validator("max_duration")(time_check(LENGTH_UNITS))
+    # composer's console logger counts only batches or epochs
+    _console = field_validator("console_log_interval")(time_check(("ba", "ep")))
+
+    @field_validator("device_train_microbatch_size")
+    @classmethod
+    def _microbatch(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be 1 or more (samples per forward pass), or 'auto'")
+        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> TrainConfig:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from foundry_train.config.times import INTERVAL_UNITS, parse_time, time_check
 
 if TYPE_CHECKING:
     from foundry_models import OptionProblem
@@ -200,6 +202,14 @@ class OptimizerConfig(Section):
         description="AdamW's fused CUDA kernel: auto = when every parameter is on a GPU.",
     )
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        bad = [b for b in value if not 0 <= b < 1]
+        if bad:
+            raise ValueError(f"each beta must be in [0, 1), e.g. [0.9, 0.95]; {bad[0]} is not")
+        return value
+
 
 class SchedulerConfig(Section):
     """The learning-rate schedule; times are composer strings like '100ba' or '0.1dur'."""
@@ -218,6 +228,20 @@ class SchedulerConfig(Section):
         "100ba",
         description="inv_sqrt only: lr = peak * sqrt(t_scale / max(t, t_scale)) after warmup.",
     )
+
+    _warmup = field_validator("t_warmup")(time_check(INTERVAL_UNITS, allow_zero=True))
+    _scale = field_validator("t_scale")(time_check(INTERVAL_UNITS))
+
+    @model_validator(mode="after")
+    def _inv_sqrt_batches(self) -> SchedulerConfig:
+        if self.name == "inv_sqrt_with_warmup":
+            for key in ("t_warmup", "t_scale"):
+                if parse_time(getattr(self, key)).unit != "ba":
+                    raise ValueError(
+                        f"inv_sqrt_with_warmup counts batches: give {key} in 'ba' (e.g. '100ba'), "
+                        f"not '{getattr(self, key)}'"
+                    )
+        return self
 
 
 class GradientClippingConfig(Section):
