@@ -21,19 +21,7 @@ KERNEL_MARKER = re.compile(r"^#\s*foundry:\s*whole-kernel-file:\s*(\S.*)$")
 # Files being split on other branches when this test landed (whole files over 400 lines, and the
 # functions over 60 lines as "path::function"). The lists only shrink: an entry that no longer
 # breaks a rule fails the test, so it is removed with the split.
-KNOWN_OVERSIZE: set[str] = {
-    "packages/foundry-models/src/foundry_models/triton_attention.py",
-    "packages/foundry-models/src/foundry_models/config.py",
-    "packages/foundry-infer/src/foundry_infer/server.py",
-    "packages/foundry-eval/src/foundry_eval/scoring.py",
-    "packages/foundry-data/src/foundry_data/cli.py::build_parser",
-    "packages/foundry-data/src/foundry_data/pretraining.py::convert_pretraining",
-    "packages/foundry-data/src/foundry_data/tokenizer_training.py::train_bpe_tokenizer",
-    "packages/foundry-infer/src/foundry_infer/cli.py::build_parser",
-    "packages/foundry-infer/src/foundry_infer/onnx_export.py::export_onnx",
-    "packages/foundry-models/src/foundry_models/attention.py::attention",
-    "packages/foundry-models/src/foundry_models/modeling.py::forward",
-}
+KNOWN_OVERSIZE: set[str] = set()
 
 
 def _sources() -> list[Path]:

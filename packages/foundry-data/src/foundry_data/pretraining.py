@@ -290,14 +290,7 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
                 num_bytes=chunk.num_bytes,
             )
         dropped = packer.finish()
-        if progress.documents == 0:
-            raise FoundryError(f"source {options.source!r} holds no documents.")
-        if num_samples == 0:
-            raise FoundryError(
-                f"source {options.source!r} gives only {progress.tokens:,} tokens, fewer than one "
-                f"sample of --concat-tokens {options.seq_len}. Use a smaller --concat-tokens or "
-                "more text."
-            )
+        _check_counts(options, progress.documents, progress.tokens, num_samples)
         manifest = DatasetManifest(
             kind="pretraining",
             tokenizer=tok.name,
@@ -319,6 +312,20 @@ def convert_pretraining(options: PretrainingOptions) -> ConversionReport:
         )
         writer.finish(lambda: manifest)
     return ConversionReport.of_run(run, options.out, manifest)
+
+
+def _check_counts(
+    options: PretrainingOptions, documents: int, tokens: int, num_samples: int
+) -> None:
+    """A source with no document, or too few tokens for one sample, is a user error."""
+    if documents == 0:
+        raise FoundryError(f"source {options.source!r} holds no documents.")
+    if num_samples == 0:
+        raise FoundryError(
+            f"source {options.source!r} gives only {tokens:,} tokens, fewer than one "
+            f"sample of --concat-tokens {options.seq_len}. Use a smaller --concat-tokens or "
+            "more text."
+        )
 
 
 def _tokenizer_identity(

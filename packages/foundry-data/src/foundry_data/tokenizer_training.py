@@ -57,6 +57,22 @@ def _batches(texts: Iterable[str], counter: list[int], size: int = 1000) -> Iter
         yield batch
 
 
+def _check_vocab_size(vocab_size: int) -> None:
+    """A vocabulary too small for the byte alphabet, or absurdly large, is a user error."""
+    minimum = 256 + len(DEFAULT_SPECIAL_TOKENS)
+    if vocab_size < minimum:
+        raise FoundryError(
+            f"--vocab-size {vocab_size} is too small: a byte-level BPE needs the 256 byte "
+            f"symbols plus {len(DEFAULT_SPECIAL_TOKENS)} special tokens. Use at least {minimum}."
+        )
+    if vocab_size > MAX_VOCAB_SIZE:
+        raise FoundryError(
+            f"--vocab-size {vocab_size:,} is too large: the trainer would try to allocate tables "
+            f"of that size, and no practical vocabulary exceeds {MAX_VOCAB_SIZE:,} tokens "
+            "(the largest published models use about 256k). Use a smaller --vocab-size."
+        )
+
+
 def train_bpe_tokenizer(
     texts: Iterable[str],
     out: Path,
@@ -76,18 +92,7 @@ def train_bpe_tokenizer(
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    minimum = 256 + len(DEFAULT_SPECIAL_TOKENS)
-    if vocab_size < minimum:
-        raise FoundryError(
-            f"--vocab-size {vocab_size} is too small: a byte-level BPE needs the 256 byte "
-            f"symbols plus {len(DEFAULT_SPECIAL_TOKENS)} special tokens. Use at least {minimum}."
-        )
-    if vocab_size > MAX_VOCAB_SIZE:
-        raise FoundryError(
-            f"--vocab-size {vocab_size:,} is too large: the trainer would try to allocate tables "
-            f"of that size, and no practical vocabulary exceeds {MAX_VOCAB_SIZE:,} tokens "
-            "(the largest published models use about 256k). Use a smaller --vocab-size."
-        )
+    _check_vocab_size(vocab_size)
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()

@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="dotted-key overrides, values in YAML (config form only)",
     )
+    _add_task_options(p)
+    _add_model_options(p)
+    _add_output_options(p)
+    return p
+
+
+def _add_task_options(p: argparse.ArgumentParser) -> None:
+    """Which tasks run, from where, and how many examples."""
     p.add_argument(
         "--tasks", metavar="LIST", help="comma-separated task labels (default: every gauntlet task)"
     )
@@ -109,9 +117,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch-size", type=int, metavar="N", help="sequences per forward pass (default: 16)"
     )
-    _add_model_options(p)
-    _add_output_options(p)
-    return p
 
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:

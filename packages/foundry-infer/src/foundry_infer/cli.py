@@ -162,6 +162,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# serve's integer limits: flag, default, help
+_SERVE_LIMITS: tuple[tuple[str, int | None, str], ...] = (
+    ("--max-batch-size", 8, "requests decoded together (default: 8)"),
+    ("--max-queue", 64, "waiting requests before 429 (default: 64)"),
+    (
+        "--max-prompt-tokens",
+        None,
+        "longest prompt accepted (default: the model's context length minus one)",
+    ),
+    ("--max-new-tokens", 1024, "cap on a request's max_tokens (default: 1024)"),
+    (
+        "--max-model-len",
+        None,
+        "context length served: prompt plus new tokens (default: the model's positions)",
+    ),
+)
+
+
 def _add_serve_options(srv: argparse.ArgumentParser) -> None:
     """``serve``: the address, the API key and the batching limits."""
     srv.add_argument(
@@ -187,41 +205,8 @@ def _add_serve_options(srv: argparse.ArgumentParser) -> None:
         metavar="KEY",
         help="require 'Authorization: Bearer KEY' (env FOUNDRY_INFER_API_KEY)",
     )
-    srv.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=8,
-        metavar="N",
-        help="requests decoded together (default: 8)",
-    )
-    srv.add_argument(
-        "--max-queue",
-        type=int,
-        default=64,
-        metavar="N",
-        help="waiting requests before 429 (default: 64)",
-    )
-    srv.add_argument(
-        "--max-prompt-tokens",
-        type=int,
-        default=None,
-        metavar="N",
-        help="longest prompt accepted (default: the model's context length minus one)",
-    )
-    srv.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=1024,
-        metavar="N",
-        help="cap on a request's max_tokens (default: 1024)",
-    )
-    srv.add_argument(
-        "--max-model-len",
-        type=int,
-        default=None,
-        metavar="N",
-        help="context length served: prompt plus new tokens (default: the model's positions)",
-    )
+    for flag, default, text in _SERVE_LIMITS:
+        srv.add_argument(flag, type=int, default=default, metavar="N", help=text)
     srv.add_argument(
         "--dtype",
         choices=["auto", "float32", "bfloat16", "float16"],

@@ -1,5 +1,7 @@
 """Forward kernel of the Triton attention (see triton_common.py for the scheme and masks)."""
 
+# foundry: whole-kernel-file: Triton @triton.jit kernels; each kernel body is one GPU program whose loops share registers and pointers, and splitting it into more jit functions only moves the lines (the key/query loops are already their own functions)
+
 # Triton's `tl.constexpr` parameter annotations are markers for its compiler, not Python types:
 # passing a literal where one is declared is correct, so pyright's argument check is off here.
 # pyright: reportArgumentType=false
