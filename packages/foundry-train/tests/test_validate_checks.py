@@ -219,3 +219,22 @@ def test_workers_get_the_resolved_config(
     expected = load_config(path, overrides)
     assert seen["config"] == expected and expected.optimizer.lr == pytest.approx(1e-3)
     assert not Path(str(seen["file"])).exists()
+
+
+def test_issue_18_model_options_reported_with_the_rest(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`attn_impl: flsh`, `d_model: 65` and an MPT option of the wrong type, beside schema errors
+    of other sections: all in one error before anything starts."""
+    text = BASE.replace(
+        "model: {name: mpt, preset: debug}",
+        "model: {name: mpt, preset: debug, config_overrides: "
+        "{d_model: 65, n_layers: two, attn_config: {attn_impl: flsh}}}",
+    ) + ("device_train_microbatch_size: 0\noptimizer: {betas: [0.9, 1.5]}\n")
+    code, err = _validate(tmp_path, text, capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert "model.config_overrides.attn_config.attn_impl" in err and "did you mean 'flash'" in err
+    assert "model.config_overrides.d_model" in err or "d_model" in err and "n_heads" in err
+    assert "model.config_overrides.n_layers" in err
+    assert "device_train_microbatch_size: must be 1 or more" in err
+    assert "each beta must be in [0, 1)" in err
