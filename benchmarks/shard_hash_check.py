@@ -64,7 +64,7 @@ def write_dataset(out: Path, size_mb: int) -> int:
 def measure(dataset: str, variant: str) -> dict[str, float]:
     """One epoch through build_dataloader (num_workers 0, as on a CPU host)."""
     from foundry_train.config.sections import LoaderConfig
-    from foundry_train.data import build_dataloader
+    from foundry_train.data.loader import build_dataloader
 
     loader = LoaderConfig.model_validate(
         {

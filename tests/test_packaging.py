@@ -49,6 +49,10 @@ OPTIONAL_MODULES: dict[str, dict[str, tuple[str, str]]] = {
         ),
         "cutlass": ("flash-attn-4", "NVIDIA's CuTe DSL, installed by flash-attn-4 (extra 'flash')"),
     },
+    "foundry-train": {
+        # kept out of the workspace environment: transformers imports it whenever it is installed
+        "torchao": ("torchao", "extra 'fp8': FP8 training through torchao.float8"),
+    },
 }
 # Distributions a package declares without importing them: another library imports them at run
 # time on the package's behalf.

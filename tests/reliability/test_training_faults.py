@@ -91,7 +91,7 @@ def _metrics(folder: Path) -> dict[tuple[int, str], float]:
 
 
 def _weights(checkpoint: Path) -> dict[str, torch.Tensor]:
-    from foundry_train.export import read_model_state_dict
+    from foundry_train.checkpointing.export import read_model_state_dict
 
     return read_model_state_dict(checkpoint)
 
@@ -122,7 +122,7 @@ def _assert_same_run(run: Path, base: Path) -> None:
 def test_sigkill_mid_step_then_autoresume_is_bit_identical(
     runner, tokenizer_dir: Path, pretrain_dir: Path, tmp_path: Path
 ) -> None:
-    from foundry_train.resume import find_latest_checkpoint, is_complete
+    from foundry_train.checkpointing.resume import find_latest_checkpoint, is_complete
 
     cfg = _config(tokenizer_dir, pretrain_dir, None, tmp_path)
     base_cfg, base = _write(tmp_path, "uninterrupted", cfg)
@@ -144,7 +144,7 @@ def test_sigkill_mid_step_then_autoresume_is_bit_identical(
 def test_sigkill_mid_eval_then_autoresume_is_bit_identical(
     runner, tokenizer_dir: Path, pretrain_dir: Path, tmp_path: Path
 ) -> None:
-    from foundry_train.resume import find_latest_checkpoint
+    from foundry_train.checkpointing.resume import find_latest_checkpoint
 
     eval_data = tmp_path / "eval-data"  # a second copy: streaming wants one local dir per loader
     shutil.copytree(pretrain_dir, eval_data)

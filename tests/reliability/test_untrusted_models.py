@@ -215,7 +215,7 @@ def _duplicate_entry_checkpoint(out: Path, first: bytes, second: bytes) -> Path:
 
 def test_checkpoint_with_a_duplicated_pickle_entry_cannot_smuggle_code(tmp_path: Path) -> None:
     """A zip with two data.pkl entries: the scanner and torch.load must read the same one."""
-    from foundry_train.checkpoint_safety import scan_checkpoint
+    from foundry_train.checkpointing.safety import scan_checkpoint
     from foundry_train.errors import CheckpointSecurityError
 
     marker = tmp_path / "smuggled"

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from foundry_train.checkpoint_allowlist import ALLOWED_GLOBALS, NUMPY_1_ALIASES, TENSOR_DTYPES
-from foundry_train.checkpoint_safety import load_dcp_metadata, pickle_globals, scan_checkpoint
+from foundry_train.checkpointing.allowlist import ALLOWED_GLOBALS, NUMPY_1_ALIASES, TENSOR_DTYPES
+from foundry_train.checkpointing.safety import load_dcp_metadata, pickle_globals, scan_checkpoint
 
 Pair = tuple[str, str]
 

@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from foundry_train.checkpoint_safety import scan_checkpoint
+from foundry_train.checkpointing.safety import scan_checkpoint
 from foundry_train.cli import main
 
 _DCP = "torch.distributed.checkpoint"
@@ -286,7 +286,7 @@ def test_torchscript_archive_and_items_outside_the_folder_are_refused(
     import dataclasses
     import pickle
 
-    from foundry_train.checkpoint_safety import load_dcp_metadata
+    from foundry_train.checkpointing.safety import load_dcp_metadata
     from foundry_train.errors import CheckpointSecurityError
 
     scripted = tmp_path / "ep0-ba2-rank0.pt"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from foundry_train.checkpoint_safety import disallowed_globals, scan_checkpoint
+from foundry_train.checkpointing.resume import find_latest_checkpoint, is_complete
+from foundry_train.checkpointing.safety import disallowed_globals, scan_checkpoint
 from foundry_train.cli import main
 from foundry_train.config import parse_config
 from foundry_train.errors import CheckpointSecurityError
-from foundry_train.resume import find_latest_checkpoint, is_complete
 from foundry_train.trainer import resolve_load_path
 
 
@@ -109,8 +109,8 @@ def _to_sharded(full: Path, out: Path, extra: dict | None = None) -> Path:
 
 
 def test_export_hf_from_sharded_checkpoint_matches_full(baseline: Path, tmp_path: Path) -> None:
-    from foundry_train.export import export_checkpoint
-    from foundry_train.resume import is_complete
+    from foundry_train.checkpointing.export import export_checkpoint
+    from foundry_train.checkpointing.resume import is_complete
 
     sharded = _to_sharded(baseline / "ep0-ba10-rank0.pt", tmp_path / "ckpt" / "ep0-ba10")
     assert is_complete(sharded)

@@ -135,7 +135,7 @@ def test_every_shipped_yaml_loads_and_validates() -> None:
 
 
 def test_config_reference_is_up_to_date() -> None:
-    from foundry_train.reference import config_reference
+    from foundry_train.config.reference import config_reference
 
     doc = REPO / "docs" / "config-reference.md"
     assert doc.read_text() == config_reference(), (

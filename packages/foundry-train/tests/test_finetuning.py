@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from foundry_train.config import parse_config
-from foundry_train.data import FinetuningCollator, TokenDataset
+from foundry_train.data.loader import FinetuningCollator, TokenDataset
 from foundry_train.trainer import train
 from streaming import StreamingDataset
 
@@ -88,7 +88,7 @@ def test_lora_finetuning_run_and_hf_checkpointer(assets: dict, h: object, tmp_pa
 
 
 def test_icl_eval_during_training(assets: dict, h: object, tmp_path: Path) -> None:
-    from foundry_train.icl import ICLEvalCallback
+    from foundry_train.callbacks.icl import ICLEvalCallback
 
     data_root = tmp_path / "eval-data"  # a generated cloze task in llm-foundry's layout
     (data_root / "language_understanding").mkdir(parents=True)
@@ -129,7 +129,7 @@ def test_packed_loader_resumes_at_the_next_raw_sample(assets: dict) -> None:
     import gc
 
     from foundry_train.config.sections import LoaderConfig
-    from foundry_train.data import build_dataloader
+    from foundry_train.data.loader import build_dataloader
 
     cfg = LoaderConfig.model_validate(
         {

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 from foundry_train.config import load_config
-from foundry_train.interpolation import resolve_interpolations
+from foundry_train.config.interpolation import resolve_interpolations
 from foundry_train.optim import DecoupledLionW, InverseSqrtWithWarmupScheduler
 
 LLMFOUNDRY_YAML = """
@@ -143,7 +143,7 @@ def test_configured_but_missing_logger_is_a_clear_error() -> None:
 def test_nan_guard_stops_with_a_clear_error() -> None:
     from types import SimpleNamespace
 
-    from foundry_train.callbacks import LossSpikeGuard
+    from foundry_train.callbacks.monitors import LossSpikeGuard
     from foundry_train.config.root import LossSpikeConfig
     from foundry_train.errors import FoundryError
 

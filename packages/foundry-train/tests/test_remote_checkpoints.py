@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from foundry_train.callbacks import read_metrics
+from foundry_train.callbacks.monitors import read_metrics
+from foundry_train.checkpointing.remote import download_checkpoint, latest_remote_checkpoint
 from foundry_train.errors import FoundryError
-from foundry_train.remote_checkpoints import download_checkpoint, latest_remote_checkpoint
 
 
 @pytest.mark.slow
@@ -61,7 +61,7 @@ def test_sharded_checkpoint_folders_are_found_only_when_complete_and_fetched_who
     """A sharded (DCP) checkpoint is a folder of objects; one without .metadata is skipped."""
     import torch
     import torch.distributed.checkpoint as dcp
-    from foundry_train.export import read_model_state_dict
+    from foundry_train.checkpointing.export import read_model_state_dict
 
     monkeypatch.setenv("FOUNDRY_CHECKPOINT_CACHE", str(tmp_path / "cache"))
     weights = {"transformer.wte.weight": torch.randn(8, 4), "lm_head.weight": torch.randn(4, 8)}

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from foundry_train.export import export_checkpoint, read_model_state_dict
-from foundry_train.resume import is_complete
+from foundry_train.checkpointing.export import export_checkpoint, read_model_state_dict
+from foundry_train.checkpointing.resume import is_complete
 
 HERE = Path(__file__).resolve().parent
 

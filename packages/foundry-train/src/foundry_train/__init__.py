@@ -16,11 +16,11 @@ from foundry_train.config import TrainConfig, load_config, parse_config
 from foundry_train.errors import CheckpointSecurityError, ConfigError, DataError, FoundryError
 
 if TYPE_CHECKING:
-    from foundry_train.checkpoint_safety import scan_checkpoint
-    from foundry_train.export import export_checkpoint
-    from foundry_train.migrate import migrate_config, migrate_file
+    from foundry_train.checkpointing.export import export_checkpoint
+    from foundry_train.checkpointing.resume import find_latest_checkpoint
+    from foundry_train.checkpointing.safety import scan_checkpoint
+    from foundry_train.config.migrate import migrate_config, migrate_file
     from foundry_train.optim import DecoupledLionW
-    from foundry_train.resume import find_latest_checkpoint
     from foundry_train.trainer import build_trainer, train
 
 __version__ = "0.1.0"
@@ -28,11 +28,11 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": "foundry_train.trainer",
     "build_trainer": "foundry_train.trainer",
-    "export_checkpoint": "foundry_train.export",
-    "migrate_file": "foundry_train.migrate",
-    "migrate_config": "foundry_train.migrate",
-    "scan_checkpoint": "foundry_train.checkpoint_safety",
-    "find_latest_checkpoint": "foundry_train.resume",
+    "export_checkpoint": "foundry_train.checkpointing.export",
+    "migrate_file": "foundry_train.config.migrate",
+    "migrate_config": "foundry_train.config.migrate",
+    "scan_checkpoint": "foundry_train.checkpointing.safety",
+    "find_latest_checkpoint": "foundry_train.checkpointing.resume",
     "DecoupledLionW": "foundry_train.optim",
 }
 

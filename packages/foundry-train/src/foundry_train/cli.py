@@ -191,7 +191,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from foundry_train.export import export_checkpoint
+    from foundry_train.checkpointing.export import export_checkpoint
 
     out = export_checkpoint(args.checkpoint, args.out, args.config, overwrite=args.overwrite)
     print(f"exported {args.checkpoint} -> {out}")
@@ -199,7 +199,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _migrate(args: argparse.Namespace) -> int:
-    from foundry_train.migrate import migrate_file
+    from foundry_train.config.migrate import migrate_file
 
     report = migrate_file(args.source, args.out, overwrite=args.overwrite)
     print(f"wrote {args.out}")
@@ -211,7 +211,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    from foundry_train.reference import config_reference
+    from foundry_train.config.reference import config_reference
 
     text = config_reference()
     if args.out:

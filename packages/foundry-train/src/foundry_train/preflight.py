@@ -7,7 +7,7 @@ from pathlib import Path
 
 from foundry_train.config import TrainConfig
 from foundry_train.config.sections import LoaderConfig
-from foundry_train.data import stream_locations
+from foundry_train.data.loader import stream_locations
 from foundry_train.errors import FoundryError
 from foundry_train.locations import location_kind
 
@@ -117,7 +117,7 @@ def _missing_tokenizer_folder(cfg: TrainConfig) -> list[str]:
 
 
 def _tokenizer_problems(cfg: TrainConfig) -> list[str]:
-    from foundry_train.tokenizer import load_tokenizer
+    from foundry_train.data.tokenizer import load_tokenizer
 
     if location_kind(cfg.tokenizer.name) == "missing":
         return [f"tokenizer.name: '{cfg.tokenizer.name}' does not exist."]

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from composer import Trainer
 
-from foundry_train.callbacks import LOSS_KEY
+from foundry_train.callbacks.monitors import LOSS_KEY
+from foundry_train.checkpointing.resume import find_latest_checkpoint
 from foundry_train.config import TrainConfig
-from foundry_train.resume import find_latest_checkpoint
 
 __all__ = ["run_summary"]
 

@@ -17,21 +17,25 @@ from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
 from composer.core import Algorithm, Callback
 from composer.utils import dist, reproducibility
 
-from foundry_train.callbacks import LossPlot, LossSpikeGuard, MetricsFileLogger
-from foundry_train.checkpoint_safety import scan_checkpoint
+from foundry_train.callbacks.monitors import LossPlot, LossSpikeGuard, MetricsFileLogger
+from foundry_train.checkpointing.export import CONFIG_NAME
+from foundry_train.checkpointing.resume import (
+    checkpoint_batch,
+    find_latest_checkpoint,
+    set_aside_incomplete,
+)
+from foundry_train.checkpointing.safety import scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config
 from foundry_train.config.root import LoggersConfig
 from foundry_train.config.sections import GradientClippingConfig, LoaderConfig
-from foundry_train.data import build_dataloader
+from foundry_train.data.loader import build_dataloader
+from foundry_train.data.tokenizer import load_tokenizer, pad_token_id
 from foundry_train.errors import CheckpointSecurityError, FoundryError
-from foundry_train.export import CONFIG_NAME
 from foundry_train.fp8 import apply_fp8
 from foundry_train.loggers import build_tracking_loggers
 from foundry_train.model import attention_summary, build_composer_model
 from foundry_train.optim import build_optimizer, build_scheduler
-from foundry_train.resume import checkpoint_batch, find_latest_checkpoint, set_aside_incomplete
 from foundry_train.run_plan import Machine, RunPlan, plan_run
-from foundry_train.tokenizer import load_tokenizer, pad_token_id
 
 __all__ = ["build_trainer", "train", "resolve_load_path"]
 
@@ -91,7 +95,7 @@ def resolve_load_path(cfg: TrainConfig) -> str | None:
 def _latest(save_folder: str, remote: bool) -> str | None:
     """Rank 0: the newest complete checkpoint in the save folder (a URI when it is remote)."""
     if remote:
-        from foundry_train.remote_checkpoints import latest_remote_checkpoint
+        from foundry_train.checkpointing.remote import latest_remote_checkpoint
 
         name = latest_remote_checkpoint(save_folder)
         return f"{save_folder.rstrip('/')}/{name}" if name else None
@@ -104,7 +108,7 @@ def _latest(save_folder: str, remote: bool) -> str | None:
 
 def _fetch(uri: str) -> str:
     """Download a remote checkpoint once per node (local rank 0); every rank gets the path."""
-    from foundry_train.remote_checkpoints import download_checkpoint, remote_cache_dir
+    from foundry_train.checkpointing.remote import download_checkpoint, remote_cache_dir
 
     folder, _, name = uri.rstrip("/").rpartition("/")
     error = ""
@@ -133,12 +137,12 @@ def _callbacks(cfg: TrainConfig, metrics_path: Path | None) -> list[Callback]:
     if cb.loss_spike is not None:
         out.append(LossSpikeGuard(cb.loss_spike))
     if cb.hf_checkpointer is not None:
-        from foundry_train.hf_checkpointer import HFCheckpointer
+        from foundry_train.callbacks.hf_checkpointer import HFCheckpointer
 
         hc = cb.hf_checkpointer
         out.append(HFCheckpointer(cfg, hc.save_folder, hc.save_interval))
     if cfg.icl_eval is not None:
-        from foundry_train.icl import ICLEvalCallback
+        from foundry_train.callbacks.icl import ICLEvalCallback
 
         out.append(ICLEvalCallback(cfg))
     if cb.plot and metrics_path is not None and cfg.save_folder:

@@ -112,7 +112,7 @@ def test_meta_model_is_initialised_by_fsdp_unit_by_unit(
 ) -> None:
     """init_device: meta under FSDP: each wrapped unit is initialised as init_weights_ would."""
     import foundry_models
-    from foundry_train.export import read_model_state_dict
+    from foundry_train.checkpointing.export import read_model_state_dict
 
     folder = tmp_path / "run"
     # A learning rate of 1e-9: the checkpoint after one step holds the initial weights.

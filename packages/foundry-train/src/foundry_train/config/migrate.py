@@ -9,8 +9,8 @@ from typing import Any, cast
 import yaml
 
 from foundry_train.config import load_yaml, parse_config
+from foundry_train.config.interpolation import resolve_interpolations
 from foundry_train.errors import ConfigError, FoundryError
-from foundry_train.interpolation import resolve_interpolations
 
 __all__ = ["migrate_config", "migrate_file"]
 

@@ -6,7 +6,7 @@ names. Before a checkpoint reaches them (autoresume, load_path, export-hf) every
 run through a model of the unpickler's stack, opcode by opcode, executing nothing:
 
 - each global it imports must be one exact ``(module, qualname)`` pair of
-  :data:`~foundry_train.checkpoint_allowlist.ALLOWED_GLOBALS`;
+  :data:`~foundry_train.checkpointing.allowlist.ALLOWED_GLOBALS`;
 - only those globals may be called (REDUCE, NEWOBJ, OBJ, INST), so nothing a call returns is
   called in turn, and none of them may be modified (BUILD, SETITEM, APPEND...), so no class or
   function of the process is patched;
@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 from typing import Any, cast
 
-from foundry_train.checkpoint_allowlist import ALLOWED_GLOBALS
+from foundry_train.checkpointing.allowlist import ALLOWED_GLOBALS
 from foundry_train.errors import CheckpointSecurityError, FoundryError
 
 __all__ = [

@@ -9,9 +9,9 @@ from composer.core import Callback, Event, State
 from composer.loggers import Logger
 from composer.utils import dist
 
-from foundry_train.callbacks import every
+from foundry_train.callbacks.monitors import every
 from foundry_train.config import TrainConfig
-from foundry_train.tokenizer import load_tokenizer
+from foundry_train.data.tokenizer import load_tokenizer
 
 __all__ = ["ICLEvalCallback"]
 

@@ -11,9 +11,9 @@ from composer.loggers import Logger
 from composer.utils import dist
 from torch import nn
 
-from foundry_train.callbacks import every
+from foundry_train.callbacks.monitors import every
+from foundry_train.checkpointing.export import export_state_dict
 from foundry_train.config import TrainConfig
-from foundry_train.export import export_state_dict
 
 __all__ = ["HFCheckpointer"]
 

@@ -47,7 +47,7 @@ def checkpoint_batch(path: Path) -> int | None:
 
 
 def _complete_sharded(directory: Path) -> bool:
-    from foundry_train.checkpoint_safety import load_dcp_metadata, scan_checkpoint
+    from foundry_train.checkpointing.safety import load_dcp_metadata, scan_checkpoint
 
     try:
         meta: Any = load_dcp_metadata(directory)
@@ -69,7 +69,7 @@ def _complete_sharded(directory: Path) -> bool:
 
 
 def _complete_full(path: Path) -> bool:
-    from foundry_train.checkpoint_safety import full_checkpoint_skeleton
+    from foundry_train.checkpointing.safety import full_checkpoint_skeleton
 
     try:
         state, missing = full_checkpoint_skeleton(path)

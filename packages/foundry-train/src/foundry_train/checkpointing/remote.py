@@ -17,8 +17,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from foundry_train.checkpointing.resume import checkpoint_batch, is_complete
 from foundry_train.errors import FoundryError
-from foundry_train.resume import checkpoint_batch, is_complete
 
 __all__ = ["download_checkpoint", "latest_remote_checkpoint", "remote_cache_dir"]
 

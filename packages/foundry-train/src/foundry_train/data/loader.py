@@ -12,8 +12,8 @@ from streaming import Stream, StreamingDataset
 from torch.utils.data import DataLoader
 
 from foundry_train.config.sections import LoaderConfig, StreamConfig
+from foundry_train.data.integrity import check_token_ids, verify_compressed, verify_shard
 from foundry_train.errors import DataError
-from foundry_train.shard_check import check_token_ids, verify_compressed, verify_shard
 
 __all__ = [
     "TokenDataset",

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
-from foundry_train.checkpoint_safety import load_dcp_metadata, scan_checkpoint
+from foundry_train.checkpointing.safety import load_dcp_metadata, scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config, load_config
 from foundry_train.config.sections import LoraConfig
 from foundry_train.errors import FoundryError
@@ -163,7 +163,7 @@ def export_state_dict(
 
 
 def _save_tokenizer(cfg: TrainConfig, out: Path) -> None:
-    from foundry_train.tokenizer import load_tokenizer
+    from foundry_train.data.tokenizer import load_tokenizer
 
     tok = cast("PreTrainedTokenizerBase", load_tokenizer(cfg.tokenizer))
     tok.save_pretrained(out)  # pyright: ignore[reportUnknownMemberType]  # bare PathLike, **kwargs
