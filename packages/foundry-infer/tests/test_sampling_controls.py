@@ -90,3 +90,20 @@ def test_repetition_penalty_matches_transformers_generate(
     for penalty, tokens in expected.items():
         seq = _run(engines[backend], tokenizer, prompt, 24, repetition_penalty=penalty)
         assert seq.generated == tokens[: len(seq.generated)] and len(seq.generated) == len(tokens)
+
+
+def test_overflowing_scales_never_give_nan_probabilities() -> None:
+    """A tiny temperature or repetition penalty (both accepted: > 0) overflows the logits to inf;
+    sampling then picks the largest score instead of failing on NaN probabilities (a 500)."""
+    import numpy as np
+    from foundry_infer.sampling import SamplingParams, adjust_logits, sample_token
+
+    logits = np.array([0.5, 2.0, -1.0, 1.0], dtype=np.float32)
+    rng = np.random.default_rng(0)
+    tiny_t = SamplingParams(temperature=1e-310)
+    assert sample_token(logits, tiny_t, rng) == 1
+    penalised = adjust_logits(logits, SamplingParams(repetition_penalty=1e-310), seen=[0, 3])
+    assert np.isinf(penalised).any()
+    assert sample_token(penalised, SamplingParams(temperature=1.0), rng) in (0, 3)
+    banned = np.full(4, -np.inf)
+    assert sample_token(banned, SamplingParams(temperature=1.0), rng) == 0

@@ -3,7 +3,6 @@ attention start-up line, and every shipped YAML's model built on the meta device
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
@@ -96,16 +95,15 @@ def test_explicit_fast_attention_is_a_hardware_problem_on_cpu() -> None:
 
 @no_cuda
 def test_startup_line_names_the_attention_choice(
-    assets: dict, h: object, caplog: pytest.LogCaptureFixture
+    assets: dict, h: object, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from foundry_train.trainer import build_trainer
 
     cfg = parse_config(h.base_config(assets, None, max_duration="1ba"))  # type: ignore[attr-defined]
     assert attention_summary(cfg.model, cfg.max_seq_len) == "torch (no CUDA)"
-    with caplog.at_level(logging.INFO, logger="foundry_train"):
-        trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg)
     trainer.close()
-    assert "attention: torch (no CUDA)" in caplog.text
+    assert "foundry-train: attention: torch (no CUDA); compile: none" in capsys.readouterr().err
 
 
 def _hf_dir(tmp: Path) -> Path:

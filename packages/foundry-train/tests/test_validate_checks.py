@@ -131,7 +131,7 @@ def test_llm_foundry_yaml_points_at_migrate(
     assert code == 2 and "has 1 problem" in err, err
     assert "llm-foundry YAML (a top-level 'variables:' section and '${...}' interpolation" in err
     assert "(at max_seq_len)" in err
-    command = err.split("Convert it first: ")[1].split(" (it resolves")[0]
+    command = err.split("new file: `")[1].split("`")[0]
     argv = shlex.split(command)
     assert argv[0] == "foundry-train"
     args = build_parser().parse_args(argv[1:])

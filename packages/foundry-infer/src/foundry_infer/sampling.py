@@ -102,11 +102,16 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     """Pick one token id from ``logits`` (shape (V,), any float dtype), already adjusted."""
     if params.greedy:
         return int(np.argmax(logits))
-    scores = logits.astype(np.float64) / params.temperature
+    scores = np.nan_to_num(logits.astype(np.float64) / params.temperature, nan=-np.inf)
+    top = float(np.max(scores))
+    if not np.isfinite(top):
+        # +inf: a tiny temperature or repetition penalty overflowed the scale, so the largest
+        # score wins outright; -inf everywhere: every token was banned, take the first
+        return int(np.argmax(scores))
     if 0 < params.top_k < scores.shape[0]:
         cutoff = np.partition(scores, -params.top_k)[-params.top_k]
         scores = np.where(scores < cutoff, -np.inf, scores)
-    probs: npt.NDArray[np.float64] = np.exp(scores - np.max(scores))
+    probs: npt.NDArray[np.float64] = np.exp(scores - top)
     probs /= probs.sum()
     if params.top_p < 1.0:
         order = np.argsort(-probs)

@@ -204,6 +204,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     reproducibility.seed_all(cfg.seed)  # same initial weights in every process and every run
     model = _build_model(cfg, plan)
     train_dl, eval_dl = _build_dataloaders(cfg, device_batch, pad_id, _vocab_size(model))
+    _announce(plan, attention_summary(cfg.model, cfg.max_seq_len))  # once the data opened
     metrics_path = _metrics_path(cfg)
     _write_run_config(cfg)
     return Trainer(
@@ -239,12 +240,11 @@ def _join_processes(cfg: TrainConfig) -> int:
 
 
 def _build_model(cfg: TrainConfig, plan: RunPlan) -> Any:
-    """The composer model: FP8 layers and torch.compile as the run plan says; announces the plan."""
+    """The composer model: FP8 layers and torch.compile as the run plan says."""
     model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=plan.fsdp)
     if plan.fp8 is not None:
         converted = apply_fp8(model.model, plan.fp8)
         log.info("fp8: %d linear layers train through torchao float8 (%s)", converted, plan.fp8)
-    _announce(plan, attention_summary(cfg.model, cfg.max_seq_len))
     if plan.compile == "blocks":
         compile_blocks(model.model)
     elif plan.compile == "model" and plan.fsdp and dist.get_world_size() > 1:

@@ -46,9 +46,8 @@ def llm_foundry_problems(data: dict[str, Any], path: str | Path) -> list[str]:
     out = Path(path).with_name(f"{Path(path).stem}-foundry.yaml")
     return [
         f"this is an llm-foundry YAML ({' and '.join(signs)}), which foundry-train does not "
-        f"read directly. Convert it first: foundry-train migrate {shlex.quote(str(path))} "
-        f"{shlex.quote(str(out))} "
-        "(it resolves the variables), then train from the new file."
+        "read directly. Convert it first (migrate resolves the variables), then train from the "
+        f"new file: `foundry-train migrate {shlex.quote(str(path))} {shlex.quote(str(out))}`."
     ]
 
 
