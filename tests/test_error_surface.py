@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @functools.cache
 def _pipeline_module() -> ModuleType:
+    # `python pipeline.py` puts the script's folder on sys.path (for pipeline_stages/); loading
+    # it by path does not, and `uv run pytest` does not add the working directory either
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
     spec = importlib.util.spec_from_file_location("foundry_pipeline_script", ROOT / "pipeline.py")
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)

@@ -107,3 +107,17 @@ def test_overflowing_scales_never_give_nan_probabilities() -> None:
     assert sample_token(penalised, SamplingParams(temperature=1.0), rng) in (0, 3)
     banned = np.full(4, -np.inf)
     assert sample_token(banned, SamplingParams(temperature=1.0), rng) == 0
+
+
+def test_any_integer_seed_is_accepted_and_reproducible() -> None:
+    """A negative or huge seed (valid JSON integers; schemathesis sent -1) samples reproducibly
+    instead of failing inside numpy (a 500)."""
+    import numpy as np
+    from foundry_infer.sampling import SamplingParams, sample_token
+
+    logits = np.linspace(0.0, 1.0, 50)
+    for seed in (-1, 2**70, 0):
+        params = SamplingParams(temperature=1.0, seed=seed)
+        first = [sample_token(logits, params, params.make_rng()) for _ in range(1)]
+        again = [sample_token(logits, params, params.make_rng()) for _ in range(1)]
+        assert first == again

@@ -65,7 +65,8 @@ class SamplingParams:
         return bool(self.logit_bias) or self.repetition_penalty != 1.0 or self.min_tokens > 0
 
     def make_rng(self) -> np.random.Generator:
-        return np.random.default_rng(self.seed)
+        # any integer is a seed (OpenAI's API allows negative ones); numpy takes 0 <= seed < 2**64
+        return np.random.default_rng(None if self.seed is None else self.seed % (1 << 64))
 
 
 def adjust_logits(
