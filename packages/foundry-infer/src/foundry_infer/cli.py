@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import FoundryError, user_error_message
+from .model_location import resolve_model_location
 
 if TYPE_CHECKING:
     from .engines import Engine
@@ -381,6 +382,8 @@ _COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if isinstance(getattr(args, "model", None), str):  # a directory or a hub id
+            args.model = resolve_model_location(args.model)
         _COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print("", file=sys.stderr)
