@@ -146,11 +146,13 @@ def test_meta_model_is_initialised_by_fsdp_unit_by_unit(
 
 @needs_cuda
 def test_compile_trains_with_every_fsdp_setting_and_meta_init(tmp_path: Path) -> None:
-    """compile (model, blocks) x sharding x FSDP mixed precision x init device, 4 batches each.
+    """compile (model, blocks) x sharding x FSDP mixed precision x init device, 6 batches of two
+    micro-batches each.
 
-    Issue 17: flash/triton + compile + FULL_SHARD + PURE crashed after meta init per FSDP unit
-    ("attempting to assign a gradient with dtype 'float' to a tensor with grad_dtype
-    'BFloat16'"). Each combination runs through `foundry-train` with FSDP kept on one GPU.
+    Issue 17: compile + FSDP + PURE crashed in the second micro-batch's forward ("attempting to
+    assign a gradient with dtype 'float' to a tensor with grad_dtype 'BFloat16'": FSDP leaves the
+    accumulated fp32 gradient on the bf16 parameter view). Gradient accumulation is what set it
+    off. Each combination runs through `foundry-train` with FSDP kept on one GPU.
     """
     import subprocess
     import sys
