@@ -26,8 +26,9 @@ No network: the wheels of torchtitan and of its missing dependencies come from .
   . .device/setup.sh && . .titan/setup.sh && python benchmarks/torchtitan_peer.py --out-dir out
   python benchmarks/torchtitan_peer.py --out-dir out --dry-run   # write and validate configs only
 
-Writes in --out-dir: peer.jsonl (one JSON line per run, then one per ratio), peer.md (a table),
-a log per run (titan-bf16.log, foundry-bf16.log, ...) and foundry-<row>.yaml.
+Writes in --out-dir (six files at most): peer.jsonl (one JSON line per run, with Foundry's
+config and each command, then one per ratio), peer.md (a table) and a log per run
+(titan-bf16.log, foundry-bf16.log, titan-fp8.log, foundry-fp8.log).
 """
 
 from __future__ import annotations
@@ -40,7 +41,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -317,12 +317,6 @@ def _titan_worker(argv: list[str]) -> None:
 
 
 # ---------------------------------------------------------------------------------- runs
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _run(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, str]:
     print("+ " + shlex.join(cmd), flush=True)
     with log_path.open("w") as log:
@@ -335,7 +329,11 @@ def _run(cmd: list[str], log_path: Path, env: dict[str, str]) -> tuple[int, str]
             if "tps:" in line or "compile:" in line or "Error" in line:
                 print("  | " + line.rstrip(), flush=True)
         rc = proc.wait()
-    return rc, log_path.read_text()
+    text = log_path.read_text()
+    if rc != 0:
+        print(f"  exit {rc}; the end of {log_path.name}:", flush=True)
+        print("\n".join("  | " + x for x in text.splitlines()[-25:]), flush=True)
+    return rc, text
 
 
 def _attention_line(log: str) -> str | None:
@@ -349,16 +347,24 @@ def run_titan(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict[s
     args = titan_args(ns.shape, row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps)
     cmd = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-        f"--master-port={_free_port()}",
         str(Path(__file__).resolve()), "titan-worker", "--shape", ns.shape, "--", *args,
     ]  # fmt: skip
     # torchtitan's run_train.sh sets this allocator option
     env = {**os.environ, "PYTORCH_ALLOC_CONF": "expandable_segments:True"}
     rc, log = _run(cmd, out / f"titan-{row}.log", env)
-    row_out: dict[str, Any] = {"framework": "torchtitan 0.2.2", "command": shlex.join(cmd)}
+    settings = "attention: SDPA; compile: each block + loss; no activation checkpointing"
+    if row == "fp8":
+        settings += "; fp8: tensorwise (torchao float8, output head in bf16)"
+    row_out: dict[str, Any] = {
+        "framework": "torchtitan 0.2.2",
+        "command": shlex.join(cmd),
+        "startup": settings,
+    }
     if rc != 0:
         return {**row_out, "error": f"exit {rc}; see titan-{row}.log"}
-    return {**row_out, **titan_result(log, ns.steps)}
+    got = titan_result(log, ns.steps)
+    row_out["startup"] += f"; peak {got['peak_reserved_gib']:.1f} GiB reserved"
+    return {**row_out, **got}
 
 
 def run_foundry(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict[str, Any]:
@@ -366,7 +372,7 @@ def run_foundry(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict
         SHAPES[ns.shape], row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps,
         loss_chunk=ns.loss_chunk,
     )  # fmt: skip
-    path = out / f"foundry-{row}.yaml"
+    path = work / f"foundry-{row}.yaml"
     write_foundry_yaml(path, cfg)
     cmd = [sys.executable, "-m", "foundry_train", str(path)]
     rc, log = _run(cmd, out / f"foundry-{row}.log", dict(os.environ))
@@ -374,17 +380,18 @@ def run_foundry(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict
         "framework": "foundry",
         "command": shlex.join(cmd),
         "startup": _attention_line(log),
+        "config": cfg,
     }
     if rc != 0:
         return {**row_out, "error": f"exit {rc}; see foundry-{row}.log"}
     return {**row_out, **foundry_result(Path(cfg["loggers"]["metrics_file"]))}
 
 
-def validate_foundry(out: Path, rows: list[str]) -> None:
+def validate_foundry(work: Path, rows: list[str]) -> None:
     """`foundry_train validate --skip-hardware` on each written YAML (the --dry-run check)."""
     for row in rows:
         cmd = [sys.executable, "-m", "foundry_train", "validate"]
-        cmd += [str(out / f"foundry-{row}.yaml"), "--skip-hardware"]
+        cmd += [str(work / f"foundry-{row}.yaml"), "--skip-hardware"]
         subprocess.run(cmd, check=True)
 
 
@@ -479,10 +486,10 @@ def main(argv: list[str] | None = None) -> None:
                 shape, row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps,
                 loss_chunk=ns.loss_chunk,
             )  # fmt: skip
-            write_foundry_yaml(out / f"foundry-{row}.yaml", cfg)
+            write_foundry_yaml(work / f"foundry-{row}.yaml", cfg)
             titan = titan_args(ns.shape, row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps)
             print(f"torchtitan {row}: {shlex.join(titan)}")
-        validate_foundry(out, ns.rows)
+        validate_foundry(work, ns.rows)
         return
     import torch
 
