@@ -467,6 +467,15 @@ def _check_imports(ns: argparse.Namespace) -> None:
         raise SystemExit(2)
 
 
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["titan-worker"]:
@@ -508,6 +517,8 @@ def main(argv: list[str] | None = None) -> None:
         "steps": ns.steps,
         "window": WINDOW,
         "torch": torch.__version__,
+        "torchao": _version("torchao"),
+        "torchtitan": _version("torchtitan"),
     }
     results = []
     for row in ns.rows:
