@@ -187,3 +187,16 @@ def test_options_follow_later_assignments():
     assert config.options.max_seq_len == 512 and config.options.use_cache is False
     config.attn_config = {"attn_impl": "torch"}
     assert config.options.attn.attn_impl == "torch" and config.options.attn.alibi is True
+
+
+def test_set_options_unties_the_embedding():
+    # foundry-train applies model.config_overrides through set_options: an untied head asked
+    # for there must give the model its own lm_head (it used to stay tied, silently)
+    from foundry_models import MPTForCausalLM
+
+    config = preset_config("debug")
+    config.set_options(config.options.replace(tie_word_embeddings=False))
+    assert config.tie_word_embeddings is False and config.options.tie_word_embeddings is False
+    assert MPTForCausalLM(config).lm_head is not None
+    config.set_options(config.options.replace(tie_word_embeddings=True))
+    assert config.tie_word_embeddings is True and MPTForCausalLM(config).lm_head is None

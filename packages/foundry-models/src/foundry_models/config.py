@@ -153,6 +153,8 @@ class MPTConfig(PretrainedConfig):
     def set_options(self, options: MPTOptions) -> None:
         """Replace every MPT option at once (other `PretrainedConfig` fields are kept)."""
         self._store(options)
+        # _store leaves this flag to PretrainedConfig.__init__; after it, set it here
+        self._config_setattr("tie_word_embeddings", options.tie_word_embeddings)
 
     @property
     def options(self) -> MPTOptions:
