@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from .engines import Engine, OrtEngine, TorchEngine
-from .generation import DecodeBatch, SequenceState
+from .generation import SequenceState, new_decode_batch
 from .model_dir import detect_model_kind
 from .onnx_export import export_onnx
 
@@ -59,7 +59,7 @@ def bench_engine(
 def _run(
     engine: Engine, prompts: list[list[int]], new_tokens: int
 ) -> tuple[float, list[float], float]:
-    decode = DecodeBatch(engine)
+    decode = new_decode_batch(engine)
     start = time.perf_counter()
     for prompt in prompts:
         decode.prefill(SequenceState(prompt, new_tokens))

@@ -7,6 +7,7 @@ are handled by :mod:`foundry_infer.kv_batch`.
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 from pathlib import Path
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "OrtEngine", "TorchEngine", "load_engine", "ort_providers"]
 
 Provider = Literal["auto", "cpu", "cuda"]
+TorchPath = Literal["auto", "static", "dynamic"]
+log = logging.getLogger("foundry_infer")
 
 
 class Engine(Protocol):
@@ -196,11 +199,17 @@ def load_engine(
     device: str = "cpu",
     provider: Provider = "auto",
     dtype: str = "auto",
+    engine: TorchPath = "auto",
+    max_batch_size: int = 8,
+    max_len: int | None = None,
 ) -> Engine:
     """Open MODEL (an HF or ONNX directory) with the matching back end.
 
     ``dtype`` (auto, float32, bfloat16, float16) sets the torch weights' type; auto is bfloat16
-    on CUDA and float32 on CPU. An ONNX export is float32: only auto and float32 apply to it.
+    on CUDA and float32 on CPU. An ONNX export's graph has the type it was exported with: only
+    auto and that type apply to it. ``engine`` picks the torch path: ``static`` (a slot cache
+    of ``max_batch_size`` slots x ``max_len`` positions, CUDA graphs on a GPU; MPT and Llama),
+    ``dynamic`` (any architecture) or ``auto`` (static on CUDA where the architecture has it).
     """
     kind = detect_model_kind(model)
     if backend == "auto":
@@ -216,13 +225,32 @@ def load_engine(
             "Use --backend onnx (or auto)."
         )
     if backend == "onnx":
-        if dtype not in ("auto", "float32"):
-            raise FoundryError(
-                f"--dtype {dtype} applies to the torch back end; {model} is an ONNX export, whose "
-                "graph is float32. Use --dtype auto or float32, or serve the HF directory."
-            )
-        return OrtEngine(model, provider=provider)
-    return TorchEngine(model, device=device, dtype=dtype)
+        return OrtEngine(model, provider=provider, dtype=dtype)
+    if _torch_path(model, device, engine) == "dynamic":
+        return TorchEngine(model, device=device, dtype=dtype)
+    from .slot_engine import SlotEngine
+
+    return SlotEngine(model, device, dtype, max_batch_size=max_batch_size, max_len=max_len)
+
+
+def _torch_path(model: str | Path, device: str, engine: TorchPath) -> str:
+    """Which torch path runs; ``auto`` says so on stderr when a GPU gets the dynamic one."""
+    from .slot_forward import SLOT_ARCHITECTURES
+
+    if engine != "auto":
+        return engine
+    model_type = layout_of(model).model_type
+    if not device.startswith("cuda"):
+        return "dynamic"
+    if model_type in SLOT_ARCHITECTURES:
+        return "static"
+    log.warning(
+        "foundry-infer: no static-slot forward for model_type %r (there is one for %s); the torch "
+        "engine runs the dynamic-cache path, without CUDA graphs (--engine dynamic).",
+        model_type,
+        ", ".join(SLOT_ARCHITECTURES),
+    )
+    return "dynamic"
 
 
 def layout_of(model_dir: str | Path) -> CacheLayout:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .engines import Engine
-from .generation import DecodeBatch, FinishReason, SequenceState, TextStream
+from .generation import FinishReason, SequenceState, TextStream, new_decode_batch
 from .sampling import TokenLogprob
 
 __all__ = ["QueueFullError", "Scheduler", "ShuttingDownError", "StreamEvent", "Ticket"]
@@ -68,7 +68,7 @@ class Scheduler:
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
-        self.batch = DecodeBatch(engine)
+        self.batch = new_decode_batch(engine)
         self._waiting: deque[Ticket] = deque()
         self._running: dict[int, Ticket] = {}
         self._cond = threading.Condition()
@@ -175,7 +175,7 @@ class Scheduler:
             ticket.seq.cancel()
             ticket.deliver(StreamEvent(ticket.index, "", "cancelled", error=repr(exc)))
         self._running.clear()
-        self.batch = DecodeBatch(self.engine)
+        self.batch = new_decode_batch(self.engine)
 
     def stats(self) -> dict[str, Any]:
         return {
