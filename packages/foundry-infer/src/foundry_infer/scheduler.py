@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .engines import Engine
+from .errors import FoundryError
 from .generation import FinishReason, SequenceState, TextStream, new_decode_batch
 from .sampling import TokenLogprob
 
@@ -65,6 +66,12 @@ class Scheduler:
     """Owns the engine; see the module docstring."""
 
     def __init__(self, engine: Engine, *, max_batch_size: int = 8, max_queue: int = 64) -> None:
+        slots = getattr(engine, "max_batch_size", None)
+        if isinstance(slots, int) and max_batch_size > slots:
+            raise FoundryError(
+                f"--max-batch-size {max_batch_size} exceeds the engine's {slots} cache slots; "
+                "open the engine with at least as many slots."
+            )
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue

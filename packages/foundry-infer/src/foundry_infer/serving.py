@@ -22,13 +22,22 @@ __all__ = ["build_service", "run_server"]
 
 def build_service(args: argparse.Namespace) -> InferenceService:
     """Load the model named by the serve arguments and wrap it in a service."""
+    if args.max_batch_size is None:
+        args.max_batch_size = 64 if str(args.device).startswith("cuda") else 8
     for name in ("max_batch_size", "max_queue", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise FoundryError(f"--{name.replace('_', '-')} must be at least 1.")
     if args.max_model_len is not None and args.max_model_len < 2:
         raise FoundryError("--max-model-len must be at least 2.")
     engine = load_engine(
-        args.model, args.backend, device=args.device, provider=args.provider, dtype=args.dtype
+        args.model,
+        args.backend,
+        device=args.device,
+        provider=args.provider,
+        dtype=args.dtype,
+        engine=args.engine,
+        max_batch_size=args.max_batch_size,
+        max_len=args.max_model_len,
     )
     tokenizer = load_tokenizer(args.model)
     settings = ServerSettings(

@@ -97,7 +97,12 @@ class SlotEngine(TorchEngine):
                     f"of {self.max_len} positions) but the GPU has {free / 2**30:.1f} GiB free. "
                     "Lower --max-batch-size or --max-model-len."
                 )
-        shape = (self.max_batch_size, self.forward.num_kv_heads, self.max_len, self.forward.head_dim)
+        shape = (
+            self.max_batch_size,
+            self.forward.num_kv_heads,
+            self.max_len,
+            self.forward.head_dim,
+        )
         layers = range(self.forward.num_layers)
         keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
         values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
@@ -107,20 +112,6 @@ class SlotEngine(TorchEngine):
         from .slot_batch import SlotBatch
 
         return SlotBatch(self)
-
-    def weight_bytes_per_token(self) -> int:
-        """Bytes of weights one decode step reads: all but the embedding table (one row read),
-        unless the table is tied to the output projection."""
-        seen: set[int] = set()
-        total = 0
-        for p in self.model.parameters():
-            if p.data_ptr() not in seen:
-                seen.add(p.data_ptr())
-                total += p.numel() * p.element_size()
-        embed = self.model.get_input_embeddings().weight
-        output = self.model.get_output_embeddings()
-        tied = output is not None and output.weight.data_ptr() == embed.data_ptr()
-        return total if tied else total - embed.numel() * embed.element_size()
 
     def _views(self, start: int, rows: int, kv_len: int) -> tuple[list[Any], list[Any]]:
         end = start + rows

@@ -89,9 +89,7 @@ class SlotForward:
         grouped = q.reshape(b, self.num_kv_heads, group * t, d)
         mask = torch.where(visible, 0.0, neg).to(q.dtype)
         mask = mask[:, :, None].expand(b, 1, group, t, kv_len).reshape(b, 1, group * t, kv_len)
-        out = F.scaled_dot_product_attention(
-            grouped, cache_k, cache_v, attn_mask=mask, scale=scale
-        )
+        out = F.scaled_dot_product_attention(grouped, cache_k, cache_v, attn_mask=mask, scale=scale)
         return out.reshape(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)
 
 
