@@ -90,3 +90,40 @@ def test_engine_choice_and_refusals(trained_llama_dir, gpt2_dir, tokenizer):
     batch.prefill(SequenceState(ids, 8))
     with pytest.raises(FoundryError, match="cache slots are in use"):
         batch.prefill(SequenceState(ids, 8))
+
+
+def test_serve_with_the_static_engine_batches_concurrent_streams_exactly(
+    trained_llama_dir, tokenizer
+):
+    """The real command with --engine static: concurrent streamed answers equal solo ones."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import openai
+    from serve_process import serving
+
+    prompts = ["def ", "class ", "import ", "    return "]
+    flags = ["--engine", "static", "--max-batch-size", "4", "--max-model-len", "128"]
+    with serving(str(trained_llama_dir), flags) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+        assert httpx.get(f"{url}/health").json()["backend"] == "torch-static-cpu"
+        barrier = threading.Barrier(len(prompts))
+
+        def ask(prompt: str, together: bool) -> str:
+            if together:
+                barrier.wait()
+            stream = client.completions.create(
+                model=trained_llama_dir.name,
+                prompt=prompt,
+                max_tokens=24,
+                temperature=0,
+                stream=True,
+            )
+            return "".join(chunk.choices[0].text for chunk in stream)
+
+        alone = [ask(p, False) for p in prompts]
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            together = list(pool.map(lambda p: ask(p, True), prompts))
+        assert httpx.get(f"{url}/health").json()["largest_batch"] >= 2
+    assert together == alone and all(alone)
