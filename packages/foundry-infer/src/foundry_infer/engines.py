@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -90,9 +90,11 @@ class TorchEngine:
             if p.data_ptr() not in seen:
                 seen.add(p.data_ptr())
                 total += p.numel() * p.element_size()
-        embed = self.model.get_input_embeddings().weight
-        output = self.model.get_output_embeddings()
-        tied = output is not None and output.weight.data_ptr() == embed.data_ptr()
+        # transformers types these getters loosely (an nn.Module or None)
+        embed: torch.Tensor = self.model.get_input_embeddings().weight  # pyright: ignore[reportAssignmentType]
+        output: Any = self.model.get_output_embeddings()  # pyright: ignore[reportUnknownVariableType]
+        head: torch.Tensor | None = getattr(output, "weight", None)  # pyright: ignore[reportUnknownArgumentType]
+        tied = head is not None and head.data_ptr() == embed.data_ptr()
         return total if tied else total - embed.numel() * embed.element_size()
 
     def empty_past(self, batch: int) -> Past:

@@ -10,7 +10,7 @@ and the padding no row needs any more is trimmed away.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -208,8 +208,8 @@ class RunningBatch(Protocol):
 
 def new_decode_batch(engine: Engine) -> RunningBatch:
     """The engine's own batch (a slot cache for the static engine), else a DecodeBatch."""
-    factory = getattr(engine, "new_batch", None)
-    return factory() if callable(factory) else DecodeBatch(engine)
+    factory: Callable[[], RunningBatch] | None = getattr(engine, "new_batch", None)
+    return factory() if factory is not None else DecodeBatch(engine)
 
 
 def generate_tokens(engine: Engine, seq: SequenceState) -> Iterator[int]:
