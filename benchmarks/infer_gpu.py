@@ -268,22 +268,26 @@ def main(argv: list[str] | None = None) -> int:
     res = Results(Path(args.out_dir), args.budget_s)
     dirs = M.build_models(Path(args.work_dir), args.tiny, args.device)
     sections = args.sections.split(",")
-    plan = [
-        ("batch1", lambda arch: batch1_section(res, arch, dirs[arch], args), ("mpt", "llama")),
-        ("batch-sizes", lambda arch: batch_sizes_section(res, arch, dirs[arch], args), ("mpt",)),
-        (
-            "agreement",
-            lambda arch: agreement_section(res, arch, dirs[arch], args),
-            ("mpt", "llama"),
-        ),
-        ("ort", lambda arch: ort_section(res, arch, dirs[arch], args), ("mpt",)),
-        ("server", lambda arch: server_section(res, dirs[arch], args), ("mpt",)),
+    plan = [  # the goals first, so a spent --budget-s drops the extras
+        ("batch1", "mpt"),
+        ("agreement", "mpt"),
+        ("server", "mpt"),
+        ("batch-sizes", "mpt"),
+        ("ort", "mpt"),
+        ("batch1", "llama"),
+        ("agreement", "llama"),
     ]
-    for name, run, archs in plan:
-        for arch in archs:
-            if name in sections and res.in_time(f"{name}-{arch}"):
-                run(arch)
-                _free(args)
+    runs = {
+        "batch1": batch1_section,
+        "agreement": agreement_section,
+        "batch-sizes": batch_sizes_section,
+        "ort": ort_section,
+        "server": lambda res, arch, hf_dir, args: server_section(res, hf_dir, args),
+    }
+    for name, arch in plan:
+        if name in sections and res.in_time(f"{name}-{arch}"):
+            runs[name](res, arch, dirs[arch], args)
+            _free(args)
     header = {
         "device_name": _device_name(args),
         "date": time.strftime("%Y-%m-%d"),

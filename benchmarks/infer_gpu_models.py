@@ -139,9 +139,16 @@ def compiled_static_rate(hf_dir: Path, device: str, prompt: list[int], new_token
 
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16).to(device)
     model.eval()
-    model.forward = torch.compile(model.forward, mode="reduce-overhead", fullgraph=True)
+    eager_forward = model.forward
     try:
-        return hf_generate_rate(model, prompt, new_tokens, cache_implementation="static")
+        try:  # transformers' documented recipe
+            model.forward = torch.compile(eager_forward, mode="reduce-overhead", fullgraph=True)
+            return hf_generate_rate(model, prompt, new_tokens, cache_implementation="static")
+        except Exception as exc:  # a graph break: say so, and compile with breaks allowed
+            print(f"fullgraph compile failed ({type(exc).__name__}); retrying", file=sys.stderr)
+            torch._dynamo.reset()
+            model.forward = torch.compile(eager_forward, mode="reduce-overhead")
+            return hf_generate_rate(model, prompt, new_tokens, cache_implementation="static")
     finally:
         del model
         torch.cuda.empty_cache()

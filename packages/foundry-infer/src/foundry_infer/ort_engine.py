@@ -80,7 +80,8 @@ class OrtEngine:
         if dtype not in ("auto", m.dtype):
             raise FoundryError(
                 f"--dtype {dtype} does not match {directory}, an ONNX export in {m.dtype}. Use "
-                f"--dtype auto, or export again: foundry-infer export-onnx MODEL OUT --dtype {dtype}."
+                "--dtype auto, or serve an export of that type (`foundry-infer export-onnx "
+                "MODEL_DIR OUT --dtype float16` writes a float16 one; float32 is the default)."
             )
         self.layout = CacheLayout(
             num_layers=m.num_layers,
