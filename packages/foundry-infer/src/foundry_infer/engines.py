@@ -182,8 +182,11 @@ def _torch_path(model: str | Path, device: str, engine: TorchPath) -> str:
 
     if engine != "auto":
         return engine
-    model_type = layout_of(model).model_type
     if not device.startswith("cuda"):
+        return "dynamic"
+    try:
+        model_type = layout_of(model).model_type
+    except (OSError, ValueError):  # TorchEngine reports an unloadable directory
         return "dynamic"
     if model_type in SLOT_ARCHITECTURES:
         return "static"

@@ -32,18 +32,25 @@ _prepared = False
 
 
 def prepare_cuda_libraries() -> None:
-    """Load the CUDA 13 libraries onnxruntime-gpu links, from torch's NVIDIA wheels (once)."""
+    """Load the CUDA 13 libraries onnxruntime-gpu links before its CUDA provider opens (once).
+
+    torch built for the same CUDA major loads libcudart/libcublas/cuDNN from its NVIDIA wheels
+    when imported, and the provider library then finds them in the process;
+    ``onnxruntime.preload_dlls`` (onnxruntime >= 1.21) also loads them from the nvidia-* wheels'
+    folders when torch was built for another CUDA."""
     global _prepared
     if _prepared:
         return
-    ort: Any = import_onnxruntime()
-    preload = getattr(ort, "preload_dlls", None)
-    if callable(preload):  # onnxruntime >= 1.21: loads nvidia-* wheels' libraries
-        preload(cuda=True, cudnn=True, msvc=False)
-    else:  # older builds: torch's import loads the same libraries process-wide
+    try:
         import torch
 
         torch.cuda.is_available()
+    except ImportError:  # an ONNX-only host: the wheels' folders are all there is
+        pass
+    ort: Any = import_onnxruntime()
+    preload = getattr(ort, "preload_dlls", None)
+    if callable(preload):
+        preload(cuda=True, cudnn=True, msvc=False)
     _prepared = True
 
 
