@@ -43,6 +43,11 @@ class SlotForward:
     def head(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    slopes: torch.Tensor | None = None  # (1, H, 1, 1) float32 ALiBi slopes, or None
+
+    def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
+        """Per-call state the layers share (Llama: the rotary cos/sin)."""
+
     def __call__(
         self,
         ids: torch.Tensor,  # (B, T)
@@ -53,12 +58,31 @@ class SlotForward:
     ) -> torch.Tensor:
         """Logits (B, V) float32 of each row's last token, or (B, T, V) with ``all_logits``."""
         x = self.embed(ids)
+        b, t = ids.shape
+        self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
+        self._mask = self.attention_mask(positions, keys[0].shape[2], x.dtype)
+        self.prepare(x, positions)
         for i in range(self.num_layers):
             x = self.layer(i, x, positions, (keys[i], values[i]))
         if not all_logits:
             x = x[:, -1:, :]
         logits = self.head(x).float()
         return logits if all_logits else logits[:, -1, :]
+
+    def attention_mask(self, positions: torch.Tensor, kv_len: int, dtype: torch.dtype) -> Any:
+        """The additive mask every layer uses, made once per call: key j is visible to a query
+        at position p when j <= p; ALiBi adds slope * (j - p) (in float32, rounded once)."""
+        keys_at = torch.arange(kv_len, device=positions.device)
+        distance = keys_at[None, None, :] - positions[:, :, None]  # (B, T, L)
+        visible = (distance <= 0)[:, None]  # (B, 1, T, L)
+        neg = torch.finfo(dtype).min
+        if self.slopes is not None:
+            bias = self.slopes * distance[:, None].float()  # (B, H, T, L)
+            return torch.where(visible, bias, neg).to(dtype)
+        b, t = positions.shape
+        group = self.num_heads // self.num_kv_heads  # a kv head's queries share its mask row
+        mask = torch.where(visible, 0.0, neg).to(dtype)
+        return mask[:, :, None].expand(b, 1, group, t, kv_len).reshape(b, 1, group * t, kv_len)
 
     def attend(
         self,
@@ -67,29 +91,19 @@ class SlotForward:
         v: torch.Tensor,
         positions: torch.Tensor,  # (B, T)
         kv: tuple[torch.Tensor, ...],
-        bias: torch.Tensor | None,  # (1, H, 1, 1) ALiBi slopes, or None
         scale: float,
     ) -> torch.Tensor:
         """Store k/v at ``positions`` and attend; returns (B, T, H * D)."""
         cache_k, cache_v = kv
         b, h, t, d = q.shape
-        rows = torch.arange(b, device=q.device)[:, None].expand(b, t)
-        cache_k[rows, :, positions] = k.transpose(1, 2)  # index_put_: capturable, no sync
-        cache_v[rows, :, positions] = v.transpose(1, 2)
-        kv_len = cache_k.shape[2]
-        keys_at = torch.arange(kv_len, device=q.device)
-        visible = keys_at[None, None, None, :] <= positions[:, None, :, None]  # (B, 1, T, L)
-        neg = torch.finfo(q.dtype).min
-        if bias is not None:  # ALiBi: slope * (key position - query position), per head
-            distance = (keys_at[None, None, :] - positions[:, :, None]).to(q.dtype)
-            mask = torch.where(visible, bias * distance[:, None, :, :], neg)  # (B, H, T, L)
-            out = F.scaled_dot_product_attention(q, cache_k, cache_v, attn_mask=mask, scale=scale)
-            return out.transpose(1, 2).reshape(b, t, h * d)
-        group = h // self.num_kv_heads  # grouped-query: a kv head's queries share its row
-        grouped = q.reshape(b, self.num_kv_heads, group * t, d)
-        mask = torch.where(visible, 0.0, neg).to(q.dtype)
-        mask = mask[:, :, None].expand(b, 1, group, t, kv_len).reshape(b, 1, group * t, kv_len)
-        out = F.scaled_dot_product_attention(grouped, cache_k, cache_v, attn_mask=mask, scale=scale)
+        cache_k[self._rows, :, positions] = k.transpose(1, 2)  # index_put_: capturable
+        cache_v[self._rows, :, positions] = v.transpose(1, 2)
+        # grouped-query: each kv head's queries as one longer query block (no key repeat)
+        group = h // self.num_kv_heads
+        grouped = q if group == 1 else q.reshape(b, self.num_kv_heads, group * t, d)
+        out = F.scaled_dot_product_attention(
+            grouped, cache_k, cache_v, attn_mask=self._mask, scale=scale
+        )
         return out.reshape(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)
 
 
@@ -112,7 +126,7 @@ class MptSlots(SlotForward):
         alibi = build_mpt_alibi_tensor(
             self.num_heads, 2, config.attn_config.alibi_bias_max, device=device
         )  # (H, 1, 2): column 0 holds -slope
-        self.slopes = (-alibi[:, :, 0]).reshape(1, self.num_heads, 1, 1)
+        self.slopes = (-alibi[:, :, 0]).float().reshape(1, self.num_heads, 1, 1)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.transformer.wte(ids)
@@ -129,8 +143,7 @@ class MptSlots(SlotForward):
             part.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
             for part in qkv.chunk(3, dim=2)
         )
-        bias = self.slopes.to(x.dtype)
-        x = block.attn.out_proj(self.attend(q, k, v, positions, kv, bias, self.scale)) + x
+        x = block.attn.out_proj(self.attend(q, k, v, positions, kv, self.scale)) + x
         return block.ffn(block.norm_2(x), x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -158,25 +171,8 @@ class LlamaSlots(SlotForward):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.model.embed_tokens(ids)
 
-    def __call__(
-        self,
-        ids: torch.Tensor,
-        positions: torch.Tensor,
-        keys: list[torch.Tensor],
-        values: list[torch.Tensor],
-        all_logits: bool = False,
-    ) -> torch.Tensor:
-        x = self.embed(ids)
+    def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         self._rope = self.model.model.rotary_emb(x, positions)  # shared by every layer
-        try:
-            for i in range(self.num_layers):
-                x = self.layer(i, x, positions, (keys[i], values[i]))
-        finally:
-            self._rope = None
-        if not all_logits:
-            x = x[:, -1:, :]
-        logits = self.head(x).float()
-        return logits if all_logits else logits[:, -1, :]
 
     def layer(
         self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
@@ -191,7 +187,7 @@ class LlamaSlots(SlotForward):
         assert self._rope is not None
         cos, sin = self._rope
         q, k = self.rotate(q, k, cos, sin)
-        x = attn.o_proj(self.attend(q, k, v, positions, kv, None, self.scale)) + x
+        x = attn.o_proj(self.attend(q, k, v, positions, kv, self.scale)) + x
         return x + block.mlp(block.post_attention_layernorm(x))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
