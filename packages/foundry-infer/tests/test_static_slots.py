@@ -127,3 +127,30 @@ def test_serve_with_the_static_engine_batches_concurrent_streams_exactly(
             together = list(pool.map(lambda p: ask(p, True), prompts))
         assert httpx.get(f"{url}/health").json()["largest_batch"] >= 2
     assert together == alone and all(alone)
+
+
+def test_bench_times_the_static_engine_with_batch_ones_bandwidth_share(
+    trained_llama_dir, tmp_path, capsys
+):
+    import json
+
+    from foundry_infer.bench import peak_bandwidth_for
+    from foundry_infer.cli import main
+
+    assert peak_bandwidth_for("NVIDIA H200") == (4.8e12, "H200")
+    assert peak_bandwidth_for("NVIDIA H100 80GB HBM3") == (3.35e12, "H100 SXM")
+    assert peak_bandwidth_for("NVIDIA H100 PCIe")[0] == 2.0e12
+    assert peak_bandwidth_for("Tesla T4") is None
+    out = tmp_path / "rows.json"
+    argv = ["bench", str(trained_llama_dir), "--backends", "torch", "--engine", "static"]
+    argv += ["--batch-sizes", "1,3", "--prompt-tokens", "8", "--new-tokens", "4"]
+    assert main([*argv, "--peak-bandwidth", "1e10", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "peak bandwidth 1e+10 B/s (--peak-bandwidth)" in captured.err
+    assert "of peak BW" in captured.out
+    rows = json.loads(out.read_text())
+    assert [(r["backend"], r["batch"]) for r in rows] == [
+        ("torch-static-cpu", 1),
+        ("torch-static-cpu", 3),
+    ]
+    assert 0 < rows[0]["bandwidth_fraction"] < 1 and rows[1]["bandwidth_fraction"] is None
