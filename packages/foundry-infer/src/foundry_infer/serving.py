@@ -9,7 +9,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .engines import load_engine
@@ -39,6 +40,12 @@ def build_service(args: argparse.Namespace) -> InferenceService:
         max_batch_size=args.max_batch_size,
         max_len=args.max_model_len,
     )
+    capture: Callable[[], int] | None = getattr(engine, "capture_all", None)
+    if capture is not None:
+        start = time.perf_counter()
+        if graphs := capture():
+            took = time.perf_counter() - start
+            print(f"captured {graphs} CUDA graphs in {took:.1f} s", file=sys.stderr)
     tokenizer = load_tokenizer(args.model)
     settings = ServerSettings(
         model_name=args.model_name or Path(args.model).resolve().name,

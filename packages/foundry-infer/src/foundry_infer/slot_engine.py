@@ -148,6 +148,23 @@ class SlotEngine(TorchEngine):
             graph.replay()
             return logits[:n]
 
+    def capture_all(self) -> int:
+        """Capture every (batch bucket, kv_len) decode graph now (serve does, at start-up, so
+        no request waits for a capture); the number of graphs held. No-op without graphs."""
+        if not self.cuda_graphs:
+            return 0
+        lengths, size = [], _MIN_KV
+        while True:
+            lengths.append(min(size, self.max_len))
+            if size >= self.max_len:
+                break
+            size *= 2
+        with self._torch.inference_mode():
+            for bucket in self.buckets:
+                for kv_len in lengths:
+                    self._graph(bucket, kv_len)
+        return len(self._graphs)
+
     def _kv_bucket(self, needed: int) -> int:
         size = _MIN_KV
         while size < needed:

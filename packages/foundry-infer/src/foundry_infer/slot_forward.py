@@ -48,6 +48,9 @@ class SlotForward:
     def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         """Per-call state the layers share (Llama: the rotary cos/sin)."""
 
+    def release(self) -> None:
+        self._rows = self._mask = None
+
     def __call__(
         self,
         ids: torch.Tensor,  # (B, T)
@@ -62,8 +65,11 @@ class SlotForward:
         self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
         self._mask = self.attention_mask(positions, keys[0].shape[2], x.dtype)
         self.prepare(x, positions)
-        for i in range(self.num_layers):
-            x = self.layer(i, x, positions, (keys[i], values[i]))
+        try:
+            for i in range(self.num_layers):
+                x = self.layer(i, x, positions, (keys[i], values[i]))
+        finally:  # per-call tensors die with the call (inside a graph capture: with the capture)
+            self.release()
         if not all_logits:
             x = x[:, -1:, :]
         logits = self.head(x).float()
@@ -173,6 +179,10 @@ class LlamaSlots(SlotForward):
 
     def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         self._rope = self.model.model.rotary_emb(x, positions)  # shared by every layer
+
+    def release(self) -> None:
+        super().release()
+        self._rope = None
 
     def layer(
         self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
