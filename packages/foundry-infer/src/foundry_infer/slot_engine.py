@@ -186,7 +186,7 @@ class SlotEngine(TorchEngine):
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            shape = (bucket, self.forward.num_kv_heads, 8, self.forward.head_dim)
+            shape = (bucket, self.forward.num_kv_heads, kv_len, self.forward.head_dim)
             scratch = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2)]
             for _ in range(2):
                 self.forward(
