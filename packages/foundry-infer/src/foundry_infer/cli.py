@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .cli_options import (
+    add_bench_options,
+    add_dtype_option,
+    add_model_options,
+    add_sampling_options,
+    add_serve_options,
+)
 from .errors import FoundryError, user_error_message
 from .model_location import resolve_model_location
 
@@ -28,60 +34,6 @@ _EPILOG = """examples:
   foundry-infer serve ./my-model-onnx --port 8000 --api-key "$KEY"
   foundry-infer bench ./my-model --batch-sizes 1,4,8
 """
-
-
-def _add_model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", metavar="MODEL", help="HF model directory or ONNX directory")
-    p.add_argument(
-        "--backend",
-        choices=["auto", "torch", "onnx"],
-        default="auto",
-        help="auto: onnx for ONNX directories, torch otherwise",
-    )
-    p.add_argument(
-        "--device",
-        default="cpu",
-        metavar="DEVICE",
-        help="torch device (cpu, cuda) for --backend torch",
-    )
-    p.add_argument(
-        "--provider",
-        choices=["auto", "cpu", "cuda"],
-        default="auto",
-        help="ONNX Runtime provider; auto picks CUDA when onnxruntime-gpu has it",
-    )
-
-
-def _add_sampling_options(p: argparse.ArgumentParser, max_new: int) -> None:
-    p.add_argument(
-        "--max-new-tokens",
-        type=int,
-        default=max_new,
-        metavar="N",
-        help=f"most tokens to generate (default: {max_new})",
-    )
-    p.add_argument(
-        "--temperature",
-        type=float,
-        default=None,
-        metavar="T",
-        help="0 for greedy; default from generation_config.json (greedy if absent)",
-    )
-    p.add_argument(
-        "--top-p",
-        type=float,
-        default=None,
-        metavar="P",
-        help="nucleus sampling mass (default: generation_config.json's, else 1.0)",
-    )
-    p.add_argument(
-        "--top-k",
-        type=int,
-        default=None,
-        metavar="K",
-        help="sample among the K likeliest tokens (default: generation_config.json's, else all)",
-    )
-    p.add_argument("--seed", type=int, default=None, metavar="N", help="random seed for sampling")
 
 
 def _root_parser() -> argparse.ArgumentParser:
@@ -120,18 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
         "Complete a prompt, streaming tokens as they come.",
         'foundry-infer generate ./model --prompt "Hello" --max-new-tokens 32 --seed 1',
     )
-    _add_model_options(gen)
+    add_model_options(gen)
     gen.add_argument("--prompt", required=True, help="prompt text, or - to read it from stdin")
-    _add_sampling_options(gen, 128)
+    add_sampling_options(gen, 128)
 
     chat = command(
         "chat",
         "Interactive chat with the tokenizer's chat template (/exit, /reset).",
         "foundry-infer chat ./model --system 'You are terse.'",
     )
-    _add_model_options(chat)
+    add_model_options(chat)
     chat.add_argument("--system", default=None, help="system message")
-    _add_sampling_options(chat, 256)
+    add_sampling_options(chat, 256)
 
     exp = command(
         "export-onnx",
@@ -145,113 +97,23 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument(
         "--opset", type=int, default=18, metavar="N", help="ONNX opset version (default: 18)"
     )
+    add_dtype_option(exp, "graph's type: float32 (auto) or float16 (for ONNX Runtime on CUDA)")
 
     srv = command(
         "serve",
         "Serve an OpenAI-compatible HTTP API (completions, chat, streaming).",
         "foundry-infer serve ./model-onnx --port 8000 --api-key secret",
     )
-    _add_model_options(srv)
-    _add_serve_options(srv)
+    add_model_options(srv)
+    add_serve_options(srv)
 
     bench = command(
         "bench",
         "Time to first token, per-token latency, throughput vs batch size.",
         "foundry-infer bench ./model --batch-sizes 1,2,4,8 --json bench.json",
     )
-    _add_bench_options(bench)
+    add_bench_options(bench)
     return parser
-
-
-# serve's integer limits: flag, default, help
-_SERVE_LIMITS: tuple[tuple[str, int | None, str], ...] = (
-    ("--max-batch-size", 8, "requests decoded together (default: 8)"),
-    ("--max-queue", 64, "waiting requests before 429 (default: 64)"),
-    (
-        "--max-prompt-tokens",
-        None,
-        "longest prompt accepted (default: the model's context length minus one)",
-    ),
-    ("--max-new-tokens", 1024, "cap on a request's max_tokens (default: 1024)"),
-    (
-        "--max-model-len",
-        None,
-        "context length served: prompt plus new tokens (default: the model's positions)",
-    ),
-)
-
-
-def _add_serve_options(srv: argparse.ArgumentParser) -> None:
-    """``serve``: the address, the API key and the batching limits."""
-    srv.add_argument(
-        "--host",
-        default="127.0.0.1",
-        metavar="ADDRESS",
-        help="bind address (default: 127.0.0.1, loopback only)",
-    )
-    srv.add_argument(
-        "--port", type=int, default=8000, metavar="PORT", help="TCP port (default: 8000)"
-    )
-    srv.add_argument(
-        "--served-model-name",
-        "--model-name",
-        dest="model_name",
-        default=None,
-        metavar="NAME",
-        help="name clients use (default: MODEL's folder name); --model-name is an alias",
-    )
-    srv.add_argument(
-        "--api-key",
-        default=os.environ.get("FOUNDRY_INFER_API_KEY"),
-        metavar="KEY",
-        help="require 'Authorization: Bearer KEY' (env FOUNDRY_INFER_API_KEY)",
-    )
-    for flag, default, text in _SERVE_LIMITS:
-        srv.add_argument(flag, type=int, default=default, metavar="N", help=text)
-    srv.add_argument(
-        "--dtype",
-        choices=["auto", "float32", "bfloat16", "float16"],
-        default="auto",
-        help="torch weights' type (auto: bfloat16 on CUDA, float32 on CPU); ONNX is float32",
-    )
-    srv.add_argument(
-        "--log-level",
-        default="info",
-        metavar="LEVEL",
-        help="uvicorn log level: debug, info (default), warning, error",
-    )
-
-
-def _add_bench_options(bench: argparse.ArgumentParser) -> None:
-    """``bench``: the model, the backends and the sizes timed."""
-    bench.add_argument("model", metavar="MODEL", help="HF model directory (or an ONNX directory)")
-    bench.add_argument(
-        "--backends",
-        default=None,
-        metavar="LIST",
-        help="comma-separated, of torch, onnx, onnx-int8 (default: all three; onnx for an ONNX MODEL)",
-    )
-    bench.add_argument(
-        "--batch-sizes",
-        default="1,2,4,8",
-        metavar="LIST",
-        help="comma-separated batch sizes (default: 1,2,4,8)",
-    )
-    bench.add_argument(
-        "--prompt-tokens", type=int, default=32, metavar="N", help="prompt length (default: 32)"
-    )
-    bench.add_argument(
-        "--new-tokens", type=int, default=32, metavar="N", help="tokens generated (default: 32)"
-    )
-    bench.add_argument(
-        "--onnx-dir", default=None, metavar="DIR", help="use this fp32 export instead of exporting"
-    )
-    bench.add_argument(
-        "--int8-dir", default=None, metavar="DIR", help="use this int8 export instead of exporting"
-    )
-    bench.add_argument(
-        "--json", default=None, metavar="FILE", help="also write the rows to this JSON file"
-    )
 
 
 def _sampling(args: argparse.Namespace, defaults: GenerationDefaults) -> SamplingParams:
@@ -273,7 +135,15 @@ def _open(args: argparse.Namespace) -> tuple[Engine, Any, GenerationDefaults]:
     from .engines import load_engine
     from .model_dir import load_tokenizer, read_generation_defaults
 
-    engine = load_engine(args.model, args.backend, device=args.device, provider=args.provider)
+    engine = load_engine(
+        args.model,
+        args.backend,
+        device=args.device,
+        provider=args.provider,
+        dtype=args.dtype,
+        engine=args.engine,
+        max_batch_size=1,
+    )
     tokenizer = load_tokenizer(args.model)
     return engine, tokenizer, read_generation_defaults(args.model, tokenizer)
 
@@ -316,10 +186,16 @@ def _cmd_export(args: argparse.Namespace) -> None:
     from .onnx_export import export_onnx
 
     report = export_onnx(
-        args.model_dir, args.out, int8=args.int8, overwrite=args.overwrite, opset=args.opset
+        args.model_dir,
+        args.out,
+        int8=args.int8,
+        overwrite=args.overwrite,
+        opset=args.opset,
+        dtype=args.dtype,
     )
     print(f"exported {args.model_dir} -> {report.out_dir} ({report.onnx_bytes / 1e6:.1f} MB)")
-    print(f"max abs diff vs torch (fp32 graph): {report.max_abs_diff:.3g}")
+    kind = "fp16" if args.dtype == "float16" else "fp32"
+    print(f"max abs diff vs torch ({kind} graph): {report.max_abs_diff:.3g}")
     if report.int8_max_abs_diff is not None:
         print(
             f"max abs diff vs torch (int8 graph): {report.int8_max_abs_diff:.3g}; "
@@ -334,7 +210,7 @@ def _cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _cmd_bench(args: argparse.Namespace) -> None:
-    from .bench import BACKENDS, format_table, run_bench
+    from .bench import BACKENDS, BenchOptions, format_table, run_bench
     from .model_dir import detect_model_kind
 
     kind = detect_model_kind(args.model)
@@ -356,8 +232,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         f"prompt {args.prompt_tokens} tokens, {args.new_tokens} new tokens per sequence",
         file=sys.stderr,
     )
+    options = BenchOptions(
+        args.device, args.provider, args.dtype, args.engine, _peak_bandwidth(args)
+    )
     rows = run_bench(
         args.model,
+        options=options,
         backends=backends,
         batch_sizes=sizes,
         prompt_tokens=args.prompt_tokens,
@@ -368,6 +248,26 @@ def _cmd_bench(args: argparse.Namespace) -> None:
     print(format_table(rows))
     if args.json:
         Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=2) + "\n")
+
+
+def _peak_bandwidth(args: argparse.Namespace) -> float | None:
+    """--peak-bandwidth, else the GPU's from its name; says on stderr which it uses."""
+    from .bench import peak_bandwidth_for
+
+    if args.peak_bandwidth is not None:
+        print(f"peak bandwidth {args.peak_bandwidth:.3g} B/s (--peak-bandwidth)", file=sys.stderr)
+        return float(args.peak_bandwidth)
+    if not str(args.device).startswith("cuda"):
+        return None
+    import torch
+
+    name = torch.cuda.get_device_name(torch.device(args.device))
+    found = peak_bandwidth_for(name)
+    if found is None:
+        print(f"no peak bandwidth known for {name!r}; pass --peak-bandwidth", file=sys.stderr)
+        return None
+    print(f"peak bandwidth {found[0]:.3g} B/s ({found[1]}, from {name!r})", file=sys.stderr)
+    return found[0]
 
 
 _COMMANDS = {

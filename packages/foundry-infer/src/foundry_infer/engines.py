@@ -7,7 +7,7 @@ are handled by :mod:`foundry_infer.kv_batch`.
 
 from __future__ import annotations
 
-import os
+import logging
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
@@ -16,9 +16,9 @@ import numpy as np
 
 from .errors import FoundryError
 from .kv_batch import Past
-from .kv_graph import CacheLayout, cache_layout, input_names
-from .model_dir import ONNX_MODEL_NAME, OnnxManifest, detect_model_kind
-from .ort_api import import_onnxruntime
+from .kv_graph import CacheLayout, cache_layout
+from .model_dir import detect_model_kind
+from .ort_engine import OrtEngine, Provider, ort_providers
 
 if TYPE_CHECKING:
     import torch
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Engine", "OrtEngine", "TorchEngine", "load_engine", "ort_providers"]
 
-Provider = Literal["auto", "cpu", "cuda"]
+TorchPath = Literal["auto", "static", "dynamic"]
+log = logging.getLogger("foundry_infer")
 
 
 class Engine(Protocol):
@@ -80,6 +81,22 @@ class TorchEngine:
         self.dtype = torch_dtype
         self.name = f"torch-{self.device.type}"
 
+    def weight_bytes_per_token(self) -> int:
+        """Bytes of weights one decode step reads: all but the embedding table (one row read),
+        unless the table is tied to the output projection."""
+        seen: set[int] = set()
+        total = 0
+        for p in self.model.parameters():
+            if p.data_ptr() not in seen:
+                seen.add(p.data_ptr())
+                total += p.numel() * p.element_size()
+        # transformers types these getters loosely (an nn.Module or None)
+        embed: torch.Tensor = self.model.get_input_embeddings().weight  # pyright: ignore[reportAssignmentType]
+        output: Any = self.model.get_output_embeddings()  # pyright: ignore[reportUnknownVariableType]
+        head: torch.Tensor | None = getattr(output, "weight", None)  # pyright: ignore[reportUnknownArgumentType]
+        tied = head is not None and head.data_ptr() == embed.data_ptr()
+        return total if tied else total - embed.numel() * embed.element_size()
+
     def empty_past(self, batch: int) -> Past:
         shape = (batch, self.layout.num_kv_heads, 0, self.layout.head_dim)
         return [
@@ -118,77 +135,6 @@ def _torch_dtype(dtype: str, device_type: str) -> torch.dtype:
     return table[dtype]
 
 
-def ort_providers(provider: Provider = "auto") -> list[str]:
-    """The ONNX Runtime execution providers to use: CUDA where onnxruntime-gpu offers it."""
-    available = import_onnxruntime().get_available_providers()
-    if provider == "cuda":
-        if "CUDAExecutionProvider" not in available:
-            raise FoundryError(
-                "the CUDA provider was requested but this onnxruntime has none (available: "
-                f"{', '.join(available)}). Install foundry-infer[gpu] (onnxruntime-gpu)."
-            )
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    if provider == "auto" and "CUDAExecutionProvider" in available:
-        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    return ["CPUExecutionProvider"]
-
-
-class OrtEngine:
-    """Runs an ONNX directory written by ``export-onnx`` with ONNX Runtime."""
-
-    def __init__(
-        self, onnx_dir: str | Path, provider: Provider = "auto", threads: int | None = None
-    ) -> None:
-        ort = import_onnxruntime()
-        directory = Path(onnx_dir)
-        self.manifest = OnnxManifest.read(directory)
-        m = self.manifest
-        self.layout = CacheLayout(
-            num_layers=m.num_layers,
-            num_kv_heads=m.num_kv_heads,
-            head_dim=m.head_dim,
-            vocab_size=m.vocab_size,
-            max_positions=m.max_positions,
-            model_type=m.model_type,
-        )
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        threads = threads or int(os.environ.get("FOUNDRY_INFER_THREADS", "0"))
-        if threads:
-            options.intra_op_num_threads = threads
-        providers = ort_providers(provider)
-        self.session = ort.InferenceSession(
-            str(directory / ONNX_MODEL_NAME), sess_options=options, providers=providers
-        )
-        graph_inputs = {i.name for i in self.session.get_inputs()}
-        self._past_names = input_names(m.num_layers)[3:]
-        self._feeds_position_ids = "position_ids" in graph_inputs
-        self._feeds_mask = "attention_mask" in graph_inputs
-        self.provider = self.session.get_providers()[0]
-        quant = "-int8" if m.quantization == "int8" else ""
-        self.name = f"onnxruntime{quant}-{'cuda' if 'CUDA' in self.provider else 'cpu'}"
-
-    def empty_past(self, batch: int) -> Past:
-        shape = (batch, self.layout.num_kv_heads, 0, self.layout.head_dim)
-        return [np.zeros(shape, dtype=np.float32) for _ in range(2 * self.layout.num_layers)]
-
-    def step(
-        self,
-        input_ids: np.ndarray,
-        attention_mask: np.ndarray,
-        position_ids: np.ndarray,
-        past: Past,
-    ) -> tuple[np.ndarray, Past]:
-        feed: dict[str, Any] = {"input_ids": input_ids}
-        if self._feeds_mask:
-            feed["attention_mask"] = attention_mask
-        if self._feeds_position_ids:
-            feed["position_ids"] = position_ids
-        feed.update(zip(self._past_names, past, strict=True))
-        outputs = [np.asarray(x) for x in self.session.run(None, feed)]  # all dense arrays
-        return outputs[0], outputs[1:]
-
-
 def load_engine(
     model: str | Path,
     backend: Literal["auto", "torch", "onnx"] = "auto",
@@ -196,11 +142,17 @@ def load_engine(
     device: str = "cpu",
     provider: Provider = "auto",
     dtype: str = "auto",
+    engine: TorchPath = "auto",
+    max_batch_size: int = 8,
+    max_len: int | None = None,
 ) -> Engine:
     """Open MODEL (an HF or ONNX directory) with the matching back end.
 
     ``dtype`` (auto, float32, bfloat16, float16) sets the torch weights' type; auto is bfloat16
-    on CUDA and float32 on CPU. An ONNX export is float32: only auto and float32 apply to it.
+    on CUDA and float32 on CPU. An ONNX export's graph has the type it was exported with: only
+    auto and that type apply to it. ``engine`` picks the torch path: ``static`` (a slot cache
+    of ``max_batch_size`` slots x ``max_len`` positions, CUDA graphs on a GPU; MPT and Llama),
+    ``dynamic`` (any architecture) or ``auto`` (static on CUDA where the architecture has it).
     """
     kind = detect_model_kind(model)
     if backend == "auto":
@@ -216,13 +168,35 @@ def load_engine(
             "Use --backend onnx (or auto)."
         )
     if backend == "onnx":
-        if dtype not in ("auto", "float32"):
-            raise FoundryError(
-                f"--dtype {dtype} applies to the torch back end; {model} is an ONNX export, whose "
-                "graph is float32. Use --dtype auto or float32, or serve the HF directory."
-            )
-        return OrtEngine(model, provider=provider)
-    return TorchEngine(model, device=device, dtype=dtype)
+        return OrtEngine(model, provider=provider, dtype=dtype)
+    if _torch_path(model, device, engine) == "dynamic":
+        return TorchEngine(model, device=device, dtype=dtype)
+    from .slot_engine import SlotEngine
+
+    return SlotEngine(model, device, dtype, max_batch_size=max_batch_size, max_len=max_len)
+
+
+def _torch_path(model: str | Path, device: str, engine: TorchPath) -> str:
+    """Which torch path runs; ``auto`` says so on stderr when a GPU gets the dynamic one."""
+    from .slot_forward import SLOT_ARCHITECTURES
+
+    if engine != "auto":
+        return engine
+    if not device.startswith("cuda"):
+        return "dynamic"
+    try:
+        model_type = layout_of(model).model_type
+    except (OSError, ValueError):  # TorchEngine reports an unloadable directory
+        return "dynamic"
+    if model_type in SLOT_ARCHITECTURES:
+        return "static"
+    log.warning(
+        "foundry-infer: no static-slot forward for model_type %r (there is one for %s); the torch "
+        "engine runs the dynamic-cache path, without CUDA graphs (--engine dynamic).",
+        model_type,
+        ", ".join(SLOT_ARCHITECTURES),
+    )
+    return "dynamic"
 
 
 def layout_of(model_dir: str | Path) -> CacheLayout:

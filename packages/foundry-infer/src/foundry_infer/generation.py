@@ -10,9 +10,9 @@ and the padding no row needs any more is trimmed away.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
@@ -28,6 +28,7 @@ __all__ = [
     "TextStream",
     "check_fits",
     "generate_tokens",
+    "new_decode_batch",
 ]
 
 FinishReason = Literal["stop", "length", "cancelled"]
@@ -191,18 +192,38 @@ class DecodeBatch:
         self._past, self._mask = trim_left(past, mask)
 
 
+class RunningBatch(Protocol):
+    """What the scheduler, ``generate`` and ``bench`` drive: a DecodeBatch or a SlotBatch."""
+
+    rows: list[SequenceState]
+    largest_batch: int
+    steps: int
+
+    def __len__(self) -> int: ...
+
+    def prefill(self, seq: SequenceState) -> int: ...
+
+    def step(self) -> list[tuple[SequenceState, int]]: ...
+
+
+def new_decode_batch(engine: Engine) -> RunningBatch:
+    """The engine's own batch (a slot cache for the static engine), else a DecodeBatch."""
+    factory: Callable[[], RunningBatch] | None = getattr(engine, "new_batch", None)
+    return factory() if factory is not None else DecodeBatch(engine)
+
+
 def generate_tokens(engine: Engine, seq: SequenceState) -> Iterator[int]:
     """Generate one sequence, yielding each token as it is sampled (eos included)."""
-    batch = DecodeBatch(engine)
+    batch = new_decode_batch(engine)
     yield batch.prefill(seq)
     while not seq.finished:
         for _, token in batch.step():
             yield token
 
 
-def generate_many(engine: Engine, seqs: Iterable[SequenceState]) -> DecodeBatch:
+def generate_many(engine: Engine, seqs: Iterable[SequenceState]) -> RunningBatch:
     """Generate all ``seqs`` together in one batch (used by the benchmark)."""
-    batch = DecodeBatch(engine)
+    batch = new_decode_batch(engine)
     for seq in seqs:
         batch.prefill(seq)
     while len(batch):

@@ -3,6 +3,9 @@
 A ``Past`` is a list of 2 * layers arrays of shape (batch, kv_heads, past, head_dim), numpy
 arrays (ONNX Runtime) or torch tensors (torch back end). Rows of different lengths share one
 batch by left padding: the padded slots hold zeros and are masked out by the attention mask.
+ONNX Runtime's IO binding leaves the cache on the device as ``OrtValue`` objects: reshaping
+reads them back as numpy arrays (only when a row joins or leaves; decode steps bind them as they
+are).
 """
 
 from __future__ import annotations
@@ -18,7 +21,13 @@ Past = list[Any]
 
 
 def past_length(past: Past) -> int:
-    return int(past[0].shape[2])
+    shape = past[0].shape
+    return int((shape() if callable(shape) else shape)[2])  # OrtValue.shape is a method
+
+
+def _arrays(past: Past) -> Past:
+    """numpy arrays for OrtValues (IO binding's device cache); other arrays as they are."""
+    return [a.numpy() if callable(getattr(a, "shape", None)) else a for a in past]
 
 
 def _left_pad(array: Any, extra: int) -> Any:
@@ -41,6 +50,7 @@ def _cat(arrays: Sequence[Any]) -> Any:
 
 def concat_rows(pasts: Sequence[Past], masks: Sequence[np.ndarray]) -> tuple[Past, np.ndarray]:
     """Join caches (and their (B_i, P_i) masks) along the batch, left padding to the longest."""
+    pasts = [_arrays(p) for p in pasts]
     length = max(mask.shape[1] for mask in masks)
     joined_mask = np.concatenate(
         [np.pad(mask, ((0, 0), (length - mask.shape[1], 0))) for mask in masks], axis=0
@@ -58,6 +68,7 @@ def concat_rows(pasts: Sequence[Past], masks: Sequence[np.ndarray]) -> tuple[Pas
 def select_rows(past: Past, mask: np.ndarray, rows: Sequence[int]) -> tuple[Past, np.ndarray]:
     """Keep only ``rows`` of the batch."""
     index = np.asarray(rows, dtype=np.int64)
+    past = _arrays(past)
     if isinstance(past[0], np.ndarray):
         kept = [a[index] for a in past]
     else:
@@ -74,4 +85,4 @@ def trim_left(past: Past, mask: np.ndarray) -> tuple[Past, np.ndarray]:
     start = int(used[0]) if used.size else mask.shape[1]
     if start == 0:
         return past, mask
-    return [a[:, :, start:, :] for a in past], mask[:, start:]
+    return [a[:, :, start:, :] for a in _arrays(past)], mask[:, start:]

@@ -55,6 +55,7 @@ class OnnxManifest:
     uses_position_ids: bool
     model_type: str
     quantization: Literal["none", "int8"] = "none"
+    dtype: Literal["float32", "float16"] = "float32"  # of the weights, cache and logits
     source: str = ""
     max_abs_diff: float | None = None
     versions: dict[str, str] = field(default_factory=dict[str, str])

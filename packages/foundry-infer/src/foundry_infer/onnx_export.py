@@ -4,7 +4,8 @@ The graph is :class:`~foundry_infer.kv_graph.FlatCacheStep` exported with ``torc
 (the torch.export-based exporter) with batch, sequence and past length all dynamic, so one graph
 serves prefill (past length 0) and each one-token decode step. It is run once against torch
 before the directory is published (the largest absolute difference is reported), and may then be
-quantised to int8 weights with ONNX Runtime's dynamic quantisation for CPU serving. The
+quantised to int8 weights with ONNX Runtime's dynamic quantisation for CPU serving, or exported
+in float16 (weights, cache and logits) for ONNX Runtime's CUDA provider. The
 tokenizer and generation config are saved beside it, so the directory stands alone.
 """
 
@@ -35,6 +36,7 @@ __all__ = ["ExportReport", "export_onnx", "quantize_onnx"]
 # Graphs above this size keep their weights in an external data file (protobuf's 2 GiB limit).
 _EXTERNAL_DATA_BYTES = 1_800_000_000
 FP32_TOLERANCE = 1e-3
+FP16_TOLERANCE = 2e-2  # float16 keeps ~3 significant digits; relative to the largest logit
 # FlatCacheStep's arguments: input_ids, attention_mask, position_ids, then 2 * layers past tensors.
 StepInputs: TypeAlias = "tuple[torch.Tensor, ...]"
 
@@ -56,11 +58,15 @@ def export_onnx(
     overwrite: bool = False,
     opset: int = 18,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> ExportReport:
-    """Export the HF causal LM in ``model_dir`` to a standalone ONNX directory ``out_dir``."""
+    """Export the HF causal LM in ``model_dir`` to a standalone ONNX directory ``out_dir``.
+
+    ``dtype`` float32 (or auto) or float16; int8 quantises a float32 graph."""
     from tqdm import tqdm
 
     source, out = Path(model_dir), Path(out_dir)
+    dtype = _export_dtype(dtype, int8)
     if detect_model_kind(source) != "hf":
         raise FoundryError(f"{source} is already an ONNX directory; export-onnx needs an HF one.")
     _check_output(out, overwrite)
@@ -68,7 +74,7 @@ def export_onnx(
     stages.set_postfix_str("loading")
     work = _work_dir(out)
     try:  # on any error the bar is closed first, so the message starts on its own line
-        model, tokenizer = _load(source)
+        model, tokenizer = _load(source, dtype)
         step = FlatCacheStep(model).eval()
         stages.update()
         stages.set_postfix_str("tracing")
@@ -79,7 +85,8 @@ def export_onnx(
         check = _check_inputs(step)
         expected = _torch_outputs(step, check)
         diff, _ = _compare(fp32_path, check, expected)
-        if diff > FP32_TOLERANCE * max(1.0, float(np.abs(expected[0]).max())):
+        tolerance = FP32_TOLERANCE if dtype == "float32" else FP16_TOLERANCE
+        if diff > tolerance * max(1.0, float(np.abs(expected[0].astype(np.float32)).max())):
             raise ExportError(
                 f"the exported graph disagrees with torch (max abs diff {diff:.3g}). This "
                 "architecture is not exported faithfully; please report it with the config."
@@ -120,6 +127,18 @@ def _replace_with_int8(
     return int8_diff, agreement
 
 
+def _export_dtype(dtype: str, int8: bool) -> str:
+    dtype = "float32" if dtype == "auto" else dtype
+    if dtype not in ("float32", "float16"):
+        raise FoundryError(
+            f"export-onnx --dtype {dtype}: an ONNX export is float32 or float16 (for ONNX "
+            "Runtime's CUDA provider). Use --dtype float32, float16 or auto."
+        )
+    if int8 and dtype != "float32":
+        raise FoundryError("--int8 quantises a float32 graph; drop --dtype float16 or --int8.")
+    return dtype
+
+
 def _check_output(out: Path, overwrite: bool) -> None:
     if out.exists() and not overwrite:
         raise FoundryError(f"output {out} already exists. Choose another path or pass --overwrite.")
@@ -127,7 +146,7 @@ def _check_output(out: Path, overwrite: bool) -> None:
         raise FoundryError(f"the parent directory of {out} does not exist. Create it first.")
 
 
-def _load(source: Path) -> tuple[Any, Any]:
+def _load(source: Path, dtype: str = "float32") -> tuple[Any, Any]:
     import pickle
 
     import torch
@@ -136,7 +155,7 @@ def _load(source: Path) -> tuple[Any, Any]:
     try:
         # transformers leaves from_pretrained's *model_args/**kwargs unannotated (Unknown).
         model = AutoModelForCausalLM.from_pretrained(  # pyright: ignore[reportUnknownMemberType]
-            str(source), dtype=torch.float32
+            str(source), dtype=getattr(torch, dtype)
         )
     except pickle.UnpicklingError as exc:  # torch's weights_only unpickler refused the weights
         why = [ln.strip().rstrip(".") for ln in str(exc).splitlines() if "GLOBAL" in ln]
@@ -165,7 +184,8 @@ def _example_inputs(
     mask = torch.ones(batch, past + seq, dtype=torch.int64)
     positions = torch.arange(past, past + seq).expand(batch, seq).contiguous()
     shape = (batch, layout.num_kv_heads, past, layout.head_dim)
-    cache = tuple(torch.randn(shape, generator=gen) for _ in range(2 * layout.num_layers))
+    dtype = next(step.parameters()).dtype
+    cache = tuple(torch.randn(shape, generator=gen).to(dtype) for _ in range(2 * layout.num_layers))
     return (ids, mask, positions, *cache)
 
 
@@ -253,7 +273,10 @@ def _compare(
     for args in inputs:
         feed = {n: a.numpy() for n, a in zip(names, args, strict=True) if n in wanted}
         got += [np.asarray(x) for x in session.run(None, feed)]
-    diff = max(float(np.abs(g - e).max()) for g, e in zip(got, expected, strict=True))
+    diff = max(
+        float(np.abs(g.astype(np.float32) - e.astype(np.float32)).max())
+        for g, e in zip(got, expected, strict=True)
+    )
     per_call = len(expected) // len(inputs)
     logits = [(got[i], expected[i]) for i in range(0, len(expected), per_call)]
     agree = np.concatenate([g.argmax(-1) == e.argmax(-1) for g, e in logits])
@@ -311,6 +334,7 @@ def _save_side_files(
         uses_position_ids=step.uses_position_ids,
         model_type=layout.model_type,
         quantization="int8" if int8 else "none",
+        dtype="float16" if next(model.parameters()).dtype == torch.float16 else "float32",
         source=str(source.resolve()),
         max_abs_diff=diff,
         versions={

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .engines import Engine
-from .generation import DecodeBatch, FinishReason, SequenceState, TextStream
+from .errors import FoundryError
+from .generation import FinishReason, SequenceState, TextStream, new_decode_batch
 from .sampling import TokenLogprob
 
 __all__ = ["QueueFullError", "Scheduler", "ShuttingDownError", "StreamEvent", "Ticket"]
@@ -65,10 +66,16 @@ class Scheduler:
     """Owns the engine; see the module docstring."""
 
     def __init__(self, engine: Engine, *, max_batch_size: int = 8, max_queue: int = 64) -> None:
+        slots = getattr(engine, "max_batch_size", None)
+        if isinstance(slots, int) and max_batch_size > slots:
+            raise FoundryError(
+                f"--max-batch-size {max_batch_size} exceeds the engine's {slots} cache slots; "
+                "open the engine with at least as many slots."
+            )
         self.engine = engine
         self.max_batch_size = max_batch_size
         self.max_queue = max_queue
-        self.batch = DecodeBatch(engine)
+        self.batch = new_decode_batch(engine)
         self._waiting: deque[Ticket] = deque()
         self._running: dict[int, Ticket] = {}
         self._cond = threading.Condition()
@@ -175,7 +182,7 @@ class Scheduler:
             ticket.seq.cancel()
             ticket.deliver(StreamEvent(ticket.index, "", "cancelled", error=repr(exc)))
         self._running.clear()
-        self.batch = DecodeBatch(self.engine)
+        self.batch = new_decode_batch(self.engine)
 
     def stats(self) -> dict[str, Any]:
         return {

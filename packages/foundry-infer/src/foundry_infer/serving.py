@@ -9,7 +9,8 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from .engines import load_engine
@@ -22,14 +23,29 @@ __all__ = ["build_service", "run_server"]
 
 def build_service(args: argparse.Namespace) -> InferenceService:
     """Load the model named by the serve arguments and wrap it in a service."""
+    if args.max_batch_size is None:
+        args.max_batch_size = 64 if str(args.device).startswith("cuda") else 8
     for name in ("max_batch_size", "max_queue", "max_new_tokens"):
         if getattr(args, name) < 1:
             raise FoundryError(f"--{name.replace('_', '-')} must be at least 1.")
     if args.max_model_len is not None and args.max_model_len < 2:
         raise FoundryError("--max-model-len must be at least 2.")
     engine = load_engine(
-        args.model, args.backend, device=args.device, provider=args.provider, dtype=args.dtype
+        args.model,
+        args.backend,
+        device=args.device,
+        provider=args.provider,
+        dtype=args.dtype,
+        engine=args.engine,
+        max_batch_size=args.max_batch_size,
+        max_len=args.max_model_len,
     )
+    capture: Callable[[], int] | None = getattr(engine, "capture_all", None)
+    if capture is not None:
+        start = time.perf_counter()
+        if graphs := capture():
+            took = time.perf_counter() - start
+            print(f"captured {graphs} CUDA graphs in {took:.1f} s", file=sys.stderr)
     tokenizer = load_tokenizer(args.model)
     settings = ServerSettings(
         model_name=args.model_name or Path(args.model).resolve().name,

@@ -1,0 +1,233 @@
+"""Models and baselines of benchmarks/infer_gpu.py: 1B-class random-weight MPT and Llama.
+
+The MPT is foundry's ``1b`` preset (foundry_models.MPTForCausalLM, random init) written as an HF
+directory by ``foundry_models.export_hf``, the function behind ``foundry-train export-hf``'s
+conversion (``to_native_state_dict``); the Llama is a transformers LlamaForCausalLM of about the
+same size (24 layers, width 2048, 16 heads with 4 key/value heads, SwiGLU 5632). ``--tiny``
+builds the ``debug`` preset and a 2-layer Llama instead, for a CPU smoke run. No hub access.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from infer_common import _tokenizer
+
+LLAMA_1B = dict(
+    hidden_size=2048,
+    intermediate_size=5632,
+    num_hidden_layers=24,
+    num_attention_heads=16,
+    num_key_value_heads=4,
+    max_position_embeddings=2048,
+    vocab_size=50368,
+)
+LLAMA_TINY = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    vocab_size=4096,
+)
+
+
+def build_models(work_dir: Path, tiny: bool, device: str) -> dict[str, Path]:
+    """{"mpt": dir, "llama": dir}: bf16 HF directories, built once into ``work_dir``."""
+    import torch
+
+    root = work_dir / ("tiny" if tiny else "1b")
+    dirs = {"mpt": root / "mpt", "llama": root / "llama"}
+    if all(d.exists() for d in dirs.values()):
+        return dirs
+    root.mkdir(parents=True, exist_ok=True)
+    tokenizer = _tokenizer()
+    build = torch.device(device)
+    dtype = torch.float32 if tiny else torch.bfloat16
+    if not dirs["mpt"].exists():
+        _build_mpt(dirs["mpt"], tokenizer, tiny, build, dtype)
+    if not dirs["llama"].exists():
+        _build_llama(dirs["llama"], tokenizer, tiny, build, dtype)
+    return dirs
+
+
+def _build_mpt(out: Path, tokenizer: Any, tiny: bool, device: Any, dtype: Any) -> None:
+    import foundry_models
+    import torch
+
+    start = time.perf_counter()
+    config = foundry_models.preset_config("debug" if tiny else "1b", vocab_size=50368)
+    if tiny:
+        config = foundry_models.preset_config("debug", vocab_size=4096, max_seq_len=256)
+    torch.manual_seed(0)
+    with device:
+        model = foundry_models.MPTForCausalLM(config).eval()
+    foundry_models.export_hf(model, out, tokenizer, dtype=dtype)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"MPT {params / 1e9:.2f}B -> {out} ({time.perf_counter() - start:.0f} s)", file=sys.stderr
+    )
+    del model
+
+
+def _build_llama(out: Path, tokenizer: Any, tiny: bool, device: Any, dtype: Any) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    start = time.perf_counter()
+    eos = tokenizer.eos_token_id
+    config = LlamaConfig(
+        **(LLAMA_TINY if tiny else LLAMA_1B),
+        tie_word_embeddings=False,
+        eos_token_id=eos,
+        bos_token_id=eos,
+    )
+    torch.manual_seed(1)
+    with device:
+        model = LlamaForCausalLM(config).to(dtype).eval()
+    tmp = out.with_name(out.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.rename(out)
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"Llama {params / 1e9:.2f}B -> {out} ({time.perf_counter() - start:.0f} s)", file=sys.stderr
+    )
+    del model
+
+
+def decode_rate(stamps: list[float]) -> float:
+    """Decode tokens/s from the times each token arrived: (n - 1) / (last - first)."""
+    return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
+
+
+def hf_generate_rate(model: Any, prompt: list[int], new_tokens: int, **gen: Any) -> float:
+    """transformers ``generate`` (greedy, exactly ``new_tokens``), decode tokens/s."""
+    import torch
+    from transformers.generation.streamers import BaseStreamer
+
+    class Clock(BaseStreamer):
+        def __init__(self) -> None:
+            self.times: list[float] = []
+
+        def put(self, value: Any) -> None:
+            self.times.append(time.perf_counter())
+
+        def end(self) -> None:
+            pass
+
+    ids = torch.tensor([prompt], device=model.device)
+    kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0, **gen)
+    with torch.inference_mode():
+        for _ in range(2):  # warm-up (compiles, for the static cache)
+            model.generate(ids, max_new_tokens=8, min_new_tokens=8, **kwargs)
+        clock = Clock()
+        model.generate(
+            ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=clock, **kwargs
+        )
+    return decode_rate(clock.times[1:])  # times[0] is the prompt being "put"
+
+
+def compiled_static_rate(hf_dir: Path, device: str, prompt: list[int], new_tokens: int) -> float:
+    """transformers' static cache with a torch.compile'd forward (its documented fast path)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16).to(device)
+    model.eval()
+    eager_forward = model.forward
+    try:
+        try:  # transformers' documented recipe
+            model.forward = torch.compile(eager_forward, mode="reduce-overhead", fullgraph=True)
+            return hf_generate_rate(model, prompt, new_tokens, cache_implementation="static")
+        except Exception as exc:  # a graph break: say so, and compile with breaks allowed
+            print(f"fullgraph compile failed ({type(exc).__name__}); retrying", file=sys.stderr)
+            torch._dynamo.reset()
+            model.forward = torch.compile(eager_forward, mode="reduce-overhead")
+            return hf_generate_rate(model, prompt, new_tokens, cache_implementation="static")
+    finally:
+        del model
+        torch.cuda.empty_cache()
+
+
+def engine_rate(engine: Any, prompt: list[int], new_tokens: int) -> float:
+    """Our engine, one request at a time, decode tokens/s measured like ``hf_generate_rate``."""
+    from foundry_infer import SamplingParams, SequenceState, generate_tokens
+
+    params = SamplingParams(ignore_eos=True)
+    list(generate_tokens(engine, SequenceState(prompt, new_tokens, params)))  # warm-up, graphs
+    stamps = []
+    for _ in generate_tokens(engine, SequenceState(prompt, new_tokens, params)):
+        stamps.append(time.perf_counter())
+    return decode_rate(stamps)
+
+
+def reference_run(model: Any, prompt: list[int], new_tokens: int) -> tuple[list[int], list[int]]:
+    """Single-request eager path: greedy tokens, then the top-1 at each of their positions from
+    one full forward over prompt + tokens (teacher forcing)."""
+    import torch
+
+    ids = torch.tensor([prompt], device=model.device)
+    with torch.inference_mode():
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=new_tokens,
+            min_new_tokens=new_tokens,
+            do_sample=False,
+            pad_token_id=0,
+        )
+        tokens = out[0, len(prompt) :].tolist()
+        logits = model(out[:, :-1]).logits[0, len(prompt) - 1 :]
+    return tokens, logits.argmax(-1).tolist()
+
+
+def slot_engine_top1(
+    engine: Any, prompts: list[list[int]], forced: list[list[int]]
+) -> list[list[int]]:
+    """Our engine on all prompts at once (prefill, then batched decode steps fed the reference
+    tokens): its top-1 at each step."""
+    tops: list[list[int]] = []
+    for slot, prompt in enumerate(prompts):
+        tops.append([int(engine.prefill(slot, prompt)[0].argmax())])
+    positions = [len(p) for p in prompts]
+    for t in range(len(forced[0]) - 1):
+        logits = engine.decode([f[t] for f in forced], positions)
+        for row, token in enumerate(logits.argmax(-1).tolist()):
+            tops[row].append(token)
+        positions = [p + 1 for p in positions]
+    return tops
+
+
+def greedy_tokens(engine: Any, prompt: list[int], new_tokens: int) -> list[int]:
+    from foundry_infer import SamplingParams, SequenceState, generate_tokens
+
+    seq = SequenceState(prompt, new_tokens, SamplingParams(ignore_eos=True))
+    return list(generate_tokens(engine, seq))
+
+
+def step_engine_top1(engine: Any, prompt: list[int], forced: list[int]) -> list[int]:
+    """Any step engine (ONNX Runtime, torch dynamic) fed the prompt then ``forced``: top-1s."""
+    import numpy as np
+
+    ids = np.asarray([prompt])
+    logits, past = engine.step(
+        ids, np.ones_like(ids), np.arange(len(prompt))[None], engine.empty_past(1)
+    )
+    tops = [int(logits[0].argmax())]
+    for t, token in enumerate(forced[:-1]):
+        pos = len(prompt) + t
+        logits, past = engine.step(
+            np.asarray([[token]]), np.ones((1, pos + 1), np.int64), np.asarray([[pos]]), past
+        )
+        tops.append(int(logits[0].argmax()))
+    return tops
+
+
+def agreement(a: list[list[int]], b: list[list[int]]) -> float:
+    pairs = [(x, y) for ra, rb in zip(a, b, strict=True) for x, y in zip(ra, rb, strict=True)]
+    return sum(x == y for x, y in pairs) / len(pairs)

@@ -1,0 +1,212 @@
+"""The static-slot torch engine: a preallocated key/value cache and CUDA-graph decode steps.
+
+Per layer the cache holds keys and values of shape ``(slots, kv_heads, max_len, head_dim)``, one
+slot per concurrent sequence (``max_batch_size`` slots). Running sequences occupy slots
+``0 .. n-1`` (a leaving sequence's slot is refilled by moving the last one into it), so a decode
+step over ``n`` sequences runs on the first ``bucket`` slots, ``bucket`` being the smallest of
+1, 2, 4, ... ``max_batch_size`` that holds ``n``; it attends over the first ``kv_len`` positions,
+the smallest power of two (from 64) that holds the longest sequence. On CUDA each (bucket,
+kv_len) decode step is captured once as a CUDA graph and replayed; prefill runs outside the
+graphs, and so does everything done with the logits (sampling, ``logit_bias``, logprobs). On CPU
+the same forward runs eagerly, which is how CI checks it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .engines import TorchEngine
+from .errors import FoundryError
+from .slot_forward import SLOT_ARCHITECTURES, slot_forward_for
+
+if TYPE_CHECKING:
+    import torch
+
+    from .slot_batch import SlotBatch
+
+__all__ = ["SlotEngine", "batch_buckets"]
+
+log = logging.getLogger("foundry_infer.slot_engine")
+_MIN_KV = 64
+_DEFAULT_MAX_LEN = 2048
+
+
+def batch_buckets(max_batch_size: int) -> list[int]:
+    """1, 2, 4, ... below ``max_batch_size``, then ``max_batch_size`` itself."""
+    sizes, size = [], 1
+    while size < max_batch_size:
+        sizes.append(size)
+        size *= 2
+    return [*sizes, max_batch_size]
+
+
+class SlotEngine(TorchEngine):
+    """A torch engine with a slot cache; its batches are :class:`~.slot_batch.SlotBatch`.
+
+    ``step``/``empty_past`` (the dynamic-cache protocol) still work, from :class:`TorchEngine`.
+    """
+
+    def __init__(
+        self,
+        model_dir: str | Path,
+        device: str = "cpu",
+        dtype: str = "auto",
+        *,
+        max_batch_size: int = 8,
+        max_len: int | None = None,
+        cuda_graphs: bool | None = None,
+    ) -> None:
+        super().__init__(model_dir, device=device, dtype=dtype)
+        forward = slot_forward_for(self.model)
+        if forward is None:
+            raise FoundryError(
+                f"--engine static has a forward for {', '.join(SLOT_ARCHITECTURES)} models, not "
+                f"model_type {self.layout.model_type!r}. Use --engine dynamic (or auto)."
+            )
+        if max_batch_size < 1:
+            raise FoundryError(f"--max-batch-size must be at least 1, got {max_batch_size}.")
+        self.forward = forward
+        self.max_batch_size = max_batch_size
+        positions = self.layout.max_positions or _DEFAULT_MAX_LEN
+        self.max_len = min(max_len or min(positions, _DEFAULT_MAX_LEN), positions)
+        self.layout = dataclasses.replace(self.layout, max_positions=self.max_len)
+        on_cuda = self.device.type == "cuda"
+        self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
+        self.keys, self.values = self._allocate()
+        self._graphs: dict[tuple[int, int], tuple[Any, ...]] = {}
+        self._pool: Any = None
+        self.buckets = batch_buckets(max_batch_size)
+        self.name = f"torch-static-{self.device.type}" + ("-cudagraphs" if self.cuda_graphs else "")
+
+    def cache_bytes(self) -> int:
+        per_slot = self.max_len * self.forward.num_kv_heads * self.forward.head_dim
+        width = self._torch.finfo(self.dtype).bits // 8
+        return 2 * self.forward.num_layers * self.max_batch_size * per_slot * width
+
+    def _allocate(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        torch = self._torch
+        need = self.cache_bytes()
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            if need > 0.9 * free:
+                raise FoundryError(
+                    f"the slot cache needs {need / 2**30:.1f} GiB ({self.max_batch_size} slots "
+                    f"of {self.max_len} positions) but the GPU has {free / 2**30:.1f} GiB free. "
+                    "Lower --max-batch-size or --max-model-len."
+                )
+        shape = (
+            self.max_batch_size,
+            self.forward.num_kv_heads,
+            self.max_len,
+            self.forward.head_dim,
+        )
+        layers = range(self.forward.num_layers)
+        keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
+        values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
+        return keys, values
+
+    def new_batch(self) -> SlotBatch:
+        from .slot_batch import SlotBatch
+
+        return SlotBatch(self)
+
+    def _views(self, start: int, rows: int, kv_len: int) -> tuple[list[Any], list[Any]]:
+        end = start + rows
+        return (
+            [k[start:end, :, :kv_len] for k in self.keys],
+            [v[start:end, :, :kv_len] for v in self.values],
+        )
+
+    def prefill(self, slot: int, ids: list[int], all_logits: bool = False) -> torch.Tensor:
+        """Run a prompt into ``slot`` (positions 0..T-1); logits (1, V), or (1, T, V)."""
+        torch = self._torch
+        t = len(ids)
+        with torch.inference_mode():
+            tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
+            positions = torch.arange(t, device=self.device)[None, :]
+            keys, values = self._views(slot, 1, t)
+            return self.forward(tokens, positions, keys, values, all_logits=all_logits)
+
+    def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
+        """One token for each of slots 0..n-1 (at ``positions``); logits (n, V) float32."""
+        torch = self._torch
+        n = len(tokens)
+        bucket = next(b for b in self.buckets if b >= n)
+        kv_len = self._kv_bucket(max(positions) + 1)
+        pad = bucket - n
+        host = torch.tensor([tokens + [0] * pad, positions + [0] * pad], dtype=torch.long)
+        with torch.inference_mode():
+            if not self.cuda_graphs:
+                keys, values = self._views(0, bucket, kv_len)
+                on_device = host.to(self.device)
+                return self.forward(on_device[0:1].T, on_device[1:2].T, keys, values)[:n]
+            graph, static_in, logits = self._graph(bucket, kv_len)
+            static_in.copy_(host, non_blocking=False)
+            graph.replay()
+            return logits[:n]
+
+    def capture_all(self) -> int:
+        """Capture every (batch bucket, kv_len) decode graph now (serve does, at start-up, so
+        no request waits for a capture); the number of graphs held. No-op without graphs."""
+        if not self.cuda_graphs:
+            return 0
+        lengths, size = [], _MIN_KV
+        while True:
+            lengths.append(min(size, self.max_len))
+            if size >= self.max_len:
+                break
+            size *= 2
+        with self._torch.inference_mode():
+            for bucket in self.buckets:
+                for kv_len in lengths:
+                    self._graph(bucket, kv_len)
+        return len(self._graphs)
+
+    def _kv_bucket(self, needed: int) -> int:
+        size = _MIN_KV
+        while size < needed:
+            size *= 2
+        return min(size, self.max_len)
+
+    def _graph(self, bucket: int, kv_len: int) -> tuple[Any, ...]:
+        """The CUDA graph of a decode step over ``bucket`` slots and ``kv_len`` positions.
+
+        Warm-up runs on a scratch cache (the real one holds running sequences); capture only
+        records, so capturing between steps leaves the running sequences' cache untouched."""
+        key = (bucket, kv_len)
+        if key in self._graphs:
+            return self._graphs[key]
+        torch = self._torch
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        static_in = torch.zeros((2, bucket), dtype=torch.long, device=self.device)
+        stream = torch.cuda.Stream(self.device)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            shape = (bucket, self.forward.num_kv_heads, kv_len, self.forward.head_dim)
+            scratch = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2)]
+            for _ in range(2):
+                self.forward(
+                    static_in[0:1].T,
+                    static_in[1:2].T,
+                    [scratch[0]] * self.forward.num_layers,
+                    [scratch[1]] * self.forward.num_layers,
+                )
+        torch.cuda.current_stream(self.device).wait_stream(stream)
+        del scratch
+        graph = torch.cuda.CUDAGraph()
+        keys, values = self._views(0, bucket, kv_len)
+        with torch.cuda.graph(graph, pool=self._pool, stream=stream):
+            logits = self.forward(static_in[0:1].T, static_in[1:2].T, keys, values)
+        self._graphs[key] = (graph, static_in, logits)
+        log.info("captured a CUDA graph: batch bucket %d, %d cached positions", bucket, kv_len)
+        return self._graphs[key]
+
+    def move_slot(self, src: int, dst: int, length: int) -> None:
+        """Copy the first ``length`` positions of slot ``src`` into slot ``dst``."""
+        with self._torch.inference_mode():
+            for cache in (*self.keys, *self.values):
+                cache[dst, :, :length].copy_(cache[src, :, :length])

@@ -1,0 +1,214 @@
+"""Forward passes over a preallocated slot cache, written per architecture (MPT, Llama).
+
+The static-slot engine keeps, per layer, keys and values of shape
+``(slots, kv_heads, max_len, head_dim)``: one slot per concurrent sequence. A forward call runs
+rows ``start .. start + B`` of that cache (a view, no copy) on ``T`` new tokens per row at the
+given positions: it writes the new keys/values at those positions with ``index_put_`` and attends
+over the first ``kv_len`` cached positions, masking every key after the query's own position. All
+shapes depend only on (B, T, kv_len), so a decode step (T = 1) can be captured as a CUDA graph.
+
+The forwards read the transformers module's own weights and call its own norms, MLPs and rotary
+embedding; only attention and the cache are done here (with torch's
+``scaled_dot_product_attention``), so no transformers cache object is involved.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["SLOT_ARCHITECTURES", "SlotForward", "slot_forward_for"]
+
+SLOT_ARCHITECTURES = ("mpt", "llama")
+
+
+class SlotForward:
+    """One architecture's forward over the slot cache (see the module docstring)."""
+
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def layer(
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        raise NotImplementedError
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    slopes: torch.Tensor | None = None  # (1, H, 1, 1) float32 ALiBi slopes, or None
+
+    def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
+        """Per-call state the layers share (Llama: the rotary cos/sin)."""
+
+    def release(self) -> None:
+        self._rows = self._mask = None
+
+    def __call__(
+        self,
+        ids: torch.Tensor,  # (B, T)
+        positions: torch.Tensor,  # (B, T)
+        keys: list[torch.Tensor],  # per layer (B, Hkv, kv_len, D): views of the cache
+        values: list[torch.Tensor],
+        all_logits: bool = False,
+    ) -> torch.Tensor:
+        """Logits (B, V) float32 of each row's last token, or (B, T, V) with ``all_logits``."""
+        x = self.embed(ids)
+        b, t = ids.shape
+        self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
+        self._mask = self.attention_mask(positions, keys[0].shape[2], x.dtype)
+        self.prepare(x, positions)
+        try:
+            for i in range(self.num_layers):
+                x = self.layer(i, x, positions, (keys[i], values[i]))
+        finally:  # per-call tensors die with the call (inside a graph capture: with the capture)
+            self.release()
+        if not all_logits:
+            x = x[:, -1:, :]
+        logits = self.head(x).float()
+        return logits if all_logits else logits[:, -1, :]
+
+    def attention_mask(self, positions: torch.Tensor, kv_len: int, dtype: torch.dtype) -> Any:
+        """The additive mask every layer uses, made once per call: key j is visible to a query
+        at position p when j <= p; ALiBi adds slope * (j - p) (in float32, rounded once)."""
+        keys_at = torch.arange(kv_len, device=positions.device)
+        distance = keys_at[None, None, :] - positions[:, :, None]  # (B, T, L)
+        visible = (distance <= 0)[:, None]  # (B, 1, T, L)
+        neg = torch.finfo(dtype).min
+        if self.slopes is not None:
+            bias = self.slopes * distance[:, None].float()  # (B, H, T, L)
+            return torch.where(visible, bias, neg).to(dtype)
+        b, t = positions.shape
+        group = self.num_heads // self.num_kv_heads  # a kv head's queries share its mask row
+        mask = torch.where(visible, 0.0, neg).to(dtype)
+        return mask[:, :, None].expand(b, 1, group, t, kv_len).reshape(b, 1, group * t, kv_len)
+
+    def attend(
+        self,
+        q: torch.Tensor,  # (B, H, T, D)
+        k: torch.Tensor,  # (B, Hkv, T, D), new keys
+        v: torch.Tensor,
+        positions: torch.Tensor,  # (B, T)
+        kv: tuple[torch.Tensor, ...],
+        scale: float,
+    ) -> torch.Tensor:
+        """Store k/v at ``positions`` and attend; returns (B, T, H * D)."""
+        cache_k, cache_v = kv
+        b, h, t, d = q.shape
+        cache_k[self._rows, :, positions] = k.transpose(1, 2)  # index_put_: capturable
+        cache_v[self._rows, :, positions] = v.transpose(1, 2)
+        # grouped-query: each kv head's queries as one longer query block (no key repeat)
+        group = h // self.num_kv_heads
+        grouped = q if group == 1 else q.reshape(b, self.num_kv_heads, group * t, d)
+        out = F.scaled_dot_product_attention(
+            grouped, cache_k, cache_v, attn_mask=self._mask, scale=scale
+        )
+        return out.reshape(b, h, t, d).transpose(1, 2).reshape(b, t, h * d)
+
+
+class MptSlots(SlotForward):
+    """transformers' ``MptForCausalLM`` (what ``foundry-train export-hf`` writes for MPT)."""
+
+    def __init__(self, model: Any) -> None:
+        from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+        config = model.config
+        self.model = model
+        self.blocks = list(model.transformer.blocks)
+        self.num_layers = len(self.blocks)
+        self.num_heads = self.num_kv_heads = int(config.n_heads)
+        self.head_dim = int(config.d_model) // self.num_heads
+        attn = self.blocks[0].attn
+        self.scale = float(attn.softmax_scale)
+        self.clip = attn.clip_qkv
+        device = model.transformer.wte.weight.device
+        alibi = build_mpt_alibi_tensor(
+            self.num_heads, 2, config.attn_config.alibi_bias_max, device=device
+        )  # (H, 1, 2): column 0 holds -slope
+        self.slopes = (-alibi[:, :, 0]).float().reshape(1, self.num_heads, 1, 1)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.transformer.wte(ids)
+
+    def layer(
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        block = self.blocks[i]
+        b, t, _ = x.shape
+        qkv = block.attn.Wqkv(block.norm_1(x))
+        if self.clip:
+            qkv = qkv.clamp(min=-self.clip, max=self.clip)
+        q, k, v = (
+            part.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+            for part in qkv.chunk(3, dim=2)
+        )
+        x = block.attn.out_proj(self.attend(q, k, v, positions, kv, self.scale)) + x
+        return block.ffn(block.norm_2(x), x)
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.model.transformer.norm_f(x))
+
+
+class LlamaSlots(SlotForward):
+    """transformers' ``LlamaForCausalLM`` (RMSNorm, rotary embedding, grouped-query attention)."""
+
+    def __init__(self, model: Any) -> None:
+        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+        config = model.config
+        self.model = model
+        self.rotate = apply_rotary_pos_emb
+        self.layers = list(model.model.layers)
+        self.num_layers = len(self.layers)
+        self.num_heads = int(config.num_attention_heads)
+        self.num_kv_heads = int(config.num_key_value_heads or self.num_heads)
+        attn = self.layers[0].self_attn
+        self.head_dim = int(attn.head_dim)
+        self.scale = float(attn.scaling)
+        self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.model.model.embed_tokens(ids)
+
+    def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
+        self._rope = self.model.model.rotary_emb(x, positions)  # shared by every layer
+
+    def release(self) -> None:
+        super().release()
+        self._rope = None
+
+    def layer(
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        block = self.layers[i]
+        attn = block.self_attn
+        b, t, _ = x.shape
+        h = block.input_layernorm(x)
+        q = attn.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = attn.k_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = attn.v_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        assert self._rope is not None
+        cos, sin = self._rope
+        q, k = self.rotate(q, k, cos, sin)
+        x = attn.o_proj(self.attend(q, k, v, positions, kv, self.scale)) + x
+        return x + block.mlp(block.post_attention_layernorm(x))
+
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.lm_head(self.model.model.norm(x))
+
+
+def slot_forward_for(model: Any) -> SlotForward | None:
+    """The slot forward for ``model``'s architecture, or None where there is none."""
+    model_type = getattr(model.config, "model_type", "")
+    if model_type == "mpt" and not getattr(model.transformer, "wpe", None):
+        return MptSlots(model)
+    if model_type == "llama":
+        return LlamaSlots(model)
+    return None

@@ -1,0 +1,156 @@
+"""The static-slot torch engine on CPU (no CUDA graphs): same greedy tokens as the dynamic path,
+prefill logprobs, sampling controls, and continuous batching with requests joining and leaving."""
+
+from __future__ import annotations
+
+import pytest
+from foundry_infer import SequenceState, TorchEngine, generate_tokens, load_engine
+from foundry_infer.errors import FoundryError
+from foundry_infer.sampling import SamplingParams
+from foundry_infer.slot_engine import SlotEngine, batch_buckets
+
+PROMPTS = ["def export_onnx(", "class Scheduler:", "import numpy", "    return"]
+
+
+@pytest.fixture(scope="module")
+def llama_pair(trained_llama_dir):
+    return TorchEngine(trained_llama_dir), SlotEngine(trained_llama_dir, max_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def mpt_pair(mpt_dir):
+    return TorchEngine(mpt_dir), SlotEngine(mpt_dir, max_batch_size=4)
+
+
+def _alone(engine, ids: list[int], n: int) -> list[int]:
+    return list(generate_tokens(engine, SequenceState(ids, n, ignore_eos_params())))
+
+
+def ignore_eos_params() -> SamplingParams:
+    return SamplingParams(ignore_eos=True)
+
+
+@pytest.mark.parametrize("pair", ["llama_pair", "mpt_pair"])
+def test_static_slots_give_the_dynamic_paths_greedy_tokens(pair, request, tokenizer):
+    dynamic, static = request.getfixturevalue(pair)
+    assert static.name == "torch-static-cpu" and not static.cuda_graphs
+    for prompt in PROMPTS[:2]:
+        ids = tokenizer(prompt).input_ids
+        assert _alone(static, ids, 24) == _alone(dynamic, ids, 24)
+
+
+@pytest.mark.parametrize("pair", ["llama_pair", "mpt_pair"])
+def test_requests_joining_and_leaving_get_their_solo_tokens(pair, request, tokenizer):
+    dynamic, static = request.getfixturevalue(pair)
+    lengths = [20, 6, 14, 9, 12]
+    seqs = [
+        SequenceState(tokenizer(PROMPTS[i % 4]).input_ids, n, ignore_eos_params())
+        for i, n in enumerate(lengths)
+    ]
+    solo = [_alone(dynamic, s.prompt_ids, s.max_new_tokens) for s in seqs]
+    batch = static.new_batch()
+    got: dict[int, list[int]] = {s.uid: [] for s in seqs}
+    joins = {0: [0, 1], 3: [2], 5: [3], 9: [4]}  # step -> sequences admitted before it
+    for step in range(40):
+        for i in joins.get(step, []):
+            got[seqs[i].uid].append(batch.prefill(seqs[i]))
+        for seq, token in batch.step():
+            got[seq.uid].append(token)
+    assert batch.largest_batch == 4 and len(batch) == 0
+    assert [got[s.uid] for s in seqs] == solo
+
+
+def test_prompt_logprobs_and_logit_bias_match_the_dynamic_path(llama_pair, tokenizer):
+    dynamic, static = llama_pair
+    ids = tokenizer(PROMPTS[0]).input_ids
+    banned = _alone(dynamic, ids, 1)[0]
+    params = SamplingParams(logit_bias=((banned, -100.0),), ignore_eos=True)
+    runs = []
+    for engine in (dynamic, static):
+        seq = SequenceState(ids, 6, params, logprobs=2, prompt_logprobs=True)
+        runs.append((list(generate_tokens(engine, seq)), seq))
+    (tokens_d, seq_d), (tokens_s, seq_s) = runs
+    assert tokens_s == tokens_d and banned not in tokens_s
+    for a, b in zip(seq_s.prompt_token_logprobs[1:], seq_d.prompt_token_logprobs[1:], strict=True):
+        assert a.token == b.token and a.logprob == pytest.approx(b.logprob, abs=1e-4)
+    assert [t.token for t in seq_s.token_logprobs] == tokens_s
+
+
+def test_engine_choice_and_refusals(trained_llama_dir, gpt2_dir, tokenizer):
+    assert batch_buckets(64) == [1, 2, 4, 8, 16, 32, 64] and batch_buckets(6) == [1, 2, 4, 6]
+    assert load_engine(trained_llama_dir).name == "torch-cpu"  # auto on CPU: the dynamic path
+    assert load_engine(gpt2_dir, engine="static" if False else "auto").name == "torch-cpu"
+    with pytest.raises(FoundryError, match="model_type 'gpt2'"):
+        load_engine(gpt2_dir, engine="static")
+    small = load_engine(trained_llama_dir, engine="static", max_batch_size=1, max_len=32)
+    batch = small.new_batch()
+    ids = tokenizer(PROMPTS[0]).input_ids
+    with pytest.raises(FoundryError, match="32 positions"):
+        batch.prefill(SequenceState(ids, 40))
+    batch.prefill(SequenceState(ids, 8))
+    with pytest.raises(FoundryError, match="cache slots are in use"):
+        batch.prefill(SequenceState(ids, 8))
+
+
+def test_serve_with_the_static_engine_batches_concurrent_streams_exactly(
+    trained_llama_dir, tokenizer
+):
+    """The real command with --engine static: concurrent streamed answers equal solo ones."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    import openai
+    from serve_process import serving
+
+    prompts = ["def ", "class ", "import ", "    return "]
+    flags = ["--engine", "static", "--max-batch-size", "4", "--max-model-len", "128"]
+    with serving(str(trained_llama_dir), flags) as url:
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0, timeout=60)
+        assert httpx.get(f"{url}/health").json()["backend"] == "torch-static-cpu"
+        barrier = threading.Barrier(len(prompts))
+
+        def ask(prompt: str, together: bool) -> str:
+            if together:
+                barrier.wait()
+            stream = client.completions.create(
+                model=trained_llama_dir.name,
+                prompt=prompt,
+                max_tokens=24,
+                temperature=0,
+                stream=True,
+            )
+            return "".join(chunk.choices[0].text for chunk in stream)
+
+        alone = [ask(p, False) for p in prompts]
+        with ThreadPoolExecutor(len(prompts)) as pool:
+            together = list(pool.map(lambda p: ask(p, True), prompts))
+        assert httpx.get(f"{url}/health").json()["largest_batch"] >= 2
+    assert together == alone and all(alone)
+
+
+def test_bench_times_the_static_engine_with_batch_ones_bandwidth_share(
+    trained_llama_dir, tmp_path, capsys
+):
+    import json
+
+    from foundry_infer.bench import peak_bandwidth_for
+    from foundry_infer.cli import main
+
+    assert peak_bandwidth_for("NVIDIA H200") == (4.8e12, "H200")
+    assert peak_bandwidth_for("NVIDIA H100 80GB HBM3") == (3.35e12, "H100 SXM")
+    assert peak_bandwidth_for("NVIDIA H100 PCIe")[0] == 2.0e12
+    assert peak_bandwidth_for("Tesla T4") is None
+    out = tmp_path / "rows.json"
+    argv = ["bench", str(trained_llama_dir), "--backends", "torch", "--engine", "static"]
+    argv += ["--batch-sizes", "1,3", "--prompt-tokens", "8", "--new-tokens", "4"]
+    assert main([*argv, "--peak-bandwidth", "1e10", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert "peak bandwidth 1e+10 B/s (--peak-bandwidth)" in captured.err
+    assert "of peak BW" in captured.out
+    rows = json.loads(out.read_text())
+    assert [(r["backend"], r["batch"]) for r in rows] == [
+        ("torch-static-cpu", 1),
+        ("torch-static-cpu", 3),
+    ]
+    assert 0 < rows[0]["bandwidth_fraction"] < 1 and rows[1]["bandwidth_fraction"] is None
