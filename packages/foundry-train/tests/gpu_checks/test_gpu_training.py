@@ -149,10 +149,12 @@ def test_compile_trains_with_every_fsdp_setting_and_meta_init(tmp_path: Path) ->
     """compile (model, blocks) x sharding x FSDP mixed precision x init device, 6 batches of two
     micro-batches each.
 
-    Issue 17: compile + FSDP + PURE crashed in the second micro-batch's forward ("attempting to
-    assign a gradient with dtype 'float' to a tensor with grad_dtype 'BFloat16'": FSDP leaves the
-    accumulated fp32 gradient on the bf16 parameter view). Gradient accumulation is what set it
-    off. Each combination runs through `foundry-train` with FSDP kept on one GPU.
+    Issue 17 reported compile + FSDP + PURE crashing after meta init per FSDP unit ("attempting
+    to assign a gradient with dtype 'float' to a tensor with grad_dtype 'BFloat16'"). On one H100
+    (torch 2.11, flash-attn-4) the crash did not reproduce on cd9b577 with one or two micro-batches
+    per batch; this test keeps every combination, with gradient accumulation (where FSDP leaves
+    the accumulated fp32 gradient on the bf16 parameter view), training through `foundry-train`
+    with FSDP kept on one GPU.
     """
     import subprocess
     import sys
