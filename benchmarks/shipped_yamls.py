@@ -16,6 +16,15 @@ Two steps, on two machines, as a user works:
 printed, the SpeedMonitor's steady-state tokens/s and MFU (mean of the last --average logged
 values; MFU counts 6N + 12*L*d*S FLOPs per token against the card's bf16 peak), the peak memory
 the MemoryMonitor logged, the mean loss over the last 20 steps, and the exact command.
+
+  # same preset, other settings, beside a base tag; and a same-run harness baseline row
+  python benchmarks/shipped_yamls.py compare OUT/rows.jsonl --base bf16 \
+      [--baseline llama.jsonl]   # a `benchmarks/train_throughput.py run --model llama` row
+
+`compare` gives each row's tokens/s relative to the row of the same preset tagged --base, its
+mean loss over the last 20 steps relative to that row's (the FP8 loss check: `run --steps 300`
+once with `--tag bf16` and once with `--set fp8.recipe=tensorwise --tag fp8`), and its tokens/s
+relative to the baseline row where the sizes match (the baseline's `preset`).
 """
 
 from __future__ import annotations
@@ -95,10 +104,9 @@ def _summary(rows: list[dict], average: int) -> dict:
     }
 
 
-def run_preset(args: argparse.Namespace, preset: str) -> dict:
-    name = f"{preset}{'-' + args.tag if args.tag else ''}"
-    save = args.out_dir / f"run-{name}"
-    overrides = [
+def overrides(args: argparse.Namespace, save: Path) -> list[str]:
+    """The only keys a run changes in a shipped YAML (plus --set)."""
+    return [
         f"tokenizer.name={args.data / 'tok'}",
         f"train_loader.dataset.local={args.data / 'mds'}",
         f"eval_loader.dataset.local={args.data / 'mds'}",
@@ -107,8 +115,14 @@ def run_preset(args: argparse.Namespace, preset: str) -> dict:
         *([f"global_train_batch_size={args.global_batch}"] if args.global_batch else []),
         *args.set,
     ]
+
+
+def run_preset(args: argparse.Namespace, preset: str) -> dict:
+    name = f"{preset}{'-' + args.tag if args.tag else ''}"
+    save = args.out_dir / f"run-{name}"
+    overrides_ = overrides(args, save)
     yaml = YAMLS / "pretrain" / f"mpt-{preset}.yaml"
-    cmd = [sys.executable, "-m", "foundry_train", str(yaml), *overrides]
+    cmd = [sys.executable, "-m", "foundry_train", str(yaml), *overrides_]
     log = args.out_dir / f"{name}.log"
     start = time.time()
     with open(log, "w") as f:
@@ -128,13 +142,46 @@ def run_preset(args: argparse.Namespace, preset: str) -> dict:
         "wall_s": round(time.time() - start, 1),
         "startup": startup.strip(),
         "command": shlex.join(
-            ["python", "-m", "foundry_train", str(yaml.relative_to(YAMLS.parents[4])), *overrides]
+            ["python", "-m", "foundry_train", str(yaml.relative_to(YAMLS.parents[4])), *overrides_]
         ),
         **_summary(_rows(save / "metrics.jsonl"), args.average),
     }
     if rc not in (0, "timeout"):
         row["error"] = next((x for x in reversed(lines) if x.strip()), "")[:400]
     return row
+
+
+def compare(rows_path: Path, base: str, baseline: Path | None) -> None:
+    rows = [json.loads(x) for x in rows_path.read_text().splitlines() if x.strip()]
+    ref_tps = ref_preset = None
+    if baseline is not None:
+        ref = [json.loads(x) for x in baseline.read_text().splitlines() if x.strip()]
+        ref_tps = ref[-1].get("tokens_per_s") if ref else None
+        ref_preset = ref[-1].get("preset") if ref else None
+    bases = {r["preset"]: r for r in rows if r.get("tag") == base}
+    print(
+        "| preset | tag | tokens/s | MFU | vs base tokens/s | vs base loss (last 20) | vs baseline |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        b, tps, mfu = bases.get(r["preset"]), r.get("tokens_per_s"), r.get("mfu")
+        speed = loss = "-"
+        if b is not None and b is not r and tps and b.get("tokens_per_s"):
+            speed = f"{tps / b['tokens_per_s']:.3f}x"
+        if b is not None and b is not r and r.get("loss_last20") and b.get("loss_last20"):
+            loss = f"{(r['loss_last20'] - b['loss_last20']) / b['loss_last20']:+.2%}"
+        same_size = r["preset"] == ref_preset
+        vs_ref = f"{tps / ref_tps:.2f}x" if tps and ref_tps and same_size else "-"
+        cells = [
+            r["preset"],
+            r.get("tag") or "-",
+            f"{tps:,.0f}" if tps else f"rc {r.get('rc')}",
+            f"{mfu:.1%}" if mfu else "-",
+            speed,
+            loss,
+            vs_ref,
+        ]
+        print("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
@@ -159,7 +206,14 @@ def main() -> None:
     )
     r.add_argument("--tag", default="")
     r.add_argument("--timeout", type=int, default=600)
+    c = sub.add_parser("compare", help="rows against a base tag and a harness baseline")
+    c.add_argument("rows", type=Path)
+    c.add_argument("--base", default="")
+    c.add_argument("--baseline", type=Path, default=None)
     args = ap.parse_args()
+    if args.cmd == "compare":
+        compare(args.rows, args.base, args.baseline)
+        return
     if args.cmd == "prepare":
         prepare(args.data.resolve(), args.text_mb, args.seq, args.vocab)
         return

@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# One GPU session's measurements, section by section, shaped for the lent device machine: it
+# returns at most 8 files from $OUT, so everything goes to $OUT/summary.txt (also printed) and
+# $OUT/logs.tgz; one command may run 600 s, so pick the sections that fit one call.
+#
+#   bash benchmarks/gpu_round.sh SECTION [SECTION ...]
+#
+# Sections (flash-attn-4 where the shipped YAMLs' `auto` should pick flash: source .flash2/setup.sh
+# first, see ../shared/tools/device-prep):
+#   matrix        compile {none,model,blocks} x FSDP {FULL_SHARD,SHARD_GRAD_OP,NO_SHARD} x {PURE,DEFAULT},
+#                 meta init, two micro-batches a batch; loss against the uncompiled run
+#   gpu-tests     every `gpu`-marked test of the five packages
+#   shipped       the shipped pretraining YAMLs through foundry-train (SHIPPED_PRESETS, default
+#                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; global batch 8 micro-batches)
+#   baseline      the same-run Llama-125M (SDPA) harness row beside them
+#   harness-new   the 125m harness row (flash, whole-model compile, loss chunk 8192) on this tree;
+#                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
+#   fp8           mpt-1b's shipped YAML in bf16, FP8 tensorwise and FP8 rowwise
+#   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
+#   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample
+#   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
+#   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py
+set -u
+S=$OUT/summary.txt
+W=/tmp/gpu-round
+mkdir -p "$W/logs"
+say() { echo "$@" | tee -a "$S"; }
+data() {  # data SEQ: a tokenizer and MDS of standard-library text, through foundry-data
+  local d=$W/data-$1
+  [ -d "$d/mds/val" ] || timeout 120 python benchmarks/shipped_yamls.py prepare --data "$d" \
+    --seq "$1" > "$W/logs/prepare-$1.log" 2>&1
+  echo "$d"
+}
+shipped() {  # shipped OUTDIR ARGS...: rows appended to $W/rows.jsonl and the summary
+  python benchmarks/shipped_yamls.py run --out-dir "$W/$1" "${@:2}" 2>&1 | tee -a "$S"
+  cat "$W/$1/rows.jsonl" >> "$W/rows.jsonl" 2>/dev/null
+  cp "$W/$1"/*.log "$W/logs/" 2>/dev/null
+}
+harness() {  # harness NAME TREE
+  local H="run --model mpt --preset 125m --micro-batch 32 --attn-impl flash --full-compile"
+  (cd "$2" && PYTHONPATH="$(ls -d "$2"/packages/*/src | paste -sd:):$PYTHONPATH" timeout 120 python benchmarks/train_throughput.py $H --loss-chunk 8192 --steps 20 \
+    --warmup 8 --out "$W/$1.jsonl" > "$W/logs/$1.log" 2>&1)
+  say "$1 ($2): $(tail -n 1 "$W/$1.jsonl" 2>/dev/null)"
+}
+say "card: $(nvidia-smi --query-gpu=name --format=csv,noheader) date: $(date -u +%FT%TZ)"
+for section in "$@"; do
+  say "== $section"
+  case $section in
+    matrix)
+      timeout 400 python packages/foundry-train/tests/gpu_checks/compile_matrix.py \
+        --out-dir "$W/matrix" --parallel 6 --attn flash --compile none model blocks \
+        --fsdp FULL_SHARD SHARD_GRAD_OP NO_SHARD --mp PURE DEFAULT --init meta --accum 2 \
+        --data "$(data 2048)" --timeout 300 2>&1 | tee -a "$S"
+      cp "$W"/matrix/*.log "$W/logs/" 2>/dev/null ;;
+    gpu-tests)
+      timeout 560 python -m pytest -q -m gpu -p no:cacheprovider packages/*/tests -rs \
+        > "$W/logs/gpu-tests.log" 2>&1
+      say "gpu tests rc $?: $(tail -n 1 "$W/logs/gpu-tests.log")" ;;
+    shipped)
+      d=$(data 2048)
+      for p in ${SHIPPED_PRESETS:-125m 350m 1b 3b}; do
+        mb=$(sed -n 's/^device_train_microbatch_size: *//p' \
+          "packages/foundry-train/src/foundry_train/yamls/pretrain/mpt-$p.yaml")
+        shipped shipped --data "$d" --presets "$p" --steps "${SHIPPED_STEPS:-20}" \
+          --global-batch $((8 * mb)) --timeout 300
+      done ;;
+    baseline)
+      timeout 120 python benchmarks/train_throughput.py run --model llama --preset 125m \
+        --micro-batch 16 --attn-impl sdpa --out "$W/baseline.jsonl" > "$W/logs/baseline.log" 2>&1
+      say "llama baseline: $(tail -n 1 "$W/baseline.jsonl" 2>/dev/null)" ;;
+    harness-new) harness harness-new "$PWD" ;;
+    harness-base) harness harness-base "${BASE_TREE:?set BASE_TREE to an older tree}" ;;
+    fp8)
+      d=$(data 2048)
+      shipped fp8 --data "$d" --presets 1b --steps 20 --global-batch 64 --tag bf16 --timeout 300
+      for r in tensorwise rowwise; do
+        shipped fp8 --data "$d" --presets 1b --steps 20 --global-batch 64 --tag "fp8-$r" \
+          --set fp8.recipe=$r --timeout 300
+      done
+      python benchmarks/shipped_yamls.py compare "$W/fp8/rows.jsonl" --base bf16 | tee -a "$S" ;;
+    fp8-loss)
+      d=$(data 2048)
+      shipped fp8-loss --data "$d" --presets 125m --steps 300 --global-batch 32 --tag bf16
+      shipped fp8-loss --data "$d" --presets 125m --steps 300 --global-batch 32 --tag fp8 \
+        --set fp8.recipe=tensorwise
+      python benchmarks/shipped_yamls.py compare "$W/fp8-loss/rows.jsonl" --base bf16 | tee -a "$S" ;;
+    long)
+      shipped long --data "$(data 8192)" --presets 1b --steps 12 --global-batch 8 \
+        --set max_seq_len=8192 device_train_microbatch_size=2 --tag s8192 --timeout 400 ;;
+    titan)
+      timeout 560 python benchmarks/torchtitan_peer.py --out-dir "$W/titan" > "$W/logs/titan.log" 2>&1
+      say "titan rc $?"; cat "$W/titan/peer.md" 2>/dev/null | tee -a "$S" ;;
+    infer)
+      timeout 200 python -m pytest -q -p no:cacheprovider packages/foundry-infer/tests/test_gpu.py \
+        > "$W/logs/infer-tests.log" 2>&1
+      say "infer gpu tests rc $?: $(tail -n 1 "$W/logs/infer-tests.log")"
+      timeout 360 python benchmarks/infer_gpu.py --out-dir "$W/infer" --budget-s 330 \
+        > "$W/logs/infer-bench.log" 2>&1
+      say "infer bench rc $?"; cat "$W/infer/results.md" 2>/dev/null | tee -a "$S" ;;
+    *) say "unknown section $section" ;;
+  esac
+done
+cp "$W/rows.jsonl" "$W/logs/" 2>/dev/null
+tar -czf "$OUT/logs.tgz" -C "$W" logs
