@@ -104,7 +104,16 @@ def test_server_on_cuda_answers_the_openai_client_streaming(trained_llama_dir, t
     from serve_process import serving
 
     prompts = ["def ", "class ", "import ", "    return ", "from .", "# The"]
-    flags = ["--device", "cuda", "--dtype", "float32", "--max-model-len", "256"]
+    flags = [
+        "--device",
+        "cuda",
+        "--engine",
+        "static",
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        "256",
+    ]
     cpu = TorchEngine(trained_llama_dir)
     with serving(str(trained_llama_dir), flags) as url:
         health = httpx.get(f"{url}/health").json()

@@ -79,7 +79,7 @@ def test_prompt_logprobs_and_logit_bias_match_the_dynamic_path(llama_pair, token
 def test_engine_choice_and_refusals(trained_llama_dir, gpt2_dir, tokenizer):
     assert batch_buckets(64) == [1, 2, 4, 8, 16, 32, 64] and batch_buckets(6) == [1, 2, 4, 6]
     assert load_engine(trained_llama_dir).name == "torch-cpu"  # auto on CPU: the dynamic path
-    assert load_engine(gpt2_dir, engine="static" if False else "auto").name == "torch-cpu"
+    assert load_engine(gpt2_dir, engine="auto").name == "torch-cpu"
     with pytest.raises(FoundryError, match="model_type 'gpt2'"):
         load_engine(gpt2_dir, engine="static")
     small = load_engine(trained_llama_dir, engine="static", max_batch_size=1, max_len=32)

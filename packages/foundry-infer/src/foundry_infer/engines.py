@@ -27,6 +27,10 @@ if TYPE_CHECKING:
 __all__ = ["Engine", "OrtEngine", "TorchEngine", "load_engine", "ort_providers"]
 
 TorchPath = Literal["auto", "static", "dynamic"]
+
+# `auto` takes the static engine on CUDA only once it has passed tests/test_gpu.py on a GPU; until
+# then (issue 21) it is opt-in with `--engine static` and `auto` is the dynamic path, which has.
+STATIC_BY_DEFAULT = False
 log = logging.getLogger("foundry_infer")
 
 
@@ -152,7 +156,7 @@ def load_engine(
     on CUDA and float32 on CPU. An ONNX export's graph has the type it was exported with: only
     auto and that type apply to it. ``engine`` picks the torch path: ``static`` (a slot cache
     of ``max_batch_size`` slots x ``max_len`` positions, CUDA graphs on a GPU; MPT and Llama),
-    ``dynamic`` (any architecture) or ``auto`` (static on CUDA where the architecture has it).
+    ``dynamic`` (any architecture) or ``auto`` (the dynamic path; see ``STATIC_BY_DEFAULT``).
     """
     kind = detect_model_kind(model)
     if backend == "auto":
@@ -182,7 +186,7 @@ def _torch_path(model: str | Path, device: str, engine: TorchPath) -> str:
 
     if engine != "auto":
         return engine
-    if not device.startswith("cuda"):
+    if not STATIC_BY_DEFAULT or not device.startswith("cuda"):
         return "dynamic"
     try:
         model_type = layout_of(model).model_type
