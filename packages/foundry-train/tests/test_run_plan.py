@@ -112,3 +112,43 @@ def test_fp8_trains_emulated_on_cpu_and_saves_full_precision_weights(assets, h, 
     export = h.run_cli(["export-hf", str(folder / "ep0-ba4-rank0.pt"), str(tmp_path / "hf")])
     assert export.returncode == 0, export.stderr[-3000:]
     assert (tmp_path / "hf" / "config.json").is_file()
+
+
+def test_activation_checkpointing_applies_on_one_gpu_without_the_fsdp_wrapper(cfg_of) -> None:
+    """mpt-3b.yaml relies on fsdp_config.activation_checkpointing; one GPU skips the wrapper."""
+    one_gpu = Machine(1, cuda=True, capability=H200)
+    plan = plan_run(cfg_of(fsdp_config={"activation_checkpointing": True}), one_gpu)
+    assert not plan.fsdp and plan.act_ckpt_without_fsdp
+    assert "activation checkpointing: each block" in plan.line()
+    wrapped = plan_run(
+        cfg_of(fsdp_config={"activation_checkpointing": True, "single_gpu": "wrap"}), one_gpu
+    )
+    assert wrapped.fsdp and not wrapped.act_ckpt_without_fsdp  # composer's FSDP does it
+    assert not plan_run(cfg_of(fsdp_config={}), one_gpu).act_ckpt_without_fsdp
+
+
+def test_checkpointed_blocks_give_the_same_gradients_and_state_dict_keys() -> None:
+    import foundry_models
+    from foundry_train.model import checkpoint_blocks
+
+    cfg = foundry_models.MPTConfig(
+        d_model=32, n_heads=2, n_layers=3, max_seq_len=16, vocab_size=64, expansion_ratio=2
+    )
+    torch.manual_seed(0)
+    plain = foundry_models.MPTForCausalLM(cfg)
+    ckpt = foundry_models.MPTForCausalLM(cfg)
+    ckpt.load_state_dict(plain.state_dict())
+    assert checkpoint_blocks(ckpt) == 3
+    assert list(ckpt.state_dict()) == list(plain.state_dict())
+    ids = torch.randint(0, 64, (2, 16))
+    for model in (plain, ckpt):
+        model(input_ids=ids, labels=ids).loss.backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters(), strict=True):
+        assert a.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-6), name
+    wrapped = [m for m in ckpt.modules() if type(m).__name__ == "CheckpointWrapper"]
+    assert len(wrapped) == 3
+
+
+def test_activation_cpu_offload_keeps_the_fsdp_wrapper_on_one_gpu(cfg_of) -> None:
+    plan = plan_run(cfg_of(fsdp_config={"activation_cpu_offload": True}), Machine(1, True, H200))
+    assert plan.fsdp and "activation_cpu_offload needs the wrapper" in plan.fsdp_reason

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from foundry_models import MPTConfig
 
 __all__ = [
+    "checkpoint_blocks",
     "FoundryComposerModel",
     "attention_summary",
     "build_composer_model",
@@ -275,3 +276,29 @@ def build_composer_model(
     """The network wrapped for composer (``fsdp``: composer's FSDP will wrap it)."""
     network = build_network(cfg, max_seq_len, fsdp=fsdp)
     return FoundryComposerModel(network, max_seq_len, accepts_sequence_id=cfg.name == "mpt")
+
+
+def checkpoint_blocks(network: nn.Module, reentrant: bool = False) -> int:
+    """Recompute each block's activations in backward (what composer's FSDP does with
+    ``activation_checkpointing``), for a run without the FSDP wrapper; returns the block count."""
+    from functools import partial
+
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+        CheckpointImpl,
+        apply_activation_checkpointing,
+        checkpoint_wrapper,
+    )
+
+    is_block = getattr(network, "activation_checkpointing_fn", None)
+    if not callable(is_block):
+        raise FoundryError(
+            "fsdp_config.activation_checkpointing is on, but this model names no blocks to "
+            "checkpoint (no activation_checkpointing_fn); turn it off."
+        )
+    blocks = [m for m in network.modules() if m is not network and is_block(m)]
+    impl = CheckpointImpl.REENTRANT if reentrant else CheckpointImpl.NO_REENTRANT
+    apply_activation_checkpointing(
+        network, checkpoint_wrapper_fn=partial(checkpoint_wrapper, checkpoint_impl=impl),
+        check_fn=is_block,
+    )  # fmt: skip
+    return len(blocks)

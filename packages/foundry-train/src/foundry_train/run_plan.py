@@ -11,7 +11,8 @@
 
 FSDP on a world of one GPU only costs (datasheet, same run: MPT-125M 326,145 tokens/s with
 FULL_SHARD against 345,116 without; MPT-1B 58,451 against 60,092), so a one-GPU run trains
-without the wrapper unless `fsdp_config.single_gpu: wrap` asks for it. The start-up line names
+without the wrapper unless `fsdp_config.single_gpu: wrap` asks for it; its
+`activation_checkpointing` then still applies, to each block without FSDP. The start-up line names
 each choice and why. Explicit settings always win.
 """
 
@@ -56,12 +57,17 @@ class RunPlan:
     fsdp: bool
     fsdp_reason: str
     fp8: str | None
+    # fsdp_config.activation_checkpointing on a run without the FSDP wrapper: foundry-train
+    # checkpoints each block itself (with FSDP, composer does).
+    act_ckpt_without_fsdp: bool = False
 
     def line(self, attention: str | None = None) -> str:
         """The start-up line: `attention: ...; compile: model (one GPU); fsdp: ...; fp8: ...`."""
         parts = [f"attention: {attention}"] if attention else []
         parts.append(f"compile: {self.compile} ({self.compile_reason})")
         parts.append(f"fsdp: {self.fsdp_reason}")
+        if self.act_ckpt_without_fsdp:
+            parts.append("activation checkpointing: each block (fsdp_config, applied without FSDP)")
         if self.fp8:
             parts.append(f"fp8: {self.fp8} (torchao float8)")
         return "; ".join(parts)
@@ -84,6 +90,11 @@ def _fsdp_choice(cfg: TrainConfig, machine: Machine) -> tuple[bool, str]:
     if fsdp is None:
         return False, "off (no fsdp_config)"
     if machine.world_size == 1 and machine.cuda and fsdp.single_gpu == "skip":
+        if fsdp.activation_cpu_offload:  # composer offers it through the FSDP wrapper only
+            return True, (
+                f"{fsdp.sharding_strategy}, mixed precision {fsdp.mixed_precision} (kept on one "
+                "GPU: activation_cpu_offload needs the wrapper)"
+            )
         return False, "off (one GPU: FSDP only costs there; fsdp_config.single_gpu: wrap keeps it)"
     return True, f"{fsdp.sharding_strategy}, mixed precision {fsdp.mixed_precision}"
 
@@ -98,6 +109,9 @@ def plan_run(cfg: TrainConfig, machine: Machine) -> RunPlan:
         fsdp=fsdp,
         fsdp_reason=fsdp_reason,
         fp8=cfg.fp8.recipe if cfg.fp8 is not None else None,
+        act_ckpt_without_fsdp=not fsdp
+        and cfg.fsdp_config is not None
+        and cfg.fsdp_config.activation_checkpointing,
     )
 
 
