@@ -8,7 +8,8 @@
 # Sections (flash-attn-4 where the shipped YAMLs' `auto` should pick flash: source .flash2/setup.sh
 # first, see ../shared/tools/device-prep):
 #   matrix        compile {none,model,blocks} x FSDP {FULL_SHARD,SHARD_GRAD_OP,NO_SHARD} x {PURE,DEFAULT},
-#                 meta init, two micro-batches a batch; loss against the uncompiled run
+#                 meta init, two micro-batches a batch; loss against the uncompiled run; then
+#                 triton attention with each compile mode under FULL_SHARD + PURE
 #   gpu-tests     every `gpu`-marked test of the five packages
 #   shipped       the shipped pretraining YAMLs through foundry-train (SHIPPED_PRESETS, default
 #                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; global batch 8 micro-batches)
@@ -51,6 +52,11 @@ for section in "$@"; do
         --out-dir "$W/matrix" --parallel 6 --attn flash --compile none model blocks \
         --fsdp FULL_SHARD SHARD_GRAD_OP NO_SHARD --mp PURE DEFAULT --init meta --accum 2 \
         --data "$(data 2048)" --timeout 300 2>&1 | tee -a "$S"
+      # issue 17's other report: triton attention with compile under FULL_SHARD + PURE
+      timeout 200 python packages/foundry-train/tests/gpu_checks/compile_matrix.py \
+        --out-dir "$W/matrix" --parallel 3 --attn triton --compile none model blocks \
+        --fsdp FULL_SHARD --mp PURE --init meta --accum 2 --data "$(data 2048)" --timeout 190 \
+        2>&1 | tee -a "$S"
       cp "$W"/matrix/*.log "$W/logs/" 2>/dev/null ;;
     gpu-tests)
       timeout 560 python -m pytest -q -m gpu -p no:cacheprovider packages/*/tests -rs \
