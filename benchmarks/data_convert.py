@@ -48,13 +48,15 @@ import resource
 import shutil
 import subprocess
 import sys
-import sysconfig
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stdlib_text import stdlib_sources  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 EVAL_DATA = ROOT.parent / "shared" / "eval-data"
@@ -100,18 +102,8 @@ HEADER = (
 
 def corpus_documents() -> list[str]:
     """Code and prose documents, interleaved (so any prefix of the corpus holds both)."""
-    code: list[str] = []
+    code = list(stdlib_sources())
     prose: list[str] = []
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    for path in sorted(stdlib.rglob("*.py")):
-        if "site-packages" in path.parts:
-            continue
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (UnicodeDecodeError, OSError):
-            continue
-        if text.strip():
-            code.append(text)
     for path in sorted(EVAL_DATA.rglob("*.jsonl")) if EVAL_DATA.is_dir() else []:
         with open(path, encoding="utf-8") as f:
             for line in f:

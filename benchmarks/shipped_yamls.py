@@ -36,9 +36,11 @@ import shlex
 import signal
 import subprocess
 import sys
-import sysconfig
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from stdlib_text import stdlib_sources  # noqa: E402
 
 YAMLS = Path(__file__).resolve().parents[1] / "packages/foundry-train/src/foundry_train/yamls"
 
@@ -46,16 +48,9 @@ YAMLS = Path(__file__).resolve().parents[1] / "packages/foundry-train/src/foundr
 def _write_text(dest: Path, megabytes: int) -> int:
     """Standard-library .py sources as JSONL documents, up to `megabytes` of text."""
     dest.mkdir(parents=True, exist_ok=True)
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
     budget, written = megabytes * 2**20, 0
     with open(dest / "stdlib.jsonl", "w", encoding="utf-8") as out:
-        for path in sorted(stdlib.rglob("*.py")):
-            if "site-packages" in path.parts:
-                continue
-            try:
-                text = path.read_text(encoding="utf-8")
-            except (UnicodeDecodeError, OSError):
-                continue
+        for text in stdlib_sources():
             out.write(json.dumps({"text": text}) + "\n")
             written += len(text)
             if written >= budget:

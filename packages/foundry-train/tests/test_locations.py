@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 import pytest
+from foundry_data import location_kind
 from foundry_train.config import parse_config
-from foundry_train.locations import location_kind
 from foundry_train.preflight import preflight_problems
 
 

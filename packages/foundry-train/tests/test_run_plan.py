@@ -127,7 +127,9 @@ def test_activation_checkpointing_applies_on_one_gpu_without_the_fsdp_wrapper(cf
     assert not plan_run(cfg_of(fsdp_config={}), one_gpu).act_ckpt_without_fsdp
 
 
-def test_checkpointed_blocks_give_the_same_gradients_and_state_dict_keys() -> None:
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_checkpointed_blocks_give_the_same_gradients_and_state_dict_keys(compiled: bool) -> None:
+    """Compiled: `compile: model` on one GPU meets the checkpoint wrappers (dynamo traces them)."""
     import foundry_models
     from foundry_train.model import checkpoint_blocks
 
@@ -140,35 +142,16 @@ def test_checkpointed_blocks_give_the_same_gradients_and_state_dict_keys() -> No
     ckpt.load_state_dict(plain.state_dict())
     assert checkpoint_blocks(ckpt) == 3
     assert list(ckpt.state_dict()) == list(plain.state_dict())
-    ids = torch.randint(0, 64, (2, 16))
-    for model in (plain, ckpt):
-        model(input_ids=ids, labels=ids).loss.backward()
-    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters(), strict=True):
-        assert a.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-6), name
     wrapped = [m for m in ckpt.modules() if type(m).__name__ == "CheckpointWrapper"]
     assert len(wrapped) == 3
+    ids = torch.randint(0, 64, (2, 16))
+    run = torch.compile(ckpt, backend="aot_eager") if compiled else ckpt
+    run(input_ids=ids, labels=ids).loss.backward()
+    plain(input_ids=ids, labels=ids).loss.backward()
+    for (name, a), (_, b) in zip(plain.named_parameters(), ckpt.named_parameters(), strict=True):
+        assert a.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-6), name
 
 
 def test_activation_cpu_offload_keeps_the_fsdp_wrapper_on_one_gpu(cfg_of) -> None:
     plan = plan_run(cfg_of(fsdp_config={"activation_cpu_offload": True}), Machine(1, True, H200))
     assert plan.fsdp and "activation_cpu_offload needs the wrapper" in plan.fsdp_reason
-
-
-def test_checkpointed_blocks_compile_with_the_same_gradients() -> None:
-    """compile: model on one GPU meets the checkpoint wrappers; dynamo traces through them."""
-    import foundry_models
-    from foundry_train.model import checkpoint_blocks
-
-    cfg = foundry_models.MPTConfig(
-        d_model=32, n_heads=2, n_layers=2, max_seq_len=16, vocab_size=64, expansion_ratio=2
-    )
-    torch.manual_seed(0)
-    plain = foundry_models.MPTForCausalLM(cfg)
-    ckpt = foundry_models.MPTForCausalLM(cfg)
-    ckpt.load_state_dict(plain.state_dict())
-    checkpoint_blocks(ckpt)
-    ids = torch.randint(0, 64, (2, 16))
-    torch.compile(ckpt, backend="aot_eager")(input_ids=ids, labels=ids).loss.backward()
-    plain(input_ids=ids, labels=ids).loss.backward()
-    for a, b in zip(plain.parameters(), ckpt.parameters(), strict=True):
-        assert a.grad is not None and torch.allclose(a.grad, b.grad, atol=1e-6)

@@ -20,7 +20,7 @@ from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
-from foundry_data.errors import FoundryError
+from foundry_data.errors import USER_ERROR_ATTRIBUTE, FoundryError, user_error_message
 
 if TYPE_CHECKING:
     from foundry_data.finetuning_format import (
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
         FinetuningSample,
         decode_finetuning_sample,
     )
+    from foundry_data.locations import location_kind
     from foundry_data.manifest import (
         MANIFEST_NAME,
         DatasetManifest,
@@ -62,6 +63,7 @@ _LAZY = {
     "read_manifest": "foundry_data.manifest",
     "preferred_hash": "foundry_data.shard_hashes",
     "shard_file_matches": "foundry_data.shard_hashes",
+    "location_kind": "foundry_data.locations",
 }
 
 __all__ = [
@@ -75,11 +77,14 @@ __all__ = [
     "FoundryError",
     "SeparatorInfo",
     "SourceInfo",
+    "USER_ERROR_ATTRIBUTE",
     "__version__",
     "decode_finetuning_sample",
+    "location_kind",
     "preferred_hash",
     "read_manifest",
     "shard_file_matches",
+    "user_error_message",
 ]
 
 

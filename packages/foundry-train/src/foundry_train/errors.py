@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+from foundry_data import USER_ERROR_ATTRIBUTE, user_error_message
+
+# The user-error rule (`foundry_user_error` classes and path OSErrors) is foundry-data's: one
+# copy for the packages that may import it.
 __all__ = [
     "USER_ERROR_ATTRIBUTE",
     "user_error_message",
@@ -53,33 +57,3 @@ class DataError(FoundryError):
         if message.startswith("Caught ") and marker in message:
             message = message.rsplit(marker, 1)[1].strip()
         super().__init__(message)
-
-
-# Every Foundry package's user-error base class sets this attribute. A command line recognises
-# another package's user errors by it, without importing that package (docs/CONTRIBUTING.md).
-USER_ERROR_ATTRIBUTE = "foundry_user_error"
-
-_PATH_HINTS: tuple[tuple[type[OSError], str], ...] = (
-    (FileExistsError, "something already exists there; remove it or choose another path"),
-    (FileNotFoundError, "it does not exist; check the path"),
-    (NotADirectoryError, "a part of the path is a file, not a folder; check the path"),
-    (IsADirectoryError, "it is a folder where a file was expected; give a file's path"),
-    (PermissionError, "permission denied; check its permissions or choose another path"),
-)
-
-
-def user_error_message(exc: BaseException) -> str | None:
-    """The one-paragraph message of a user error, or None when ``exc`` is a bug.
-
-    A user error is an error of any Foundry package (its class has ``foundry_user_error = True``)
-    or an OSError about a path: exists, not found, not a folder, is a folder, no permission.
-    """
-    if getattr(exc, USER_ERROR_ATTRIBUTE, False) is True:
-        return str(exc)
-    for kind, hint in _PATH_HINTS:
-        if isinstance(exc, kind):
-            if exc.filename is None:
-                return str(exc) or hint
-            where = f"'{exc.filename}'" + (f" -> '{exc.filename2}'" if exc.filename2 else "")
-            return f"{where}: {hint}."
-    return None

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from foundry_data import location_kind
+
 from foundry_train.config import TrainConfig
 from foundry_train.config.sections import LoaderConfig
 from foundry_train.data.loader import stream_locations
 from foundry_train.errors import FoundryError
-from foundry_train.locations import location_kind
 
 __all__ = ["is_hub_id", "planned_world_size", "preflight_problems"]
 
