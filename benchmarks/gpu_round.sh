@@ -32,9 +32,8 @@ data() {  # data SEQ: a tokenizer and MDS of standard-library text, through foun
     --seq "$1" > "$W/logs/prepare-$1.log" 2>&1
   echo "$d"
 }
-shipped() {  # shipped OUTDIR ARGS...: rows appended to $W/rows.jsonl and the summary
+shipped() {  # shipped OUTDIR ARGS...: rows in $W/OUTDIR/rows.jsonl and the summary
   python benchmarks/shipped_yamls.py run --out-dir "$W/$1" "${@:2}" 2>&1 | tee -a "$S"
-  cat "$W/$1/rows.jsonl" >> "$W/rows.jsonl" 2>/dev/null
   cp "$W/$1"/*.log "$W/logs/" 2>/dev/null
 }
 harness() {  # harness NAME TREE
@@ -106,5 +105,5 @@ for section in "$@"; do
     *) say "unknown section $section" ;;
   esac
 done
-cp "$W/rows.jsonl" "$W/logs/" 2>/dev/null
+for rows in "$W"/*/rows.jsonl; do [ -f "$rows" ] && cp "$rows" "$W/logs/$(basename "$(dirname "$rows")")-rows.jsonl"; done
 tar -czf "$OUT/logs.tgz" -C "$W" logs
