@@ -25,6 +25,19 @@ set -u
 S=$OUT/summary.txt
 W=/tmp/gpu-round
 mkdir -p "$W/logs"
+if [ -z "${GPU_ROUND_INNER:-}" ]; then
+  # The sections run under one overall budget (ROUND_BUDGET_S, default 570 s) so that the log
+  # archive is written even when a section overruns the call's 600 s.
+  GPU_ROUND_INNER=1 timeout -k 5 "${ROUND_BUDGET_S:-570}" bash "$0" "$@"
+  rc=$?
+  [ $rc -eq 124 ] && echo "== stopped by ROUND_BUDGET_S=${ROUND_BUDGET_S:-570}" | tee -a "$S"
+  for rows in "$W"/*/rows.jsonl; do
+    [ -f "$rows" ] && cp "$rows" "$W/logs/$(basename "$(dirname "$rows")")-rows.jsonl"
+  done
+  tar -czf "$OUT/logs.tgz" -C "$W" logs
+  exit $rc
+fi
+mkdir -p "$W/logs"
 say() { echo "$@" | tee -a "$S"; }
 data() {  # data SEQ: a tokenizer and MDS of standard-library text, through foundry-data
   local d=$W/data-$1
@@ -105,5 +118,3 @@ for section in "$@"; do
     *) say "unknown section $section" ;;
   esac
 done
-for rows in "$W"/*/rows.jsonl; do [ -f "$rows" ] && cp "$rows" "$W/logs/$(basename "$(dirname "$rows")")-rows.jsonl"; done
-tar -czf "$OUT/logs.tgz" -C "$W" logs
