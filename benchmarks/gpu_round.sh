@@ -12,7 +12,8 @@
 #                 triton attention with each compile mode under FULL_SHARD + PURE
 #   gpu-tests     every `gpu`-marked test of the five packages
 #   shipped       the shipped pretraining YAMLs through foundry-train (SHIPPED_PRESETS, default
-#                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; global batch 8 micro-batches)
+#                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; SHIPPED_ACCUM micro-batches a batch,
+#                 default 8; SHIPPED_ACCUM=1 matches the harness rows' one micro-batch a step)
 #   baseline      the same-run Llama-125M (SDPA) harness row beside them
 #   harness-new   the 125m harness row (flash, whole-model compile, loss chunk 8192) on this tree;
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
@@ -21,6 +22,12 @@
 #   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample
 #   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py
+#
+# Seen on one H100 80GB (2026-12-05), to plan calls: flash + .device setup about 35 s; data prepare
+# with the baseline about 90 s; shipped 125m 149 s, 350m 145 s, 1b 207 s (20 batches, eval and
+# checkpoint included); one harness row about 80 s; fp8's bf16 and tensorwise rows 170 s and 183 s
+# (rowwise did not fit the same 560 s call). ROUND_BUDGET_S counts from this script's start, not
+# the call's: leave the setup's time out of it.
 set -u
 S=$OUT/summary.txt
 W=/tmp/gpu-round
@@ -80,7 +87,7 @@ for section in "$@"; do
         mb=$(sed -n 's/^device_train_microbatch_size: *//p' \
           "packages/foundry-train/src/foundry_train/yamls/pretrain/mpt-$p.yaml")
         shipped shipped --data "$d" --presets "$p" --steps "${SHIPPED_STEPS:-20}" \
-          --global-batch $((8 * mb)) --timeout 300
+          --global-batch $((${SHIPPED_ACCUM:-8} * mb)) --tag "accum${SHIPPED_ACCUM:-8}" --timeout 300
       done ;;
     baseline)
       timeout 120 python benchmarks/train_throughput.py run --model llama --preset 125m \

@@ -144,3 +144,23 @@ def test_every_shipped_yaml_builds_its_model_on_the_meta_device(tmp_path: Path) 
         params = sum(p.numel() for p in network.parameters())
         assert params > 0, path.name
         assert all(p.device.type == "meta" for p in network.parameters()), path.name
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_training_and_eval_forward_build_no_kv_cache(mode: str, tmp_path: Path) -> None:
+    """Composer's eval loop puts the model in eval mode, where a `use_cache: true` config would
+    build a key/value cache for every batch (and, compiled, recompile per layer)."""
+    from foundry_train.model import build_composer_model
+
+    cfg = parse_config(_minimal(n_layers=2, d_model=32, n_heads=4, vocab_size=64)).model
+    composer_model = build_composer_model(cfg, max_seq_len=16)
+    assert composer_model.model.config.use_cache  # the generation default stays on
+    composer_model.train(mode == "train")
+    ids = torch.randint(0, 64, (2, 16))
+    out = composer_model({"input_ids": ids, "labels": ids})
+    assert getattr(out, "past_key_values", None) is None and getattr(out, "cache", None) is None
+    assert torch.isfinite(out.loss)
+    # A generation call on the same network still gets its cache.
+    composer_model.eval()
+    generated = composer_model.model(input_ids=ids)
+    assert getattr(generated, "cache", None) or getattr(generated, "past_key_values", None)

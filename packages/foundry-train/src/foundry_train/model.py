@@ -249,10 +249,15 @@ class FoundryComposerModel(ComposerModel):
         return self._flops_per_token * int(batch["input_ids"].numel())
 
     def forward(self, batch: dict[str, torch.Tensor]) -> Any:  # type: ignore[override]
-        kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch}
+        kwargs: dict[str, Any] = {
+            k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch
+        }
         if "sequence_id" in batch and self.accepts_sequence_id:
             kwargs["sequence_id"] = batch["sequence_id"]
-        return self.model(**kwargs)
+        # Training and eval score whole sequences: no key/value cache. (A model in eval mode
+        # otherwise builds one per batch, as `use_cache: true` in its config asks for generation:
+        # memory for every layer's keys and values, and, under torch.compile, a recompile per layer.)
+        return self.model(**kwargs, use_cache=False)
 
     def loss(self, outputs: Any, batch: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         return outputs.loss
