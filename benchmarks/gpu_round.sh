@@ -17,7 +17,7 @@
 #   baseline      the same-run Llama-125M (SDPA) harness row beside them
 #   harness-new   the 125m harness row (flash, whole-model compile, loss chunk 8192) on this tree;
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
-#   fp8           mpt-1b's shipped YAML in bf16, FP8 tensorwise and FP8 rowwise
+#   fp8           mpt-1b's shipped YAML in bf16, then each of FP8_RECIPES (default "tensorwise rowwise")
 #   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
 #   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample
 #   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
@@ -98,7 +98,7 @@ for section in "$@"; do
     fp8)
       d=$(data 2048)
       shipped fp8 --data "$d" --presets 1b --steps 20 --global-batch 64 --tag bf16 --timeout 300
-      for r in tensorwise rowwise; do
+      for r in ${FP8_RECIPES:-tensorwise rowwise}; do
         shipped fp8 --data "$d" --presets 1b --steps 20 --global-batch 64 --tag "fp8-$r" \
           --set fp8.recipe=$r --timeout 300
       done

@@ -168,3 +168,49 @@ def test_compile_trains_with_every_fsdp_setting_and_meta_init(tmp_path: Path) ->
         timeout=1800,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr[-3000:]
+
+
+def _fp8_gpu() -> bool:
+    if not torch.cuda.is_available() or torch.cuda.get_device_capability() < (8, 9):
+        return False
+    try:
+        import torchao.float8  # noqa: F401  # pyright: ignore[reportMissingImports]
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _fp8_gpu(), reason="needs an FP8 GPU (sm89+) and torchao")
+@pytest.mark.parametrize(
+    ("recipe", "fsdp"), [("tensorwise", False), ("rowwise", False), ("tensorwise", True)]
+)
+def test_fp8_trains_a_few_steps_compiled(
+    recipe: str, fsdp: bool, assets: dict, h: object, tmp_path: Path
+) -> None:
+    """FP8 through `foundry-train` with compile 'auto' (the whole model on one GPU), without and
+    with the FSDP wrapper (FULL_SHARD + PURE kept on one GPU); fp32 weights in the checkpoint."""
+    folder = tmp_path / "run"
+    cfg = _gpu_config(h, assets, folder, max_duration="6ba", fp8={"recipe": recipe})
+    cfg["launcher"] = {"nproc": 1}
+    cfg["save_interval"] = "6ba"
+    # float8 matmuls need widths that are multiples of 16: the debug preset's are
+    if fsdp:
+        cfg["fsdp_config"] = {
+            "sharding_strategy": "FULL_SHARD",
+            "mixed_precision": "PURE",
+            "single_gpu": "wrap",
+        }
+    path = h.write_config(tmp_path / "cfg.yaml", cfg)  # type: ignore[attr-defined]
+    result = h.run_cli([str(path)])  # type: ignore[attr-defined]
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(x for x in result.stderr.splitlines() if x.startswith("foundry-train: attention"))
+    assert f"fp8: {recipe}" in line and "compile: model" in line
+    assert ("fsdp: FULL_SHARD" in line) == fsdp, line
+    loss = h.losses(folder)  # type: ignore[attr-defined]
+    assert len(loss) == 6 and all(0 < x < 20 for x in loss.values()) and loss[5] < loss[0]
+    checkpoint = folder / "ep0-ba6-rank0.pt"
+    if checkpoint.is_file():  # a full state dict (FSDP here saves the full one too)
+        weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["model"]
+        floats = [v.dtype for k, v in weights.items() if k.endswith("Wqkv.weight")]
+        assert floats and all(d == torch.float32 for d in floats)
+    print(f"fp8 {recipe} (FSDP {fsdp}): losses {[round(v, 3) for v in loss.values()]}")
