@@ -23,7 +23,8 @@
 #   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py
 #
-# Seen on one H100 80GB (2026-12-05), to plan calls: flash + .device setup about 35 s; data prepare
+# Seen on one H100 80GB (2026-12-05; the approximate ones derived from the calls' wall times), to
+# plan calls: flash + .device setup about 35 s; data prepare
 # with the baseline about 90 s; shipped 125m 149 s, 350m 145 s, 1b 207 s (20 batches, eval and
 # checkpoint included); one harness row about 80 s; fp8's bf16 and tensorwise rows 170 s and 183 s
 # (rowwise did not fit the same 560 s call). ROUND_BUDGET_S counts from this script's start, not
@@ -44,7 +45,6 @@ if [ -z "${GPU_ROUND_INNER:-}" ]; then
   tar -czf "$OUT/logs.tgz" -C "$W" logs
   exit $rc
 fi
-mkdir -p "$W/logs"
 say() { echo "$@" | tee -a "$S"; }
 data() {  # data SEQ: a tokenizer and MDS of standard-library text, through foundry-data
   local d=$W/data-$1

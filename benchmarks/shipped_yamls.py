@@ -115,9 +115,9 @@ def overrides(args: argparse.Namespace, save: Path) -> list[str]:
 def run_preset(args: argparse.Namespace, preset: str) -> dict:
     name = f"{preset}{'-' + args.tag if args.tag else ''}"
     save = args.out_dir / f"run-{name}"
-    overrides_ = overrides(args, save)
+    keys = overrides(args, save)
     yaml = YAMLS / "pretrain" / f"mpt-{preset}.yaml"
-    cmd = [sys.executable, "-m", "foundry_train", str(yaml), *overrides_]
+    cmd = [sys.executable, "-m", "foundry_train", str(yaml), *keys]
     log = args.out_dir / f"{name}.log"
     start = time.time()
     with open(log, "w") as f:
@@ -137,7 +137,7 @@ def run_preset(args: argparse.Namespace, preset: str) -> dict:
         "wall_s": round(time.time() - start, 1),
         "startup": startup.strip(),
         "command": shlex.join(
-            ["python", "-m", "foundry_train", str(yaml.relative_to(YAMLS.parents[4])), *overrides_]
+            ["python", "-m", "foundry_train", str(yaml.relative_to(YAMLS.parents[4])), *keys]
         ),
         **_summary(_rows(save / "metrics.jsonl"), args.average),
     }

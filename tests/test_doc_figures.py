@@ -1,11 +1,12 @@
-"""Every training-speed figure the docs and the shipped YAML comments state is one the datasheet holds.
+"""Every training-speed figure the docs and the shipped YAML comments state is in the datasheet.
 
-Figures are percentages with a decimal (`38.7%`), ratios (`1.17x`), memory (the number of `57.8 GiB`, as the datasheet's tables hold it) and, on
-lines about speed (MFU, tokens/s, "against"), thousands-grouped counts (`74,190`); a worked cost
-estimate such as "about 3,300 GPU-hours" is arithmetic, not a measurement. They are read from docs/*.md, foundry-train's README and the comments of the shipped
-training YAMLs; in the repository README only lines about speed (MFU, tokens/s) count, since its
-"What it printed" block quotes a CPU run's own output. Each figure must appear in
-benchmarks/DATASHEET.md, where it stands beside its card, date, command and baseline.
+Figures are percentages with a decimal (`38.7%`), ratios (`1.17x`), memory (the number of
+`57.8 GiB`, as the datasheet's tables hold it) and, on lines about speed (MFU, tokens/s,
+"against"), thousands-grouped counts (`74,190`); a worked cost estimate such as "about 3,300
+GPU-hours" is arithmetic, not a measurement. They are read from docs/*.md, foundry-train's README
+and the comments of the shipped training YAMLs; in the repository README only lines about speed
+count, since its "What it printed" block quotes a CPU run's own output. Each figure must appear
+in benchmarks/DATASHEET.md, where it stands beside its card, date, command and baseline.
 """
 
 from __future__ import annotations

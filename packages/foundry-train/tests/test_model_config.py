@@ -147,7 +147,7 @@ def test_every_shipped_yaml_builds_its_model_on_the_meta_device(tmp_path: Path) 
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
-def test_training_and_eval_forward_build_no_kv_cache(mode: str, tmp_path: Path) -> None:
+def test_training_and_eval_forward_build_no_kv_cache(mode: str) -> None:
     """Composer's eval loop puts the model in eval mode, where a `use_cache: true` config would
     build a key/value cache for every batch (and, compiled, recompile per layer)."""
     from foundry_train.model import build_composer_model

@@ -208,9 +208,9 @@ def test_fp8_trains_a_few_steps_compiled(
     assert ("fsdp: FULL_SHARD" in line) == fsdp, line
     loss = h.losses(folder)  # type: ignore[attr-defined]
     assert len(loss) == 6 and all(0 < x < 20 for x in loss.values()) and loss[5] < loss[0]
-    checkpoint = folder / "ep0-ba6-rank0.pt"
-    if checkpoint.is_file():  # a full state dict (FSDP here saves the full one too)
-        weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["model"]
-        floats = [v.dtype for k, v in weights.items() if k.endswith("Wqkv.weight")]
-        assert floats and all(d == torch.float32 for d in floats)
+    # a full state dict, with FSDP too (state_dict_type defaults to full)
+    (checkpoint,) = folder.glob("ep*-ba6-rank0.pt")
+    weights = torch.load(checkpoint, map_location="cpu", weights_only=False)["state"]["model"]
+    floats = [v.dtype for k, v in weights.items() if k.endswith("Wqkv.weight")]
+    assert floats and all(d == torch.float32 for d in floats)
     print(f"fp8 {recipe} (FSDP {fsdp}): losses {[round(v, 3) for v in loss.values()]}")
