@@ -289,9 +289,17 @@ def main(argv: list[str] | None = None) -> int:
         "ort": ort_section,
         "server": lambda res, arch, hf_dir, args: server_section(res, hf_dir, args),
     }
+    failures = 0
     for name, arch, need_s in plan:
         if name in sections and res.in_time(f"{name}-{arch}", need_s):
-            runs[name](res, arch, dirs[arch], args)
+            try:
+                runs[name](res, arch, dirs[arch], args)
+            except Exception as exc:  # one GPU call: record the failure, go on to the next section
+                import traceback
+
+                traceback.print_exc()
+                res.add(section=f"{name}-{arch}", failed=f"{type(exc).__name__}: {exc}"[:300])
+                failures += 1
             _free(args)
     header = {
         "device_name": _device_name(args),
@@ -301,7 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     res.add(section="run", **header, total_s=time.monotonic() - started)
     res.write_table(header)
     print(res.md.read_text())
-    return 0
+    return 1 if failures else 0
 
 
 def _free(args: argparse.Namespace) -> None:
