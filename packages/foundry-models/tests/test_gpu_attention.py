@@ -29,9 +29,12 @@ CASES = {
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
 @pytest.mark.parametrize("case", sorted(CASES))
-@pytest.mark.parametrize("impl", ["flash", "triton"])
-def test_kernel_matches_torch_reference(impl, case, dtype):
+@pytest.mark.parametrize("impl", ["flash", "flash_op", "triton"])
+def test_kernel_matches_torch_reference(impl, case, dtype, monkeypatch):
+    """`flash_op`: flash-attn-4 through foundry's custom ops (attention/flash_op.py)."""
     c = CASES[case]
+    monkeypatch.setenv("FOUNDRY_FA4_CUSTOM_OP", "1" if impl == "flash_op" else "0")
+    impl = "flash" if impl == "flash_op" else impl
     torch.manual_seed(0)
     b, t, h, d = 2, c.get("t", 512), 8, c["d"]
     kv = c.get("kv", h)
@@ -56,6 +59,7 @@ def test_kernel_matches_torch_reference(impl, case, dtype):
             alibi_slopes=slopes,
             window=c.get("window"),
             sequence_id=seq_id,
+            alibi_bias_max=8.0 if c.get("alibi") else None,
         )
         grads = torch.autograd.grad(out, args, upstream.to(run_dtype))
         return [out.float()] + [x.float() for x in grads]
@@ -117,3 +121,24 @@ def test_auto_under_torch_compile_matches_eager():
         compiled = torch.compile(model)(input_ids=x, labels=x).loss
     compiled.backward()
     assert abs(eager.item() - compiled.item()) < 1e-2
+
+
+def test_flash_custom_op_compiles_the_model_in_one_graph(monkeypatch):
+    """With flash-attn-4's custom ops a compiled MPT (ALiBi) traces without a graph break (plain
+    flash-attn-4 breaks the graph at each attention call) and trains like eager."""
+    if flash_status(torch.cuda.current_device())[0] != "fa4":
+        pytest.skip("needs flash-attn-4 on this GPU")
+    monkeypatch.setenv("FOUNDRY_FA4_CUSTOM_OP", "1")
+    overrides = {"d_model": 256, "n_heads": 4, "max_seq_len": 256, "vocab_size": 1000}
+    config = preset_config("debug", attn_config={"attn_impl": "flash", "alibi": True}, **overrides)
+    torch.manual_seed(0)
+    model = MPTForCausalLM(config).cuda()
+    x = torch.randint(0, 1000, (2, 256), device="cuda")
+    torch._dynamo.reset()
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        explained = torch._dynamo.explain(model)(input_ids=x, labels=x)
+        eager = model(input_ids=x, labels=x).loss
+        compiled = torch.compile(model)(input_ids=x, labels=x).loss
+    compiled.backward()
+    assert abs(eager.item() - compiled.item()) < 1e-2
+    assert explained.graph_break_count == 0, explained.break_reasons

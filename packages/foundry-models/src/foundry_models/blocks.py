@@ -26,6 +26,7 @@ class AttentionContext:
     """Per-forward inputs shared by every block (computed once in `MPTModel.forward`)."""
 
     alibi_slopes: torch.Tensor | None = None
+    alibi_bias_max: float | None = None  # what alibi_slopes were built with
     rope_cos_sin: tuple[torch.Tensor, torch.Tensor] | None = None
     sequence_id: torch.Tensor | None = None
     key_padding_mask: torch.Tensor | None = None  # (B, S) bool, True = real token
@@ -95,6 +96,7 @@ class MPTAttention(nn.Module):
             softmax_scale=self.softmax_scale,
             key_padding_mask=ctx.key_padding_mask,
             dropout_p=self.attn_pdrop if self.training else 0.0,
+            alibi_bias_max=ctx.alibi_bias_max,
         )  # (B, T, H, D)
         return self.out_proj(y.reshape(b, t, d))
 

@@ -133,6 +133,7 @@ class MPTModel(MPTPreTrainedModel):
             ctx.sequence_id = sequence_id
         if opts.alibi:
             ctx.alibi_slopes = self._alibi_slopes(x.device)
+            ctx.alibi_bias_max = opts.alibi_bias_max
         if opts.rope:
             positions = _positions(position_ids, ctx.sequence_id, b, t, past, x.device)
             seq_len = past + t  # only "dynamic" scaling reads it; avoid a device sync otherwise

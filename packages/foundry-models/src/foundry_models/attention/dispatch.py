@@ -197,8 +197,12 @@ def attention(
     softmax_scale: float | None = None,
     key_padding_mask: torch.Tensor | None = None,
     dropout_p: float = 0.0,
+    alibi_bias_max: float | None = None,
 ) -> torch.Tensor:
     """Scaled dot-product attention through the implementation named by `impl`.
+
+    `alibi_bias_max`: the MPT `alibi_bias_max` that `alibi_slopes` were built with, where the
+    caller knows it (flash-attn-4 computes the slopes in its kernel from it).
 
     `key_padding_mask` (B, S) bool (True = real token), `dropout_p` > 0 and T < S (a KV cache)
     run on `torch`, the one implementation that takes them, whatever `impl` says.
@@ -218,8 +222,19 @@ def attention(
             key_padding_mask=key_padding_mask,
             dropout_p=dropout_p,
         )
-    kernel = flash_attention if chosen == "flash" else _load_triton_kernel()
-    return kernel(
+    if chosen == "flash":
+        return flash_attention(
+            q,
+            k,
+            v,
+            causal=causal,
+            alibi_slopes=alibi_slopes,
+            window=window,
+            sequence_id=sequence_id,
+            softmax_scale=softmax_scale,
+            alibi_bias_max=alibi_bias_max,
+        )
+    return _load_triton_kernel()(
         q,
         k,
         v,

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import torch
 
 from foundry_models.attention.alibi import slope_parameters
+from foundry_models.attention.flash_op import custom_op_enabled, fa4_attention
 from foundry_models.errors import AttentionUnavailableError
 
 __all__ = ["INSTALL_HINT", "flash_attention", "flash_backend", "flash_status", "varlen_layout"]
@@ -79,8 +80,13 @@ def flash_attention(
     window: int | None = None,
     sequence_id: torch.Tensor | None = None,
     softmax_scale: float | None = None,
+    alibi_bias_max: float | None = None,
 ) -> torch.Tensor:
-    """FlashAttention on q (B, T, H, D), k/v (B, S, Hkv, D); semantics of `attention.dispatch.attention`."""
+    """FlashAttention on q (B, T, H, D), k/v (B, S, Hkv, D); semantics of `attention.dispatch.attention`.
+
+    `alibi_bias_max`, where the caller built `alibi_slopes` with MPT's formula and knows it, spares
+    flash-attn-4 reading it back from the slopes (a device sync, and a graph break under compile).
+    """
     if q.device.type != "cuda":
         raise AttentionUnavailableError(
             f"attn_impl='flash' runs on CUDA tensors, got {q.device}; use attn_impl='torch' here."
@@ -88,6 +94,14 @@ def flash_attention(
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"attn_impl='flash' needs fp16 or bf16 inputs, got {q.dtype}")
     backend = flash_backend(q.device.index or 0)
+    if backend == "fa4" and sequence_id is None and custom_op_enabled():
+        alibi = None
+        if alibi_slopes is not None:
+            alibi = _alibi_parameters(alibi_slopes, alibi_bias_max, q.shape[1])
+            k, v = _expand_kv_heads(q, k, v)
+        return fa4_attention(
+            q, k, v, causal=causal, window=window, softmax_scale=softmax_scale, alibi=alibi
+        )
     run = _fa4 if backend == "fa4" else _fa2
     if sequence_id is None:
         return run(q, k, v, causal, alibi_slopes, window, softmax_scale, None)
@@ -155,13 +169,8 @@ def _fa4(
         "window_size": (window, 0 if causal else window) if window is not None else (None, None),
     }
     if alibi_slopes is not None:
-        n_heads, bias_max = _per_tensor("alibi", alibi_slopes, slope_parameters)
         length = q.shape[1] if varlen is None else varlen[1]
-        if length > _MAX_ALIBI_POSITION:
-            raise ValueError(
-                f"attn_impl='flash' applies ALiBi to sequences of at most {_MAX_ALIBI_POSITION} "
-                f"tokens; got {length}"
-            )
+        n_heads, bias_max = _alibi_parameters(alibi_slopes, None, length)
         kwargs["score_mod"], kwargs["score_mod_bwd"] = _alibi_score_mods(n_heads, bias_max, causal)
         k, v = _expand_kv_heads(q, k, v)
     if varlen is None:
@@ -179,6 +188,20 @@ def _fa4(
             **kwargs,
         )
     return result[0] if isinstance(result, tuple) else result
+
+
+def _alibi_parameters(
+    slopes: torch.Tensor, bias_max: float | None, length: int
+) -> tuple[int, float]:
+    """(n_heads, alibi_bias_max) of MPT slopes: given, or read back from the tensor."""
+    if length > _MAX_ALIBI_POSITION:
+        raise ValueError(
+            f"attn_impl='flash' applies ALiBi to sequences of at most {_MAX_ALIBI_POSITION} "
+            f"tokens; got {length}"
+        )
+    if bias_max is not None and slopes.dim() == 1:
+        return slopes.shape[0], float(bias_max)
+    return _per_tensor("alibi", slopes, slope_parameters)
 
 
 def _expand_kv_heads(
