@@ -21,7 +21,17 @@
 #   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
 #   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample
 #   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
-#   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py
+#   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py. Its server section and the
+#                 server GPU test need fastapi, uvicorn (foundry-infer's server dependencies, see
+#                 packages/foundry-infer/pyproject.toml), openai and httpx (the clients), which the
+#                 host lacks; the section says which are missing. Bundle them (no dependency
+#                 resolution there, so the closure is listed; versions from uv.lock) with
+#                   ../shared/tools/device-prep fastapi==0.165.0 starlette==1.10.0 \
+#                     annotated-doc==0.0.7 opentelemetry-api==1.45.2 uvicorn==0.54.0 click==8.5.1 \
+#                     h11==0.16.0 anyio==4.16.0 sniffio==1.3.1 idna==3.20 certifi==2026.10.19.post1 \
+#                     httpx==0.28.1 httpcore==1.0.9 openai==3.57.0 httpx2==2.16.2 httpcore2==2.16.2 \
+#                     truststore==0.10.5 jiter==0.19.0 typing-extensions==4.16.0
+#                 (pydantic is in device-prep's own list), then `. .device/setup.sh` (carry .device)
 #
 # Seen on one H100 80GB (2026-12-05; the approximate ones derived from the calls' wall times), to
 # plan calls: flash + .device setup about 35 s; data prepare
@@ -116,6 +126,16 @@ for section in "$@"; do
       timeout 560 python benchmarks/torchtitan_peer.py --out-dir "$W/titan" > "$W/logs/titan.log" 2>&1
       say "titan rc $?"; cat "$W/titan/peer.md" 2>/dev/null | tee -a "$S" ;;
     infer)
+      missing=""
+      for m in fastapi uvicorn openai httpx; do
+        err=$(python -c "import $m" 2>&1) || missing="$missing $m ($(echo "$err" | tail -n 1))"
+      done
+      if [ -n "$missing" ]; then
+        say "infer: MISSING python modules:$missing; the server section and the server GPU test"
+        say "  will fail; add them with the device-prep command in this script's header"
+      else
+        say "infer: fastapi, uvicorn, openai, httpx import"
+      fi
       timeout 200 python -m pytest -q -p no:cacheprovider packages/foundry-infer/tests/test_gpu.py \
         > "$W/logs/infer-tests.log" 2>&1
       say "infer gpu tests rc $?: $(tail -n 1 "$W/logs/infer-tests.log")"

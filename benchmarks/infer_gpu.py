@@ -4,11 +4,13 @@ Builds random-weight 1B-class models itself (MPT ``1b`` preset via foundry_model
 Llama of the same size; bf16; no hub access) into --work-dir, then measures, same prompts:
 
 1. batch-1 decode tokens/s: our engine (``torch-static-cuda-cudagraphs``), transformers
-   ``generate`` eager bf16 with its default cache, and transformers' static cache with a
-   ``torch.compile``'d forward; the fraction of the memory-bandwidth limit our batch 1 reaches;
+   ``generate`` eager bf16 with its default cache, and transformers' static cache, whose decoding
+   forward ``generate`` compiles itself (checked; uncompiled on a CPU); the fraction of the
+   memory-bandwidth limit our batch 1 reaches;
 2. ``foundry-infer bench`` rows (TTFT, ms/token, tokens/s) for batch sizes 1..64;
 3. teacher-forced top-1 agreement, bf16, of our engine (10 prompts decoded together) with the
-   single-request eager path, 10 prompts x 64 tokens; the same for ONNX Runtime CUDA fp16
+   single-request eager path, 10 prompts x 64 tokens, and both bf16 paths (and our engine at
+   batch 1) against the same weights teacher-forced in fp32; the same for ONNX Runtime CUDA fp16
    (``export-onnx --dtype float16``, IO binding) against torch fp16;
 4. a load test of ``foundry-infer serve`` on 127.0.0.1: 32 concurrent clients against one client
    at a time, counting 5xx answers.
@@ -96,7 +98,7 @@ def open_static(hf_dir: Path, args: argparse.Namespace, dtype: str = "bfloat16")
 
 
 def batch1_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespace) -> None:
-    """Our engine vs transformers eager vs transformers static cache + torch.compile."""
+    """Our engine vs transformers eager vs transformers static cache compiled by ``generate``."""
     import torch
     from foundry_infer.bench import bench_engine, peak_bandwidth_for
     from transformers import AutoModelForCausalLM
@@ -112,17 +114,24 @@ def batch1_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespa
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype).to(args.device).eval()
     eager = M.hf_generate_rate(model, prompt, args.new_tokens)
     del model
-    compiled: float | str = "skipped (--tiny)"
-    if not args.tiny and arch in args.compiled_baseline.split(","):
+    compiled: float | str = "skipped (--compiled-baseline)"
+    how = "n/a"
+    if arch in args.compiled_baseline.split(","):
+        # transformers' static cache, compiled by generate itself; a CPU run (the smoke test)
+        # stays uncompiled, as transformers auto-compiles only on cuda/xpu, and its row says so
         try:
-            compiled = M.compiled_static_rate(hf_dir, args.device, prompt, args.new_tokens)
+            compiled, how = M.compiled_static_rate(
+                hf_dir, args.device, prompt, args.new_tokens, str(dtype).removeprefix("torch.")
+            )
         except Exception as exc:  # a transformers limitation for this architecture: record it
             compiled = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            how = "failed"
     res.add(
         section=f"batch1-{arch}",
         ours_tokens_per_s=ours,
         hf_eager_tokens_per_s=eager,
         hf_static_compiled_tokens_per_s=compiled,
+        hf_static_compile=how,
         speedup_vs_eager=ours / eager,
         speedup_vs_compiled=ours / compiled if isinstance(compiled, float) else "n/a",
         weight_bytes_per_token=weights,
@@ -144,7 +153,8 @@ def batch_sizes_section(res: Results, arch: str, hf_dir: Path, args: argparse.Na
 
 
 def agreement_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespace) -> None:
-    """bf16 teacher-forced top-1: our batched engine vs the single-request eager path."""
+    """bf16 teacher-forced top-1: our batched engine vs the single-request eager path (the issue's
+    ``top1_agreement``); then both against an fp32 truth, and our engine at batch 1."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -153,14 +163,26 @@ def agreement_section(res: Results, arch: str, hf_dir: Path, args: argparse.Name
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype).to(args.device).eval()
     runs = [M.reference_run(model, p, args.agree_tokens) for p in prompts]
     del model
+    _free(args)
+    forced = [tokens for tokens, _ in runs]  # eager's greedy tokens: its decode path's top-1s
+    eager = [top for _, top in runs]  # eager's top-1s from one full forward over them
+    truth, gaps, ulps = M.fp32_truth(hf_dir, args.device, prompts, forced)
     engine = open_static(hf_dir, args)
-    ours = M.slot_engine_top1(engine, prompts, [tokens for tokens, _ in runs])
+    ours = M.slot_engine_top1(engine, prompts, forced)
+    ours1 = [M.slot_engine_top1(engine, [p], [f])[0] for p, f in zip(prompts, forced, strict=True)]
     res.add(
         section=f"agreement-{arch}",
         dtype=str(dtype).removeprefix("torch."),
         prompts=len(prompts),
         tokens=args.agree_tokens,
-        top1_agreement=M.agreement(ours, [top for _, top in runs]),
+        top1_agreement=M.agreement(ours, eager),
+        ours_batch1_vs_eager=M.agreement(ours1, eager),
+        # truth: the same weights in fp32, teacher-forced on eager's tokens
+        ours_vs_fp32=M.agreement(ours, truth),
+        ours_batch1_vs_fp32=M.agreement(ours1, truth),
+        eager_vs_fp32=M.agreement(eager, truth),
+        eager_decode_vs_fp32=M.agreement(forced, truth),
+        **M.margin_stats(ours, eager, gaps, ulps),
     )
 
 

@@ -105,7 +105,9 @@ def decode_rate(stamps: list[float]) -> float:
     return (len(stamps) - 1) / (stamps[-1] - stamps[0]) if len(stamps) > 1 else float("nan")
 
 
-def hf_generate_rate(model: Any, prompt: list[int], new_tokens: int, **gen: Any) -> float:
+def hf_generate_rate(
+    model: Any, prompt: list[int], new_tokens: int, warmup_tokens: int = 8, **gen: Any
+) -> float:
     """transformers ``generate`` (greedy, exactly ``new_tokens``), decode tokens/s."""
     import torch
     from transformers.generation.streamers import BaseStreamer
@@ -123,8 +125,10 @@ def hf_generate_rate(model: Any, prompt: list[int], new_tokens: int, **gen: Any)
     ids = torch.tensor([prompt], device=model.device)
     kwargs = dict(attention_mask=torch.ones_like(ids), do_sample=False, pad_token_id=0, **gen)
     with torch.inference_mode():
-        for _ in range(2):  # warm-up (compiles, for the static cache)
-            model.generate(ids, max_new_tokens=8, min_new_tokens=8, **kwargs)
+        for _ in range(2):  # warm-up (compiles and records CUDA graphs, for the static cache)
+            model.generate(
+                ids, max_new_tokens=warmup_tokens, min_new_tokens=warmup_tokens, **kwargs
+            )
         clock = Clock()
         model.generate(
             ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, streamer=clock, **kwargs
@@ -132,26 +136,60 @@ def hf_generate_rate(model: Any, prompt: list[int], new_tokens: int, **gen: Any)
     return decode_rate(clock.times[1:])  # times[0] is the prompt being "put"
 
 
-def compiled_static_rate(hf_dir: Path, device: str, prompt: list[int], new_tokens: int) -> float:
-    """transformers' static cache with a torch.compile'd forward (its documented fast path)."""
+def compiled_static_rate(
+    hf_dir: Path,
+    device: str,
+    prompt: list[int],
+    new_tokens: int,
+    dtype: str = "bfloat16",
+    compile_config: Any = None,
+) -> tuple[float | str, str]:
+    """transformers' documented fast path: ``generate(..., cache_implementation="static")``, which
+    compiles the decoding forward itself (``get_compiled_call`` with the default ``CompileConfig``;
+    prefill stays eager, so the static cache can mark its tensors as static addresses for CUDA
+    graphs). Nothing is wrapped here, so nothing is compiled twice. transformers compiles only on
+    cuda/xpu (and a few others): on a CPU this runs uncompiled and says so.
+
+    Returns (decode tokens/s, how it compiled). The rate is a number only where compilation is
+    seen: ``model._compiled_call`` exists after ``generate`` and dynamo counted new graphs; else
+    it is a "not compiled" string, so an uncompiled run never lands in the compiled column.
+    ``compile_config`` (a transformers ``CompileConfig``) replaces the default; with
+    ``_compile_all_devices = True`` it compiles on a CPU too (what the tests use)."""
     import torch
+    from torch._dynamo.utils import counters
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.bfloat16).to(device)
-    model.eval()
-    eager_forward = model.forward
+    torch._dynamo.reset()  # our engine's or an earlier model's graphs must not count
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=getattr(torch, dtype))
+    model = model.to(device).eval()
+    if compile_config is not None:
+        model.generation_config.compile_config = compile_config
+    graphs, skips = counters["stats"]["unique_graphs"], counters["inductor"]["cudagraph_skips"]
+    breaks = sum(counters["graph_break"].values())
     try:
-        try:  # transformers' documented recipe
-            model.forward = torch.compile(eager_forward, mode="reduce-overhead", fullgraph=True)
-            return hf_generate_rate(model, prompt, new_tokens, cache_implementation="static")
-        except Exception as exc:  # a graph break: say so, and compile with breaks allowed
-            print(f"fullgraph compile failed ({type(exc).__name__}); retrying", file=sys.stderr)
-            torch._dynamo.reset()
-            model.forward = torch.compile(eager_forward, mode="reduce-overhead")
-            return hf_generate_rate(model, prompt, new_tokens, cache_implementation="static")
+        rate = hf_generate_rate(
+            model, prompt, new_tokens, warmup_tokens=new_tokens, cache_implementation="static"
+        )  # warm-up at the measured length: the same cache size, no recompile while timed
+        graphs = counters["stats"]["unique_graphs"] - graphs
+        skips = counters["inductor"]["cudagraph_skips"] - skips
+        breaks = sum(counters["graph_break"].values()) - breaks
+        config = getattr(model, "_last_compile_config", None) or model._default_compile_config()
+        has_call = getattr(model, "_compiled_call", None) is not None
+        if not has_call or graphs == 0:
+            seen = f"compiled call {'present' if has_call else 'absent'}, {graphs} dynamo graphs"
+            return "not compiled (see hf_static_compile)", (
+                f"none: no compilation seen on {model.device.type} ({seen} after generate);"
+                " transformers auto-compiles on cuda/xpu only"
+            )
+        how = "explicit" if compile_config is not None else "auto"
+        how += f" (transformers CompileConfig: mode={config.mode}, fullgraph={config.fullgraph}"
+        how += f", dynamic={config.dynamic}, backend={config.backend}); {graphs} dynamo graphs"
+        how += f", {breaks} graph breaks, {skips} cudagraph skips"
+        return rate, how
     finally:
         del model
-        torch.cuda.empty_cache()
+        if device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
 
 def engine_rate(engine: Any, prompt: list[int], new_tokens: int) -> float:
@@ -184,6 +222,59 @@ def reference_run(model: Any, prompt: list[int], new_tokens: int) -> tuple[list[
         tokens = out[0, len(prompt) :].tolist()
         logits = model(out[:, :-1]).logits[0, len(prompt) - 1 :]
     return tokens, logits.argmax(-1).tolist()
+
+
+def fp32_truth(
+    hf_dir: Path, device: str, prompts: list[list[int]], forced: list[list[int]]
+) -> tuple[list[list[int]], list[list[float]], list[list[float]]]:
+    """The reference's own sequences (prompt + its greedy tokens) teacher-forced through the same
+    weights loaded in float32, one forward per prompt: at each decode position the fp32 top-1,
+    the top-1 minus top-2 logit gap, and one bf16 ulp at the top-1 logit's magnitude
+    (2^(floor(log2|x|) - 7): bf16 keeps 8 significant bits). Frees the model before returning."""
+    import gc
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=torch.float32)
+    model = model.to(device).eval()
+    tops, gaps, ulps = [], [], []
+    with torch.inference_mode():
+        for prompt, tokens in zip(prompts, forced, strict=True):
+            ids = torch.tensor([prompt + tokens[:-1]], device=model.device)
+            logits = model(ids).logits[0, len(prompt) - 1 :].float()
+            best = logits.topk(2, dim=-1).values
+            _, exponent = torch.frexp(best[:, 0])  # |x| = m * 2^e, m in [0.5, 1)
+            tops.append(logits.argmax(-1).tolist())
+            gaps.append((best[:, 0] - best[:, 1]).tolist())
+            ulps.append(torch.ldexp(torch.ones_like(best[:, 0]), exponent - 8).tolist())
+    del model
+    gc.collect()
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    return tops, gaps, ulps
+
+
+def margin_stats(
+    ours: list[list[int]], eager: list[list[int]], gaps: list[list[float]], ulps: list[list[float]]
+) -> dict[str, Any]:
+    """``eager_margin_median``: the median fp32 top-1 minus top-2 logit gap over all positions;
+    ``agreement_where_margin_gt_ulp``: ours-vs-eager top-1 agreement over only the positions where
+    that gap exceeds one bf16 ulp of the top-1 logit (elsewhere bf16 cannot tell the two apart, so
+    a flip says nothing about the engine); ``positions_margin_gt_ulp``: the share of such ones."""
+    import statistics
+
+    flat = [
+        (o, e, g, u)
+        for row in zip(ours, eager, gaps, ulps, strict=True)
+        for o, e, g, u in zip(*row, strict=True)
+    ]
+    clear = [o == e for o, e, g, u in flat if g > u]
+    return {
+        "eager_margin_median": statistics.median(g for _, _, g, _ in flat),
+        "agreement_where_margin_gt_ulp": sum(clear) / len(clear) if clear else "n/a (none)",
+        "positions_margin_gt_ulp": len(clear) / len(flat),
+    }
 
 
 def slot_engine_top1(

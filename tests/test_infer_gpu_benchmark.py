@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -27,8 +28,36 @@ def test_infer_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
     ]
     sections = {row["section"] for row in rows}
     assert {"batch1-mpt", "batch1-llama", "bench-mpt", "agreement-mpt", "server"} <= sections
-    agreement = [r["top1_agreement"] for r in rows if r["section"].startswith("agreement")]
-    assert agreement == [1.0, 1.0]  # fp32 on CPU: the slot engine is the eager path's twin
+    agreement = [r for r in rows if r["section"].startswith("agreement")]
+    assert len(agreement) == 2
+    for row in agreement:  # fp32 on CPU: the slot engine is the eager path's twin, and the truth's
+        for key in ("top1_agreement", "ours_batch1_vs_eager", "ours_vs_fp32", "eager_vs_fp32"):
+            assert row[key] == 1.0, (key, row)
+        assert row["eager_decode_vs_fp32"] == row["agreement_where_margin_gt_ulp"] == 1.0
+        assert row["eager_margin_median"] > 0 and 0 < row["positions_margin_gt_ulp"] <= 1
+    for row in (r for r in rows if r["section"].startswith("batch1-")):
+        # transformers auto-compiles only on cuda/xpu: the CPU row must not claim a compiled rate
+        assert row["hf_static_compiled_tokens_per_s"].startswith("not compiled"), row
+        assert row["hf_static_compile"].startswith("none: no compilation seen on cpu")
     server = next(r for r in rows if r["section"] == "server")
     assert server["status_5xx"] == 0 and server["backend"] == "torch-static-cpu"
     assert "| server | ratio |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_compiled_baseline_reports_compilation_only_when_it_happened(tmp_path):
+    """The static-cache baseline's proof of compilation: with an explicit CompileConfig allowed on
+    a CPU (backend "eager": dynamo only, seconds) it reports the graphs; by default, none."""
+    sys.path.insert(0, str(BENCH.parent))
+    import infer_gpu_models as M
+    from transformers import CompileConfig
+
+    llama = M.build_models(tmp_path, True, "cpu")["llama"]
+    prompt = list(range(10, 30))
+    rate, how = M.compiled_static_rate(llama, "cpu", prompt, 6, "float32")
+    assert isinstance(rate, str) and rate.startswith("not compiled") and how.startswith("none")
+    config = CompileConfig(backend="eager", mode=None)
+    config._compile_all_devices = True
+    rate, how = M.compiled_static_rate(llama, "cpu", prompt, 6, "float32", compile_config=config)
+    assert isinstance(rate, float) and rate > 0
+    assert how.startswith("explicit (transformers CompileConfig: mode=None"), how
+    assert int(re.search(r"; (\d+) dynamo graphs", how).group(1)) >= 1, how
