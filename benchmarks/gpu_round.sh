@@ -30,8 +30,11 @@
 #                     annotated-doc==0.0.7 opentelemetry-api==1.45.2 uvicorn==0.54.0 click==8.5.1 \
 #                     h11==0.16.0 anyio==4.16.0 sniffio==1.3.1 idna==3.20 certifi==2026.10.19.post1 \
 #                     httpx==0.28.1 httpcore==1.0.9 openai==3.57.0 httpx2==2.16.2 httpcore2==2.16.2 \
-#                     truststore==0.10.5 jiter==0.19.0 typing-extensions==4.16.0
-#                 (pydantic is in device-prep's own list), then `. .device/setup.sh` (carry .device)
+#                     truststore==0.10.5 jiter==0.19.0 typing-extensions==4.16.0 distro torchao==0.18.0
+#                 (pydantic is in device-prep's own list), then `. .device/setup.sh` (carry .device);
+#                 torchao is for the fp8 sections. The .device of 2026-12-05 16:20 UTC was built so.
+#   fa4-op        flash-attn-4 through foundry's custom ops (FOUNDRY_FA4_CUSTOM_OP=1): the attention
+#                 GPU tests, then the 125m harness row without and with the ops, alternated twice
 #
 # Seen on one H100 80GB (2026-12-05; the approximate ones derived from the calls' wall times), to
 # plan calls: flash + .device setup about 35 s; data prepare
@@ -104,6 +107,14 @@ for section in "$@"; do
         --micro-batch 16 --attn-impl sdpa --out "$W/baseline.jsonl" > "$W/logs/baseline.log" 2>&1
       say "llama baseline: $(tail -n 1 "$W/baseline.jsonl" 2>/dev/null)" ;;
     harness-new) harness harness-new "$PWD" ;;
+    fa4-op)
+      timeout 300 python -m pytest -q -p no:cacheprovider packages/foundry-models/tests/test_gpu_attention.py \
+        > "$W/logs/fa4-op-tests.log" 2>&1
+      say "attention gpu tests rc $?: $(tail -n 1 "$W/logs/fa4-op-tests.log")"
+      for i in 1 2; do
+        FOUNDRY_FA4_CUSTOM_OP=0 harness "harness-plain-$i" "$PWD"
+        FOUNDRY_FA4_CUSTOM_OP=1 harness "harness-op-$i" "$PWD"
+      done ;;
     harness-base) harness harness-base "${BASE_TREE:?set BASE_TREE to an older tree}" ;;
     fp8)
       d=$(data 2048)
