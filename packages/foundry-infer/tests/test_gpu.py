@@ -95,6 +95,25 @@ def test_continuous_batching_on_cuda_gives_each_request_its_solo_tokens(model, r
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("model", ["trained_llama_dir", "mpt_dir"])
+def test_compiled_decode_in_cuda_graphs_gives_the_cpu_tokens_in_fp32(model, request, tokenizer):
+    """--compile-decode: inductor's kernels captured in the CUDA graphs, alone and batched."""
+    from foundry_infer.slot_engine import SlotEngine
+
+    path = request.getfixturevalue(model)
+    static = SlotEngine(path, device="cuda", dtype="float32", max_batch_size=8, compile_decode=True)
+    assert static.cuda_graphs and static.name == "torch-static-cuda-cudagraphs-compiled"
+    cpu = TorchEngine(path)
+    ids = tokenizer(PROMPT).input_ids
+    want = list(generate_tokens(cpu, SequenceState(ids, 32)))
+    assert list(generate_tokens(static, SequenceState(ids, 32))) == want
+    solo, together, batch = _solo_and_joining(static, cpu, tokenizer)
+    assert batch.largest_batch >= 3 and together == solo
+    assert len({bucket for bucket, _ in static._graphs}) >= 2, static._graphs
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_server_on_cuda_answers_the_openai_client_streaming(trained_llama_dir, tokenizer):
     import threading
     from concurrent.futures import ThreadPoolExecutor

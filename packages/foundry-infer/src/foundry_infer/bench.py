@@ -56,6 +56,7 @@ class BenchOptions:
     dtype: str = "auto"
     engine: str = "auto"
     peak_bandwidth: float | None = None  # bytes/s
+    compile_decode: bool = False  # the static engine's torch.compile'd decode layers
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ def _open(
             dtype=options.dtype,
             engine=options.engine,  # type: ignore[arg-type]
             max_batch_size=largest_batch,
+            compile_decode=options.compile_decode,
         )
     int8 = backend == "onnx-int8"
     given = int8_dir if int8 else onnx_dir

@@ -143,6 +143,7 @@ def _open(args: argparse.Namespace) -> tuple[Engine, Any, GenerationDefaults]:
         dtype=args.dtype,
         engine=args.engine,
         max_batch_size=1,
+        compile_decode=args.compile_decode,
     )
     tokenizer = load_tokenizer(args.model)
     return engine, tokenizer, read_generation_defaults(args.model, tokenizer)
@@ -233,7 +234,12 @@ def _cmd_bench(args: argparse.Namespace) -> None:
         file=sys.stderr,
     )
     options = BenchOptions(
-        args.device, args.provider, args.dtype, args.engine, _peak_bandwidth(args)
+        args.device,
+        args.provider,
+        args.dtype,
+        args.engine,
+        _peak_bandwidth(args),
+        compile_decode=args.compile_decode,
     )
     rows = run_bench(
         args.model,

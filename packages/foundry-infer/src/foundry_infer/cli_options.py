@@ -63,6 +63,12 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
         help="torch path: static (slot KV cache, CUDA graphs on a GPU; MPT and Llama), dynamic "
         "(any architecture); auto: dynamic (static is opt-in until it has run on a GPU)",
     )
+    p.add_argument(
+        "--compile-decode",
+        action="store_true",
+        help="with --engine static: decode layers through torch.compile, inside the CUDA graphs "
+        "(off by default: not yet measured on a GPU)",
+    )
 
 
 def add_sampling_options(p: argparse.ArgumentParser, max_new: int) -> None:

@@ -151,6 +151,7 @@ def load_engine(
     engine: TorchPath = "auto",
     max_batch_size: int = 8,
     max_len: int | None = None,
+    compile_decode: bool = False,
 ) -> Engine:
     """Open MODEL (an HF or ONNX directory) with the matching back end.
 
@@ -159,6 +160,7 @@ def load_engine(
     auto and that type apply to it. ``engine`` picks the torch path: ``static`` (a slot cache
     of ``max_batch_size`` slots x ``max_len`` positions, CUDA graphs on a GPU; MPT and Llama),
     ``dynamic`` (any architecture) or ``auto`` (the dynamic path; see ``STATIC_BY_DEFAULT``).
+    ``compile_decode`` (static engine only) runs its decode layers through ``torch.compile``.
     """
     kind = detect_model_kind(model)
     if backend == "auto":
@@ -173,13 +175,26 @@ def load_engine(
             f"--backend torch needs a Hugging Face directory, but {model} is an ONNX directory. "
             "Use --backend onnx (or auto)."
         )
+    static = backend == "torch" and _torch_path(model, device, engine) == "static"
+    if compile_decode and not static:
+        raise FoundryError(
+            "--compile-decode applies to the static torch engine only; add --engine static "
+            "(MPT and Llama models, --backend torch)."
+        )
     if backend == "onnx":
         return OrtEngine(model, provider=provider, dtype=dtype)
-    if _torch_path(model, device, engine) == "dynamic":
+    if not static:
         return TorchEngine(model, device=device, dtype=dtype)
     from .slot_engine import SlotEngine
 
-    return SlotEngine(model, device, dtype, max_batch_size=max_batch_size, max_len=max_len)
+    return SlotEngine(
+        model,
+        device,
+        dtype,
+        max_batch_size=max_batch_size,
+        max_len=max_len,
+        compile_decode=compile_decode,
+    )
 
 
 def _torch_path(model: str | Path, device: str, engine: TorchPath) -> str:

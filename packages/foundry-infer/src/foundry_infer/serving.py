@@ -39,6 +39,7 @@ def build_service(args: argparse.Namespace) -> InferenceService:
         engine=args.engine,
         max_batch_size=args.max_batch_size,
         max_len=args.max_model_len,
+        compile_decode=args.compile_decode,
     )
     capture: Callable[[], int] | None = getattr(engine, "capture_all", None)
     if capture is not None:

@@ -9,6 +9,10 @@ the smallest power of two (from 64) that holds the longest sequence. On CUDA eac
 kv_len) decode step is captured once as a CUDA graph and replayed; prefill runs outside the
 graphs, and so does everything done with the logits (sampling, ``logit_bias``, logprobs). On CPU
 the same forward runs eagerly, which is how CI checks it.
+
+With ``compile_decode`` each decode layer's work before and after attention runs as functions
+compiled with ``torch.compile`` (:mod:`foundry_infer.slot_compiled`), so inductor can fuse the
+small elementwise kernels; on CUDA the graphs then capture the compiled step. Prefill stays eager.
 """
 
 from __future__ import annotations
@@ -58,7 +62,10 @@ class SlotEngine(TorchEngine):
         max_batch_size: int = 8,
         max_len: int | None = None,
         cuda_graphs: bool | None = None,
+        compile_decode: bool | None = None,
     ) -> None:
+        """``compile_decode``: run decode steps through the compiled layers (None: off; it has
+        not been measured on a GPU yet, so it is not on by default)."""
         super().__init__(model_dir, device=device, dtype=dtype)
         forward = slot_forward_for(self.model)
         if forward is None:
@@ -69,6 +76,9 @@ class SlotEngine(TorchEngine):
         if max_batch_size < 1:
             raise FoundryError(f"--max-batch-size must be at least 1, got {max_batch_size}.")
         self.forward = forward
+        self.compile_decode = bool(compile_decode)
+        if self.compile_decode:
+            forward.compile_decode()
         self.max_batch_size = max_batch_size
         positions = self.layout.max_positions or _DEFAULT_MAX_LEN
         self.max_len = min(max_len or min(positions, _DEFAULT_MAX_LEN), positions)
@@ -79,7 +89,11 @@ class SlotEngine(TorchEngine):
         self._graphs: dict[tuple[int, int], tuple[Any, ...]] = {}
         self._pool: Any = None
         self.buckets = batch_buckets(max_batch_size)
-        self.name = f"torch-static-{self.device.type}" + ("-cudagraphs" if self.cuda_graphs else "")
+        self.name = (
+            f"torch-static-{self.device.type}"
+            + ("-cudagraphs" if self.cuda_graphs else "")
+            + ("-compiled" if self.compile_decode else "")
+        )
 
     def cache_bytes(self) -> int:
         per_slot = self.max_len * self.forward.num_kv_heads * self.forward.head_dim
@@ -142,11 +156,18 @@ class SlotEngine(TorchEngine):
             if not self.cuda_graphs:
                 keys, values = self._views(0, bucket, kv_len)
                 on_device = host.to(self.device)
-                return self.forward(on_device[0:1].T, on_device[1:2].T, keys, values)[:n]
+                step = self._step(on_device[0:1].T, on_device[1:2].T, keys, values)
+                return step[:n]
             graph, static_in, logits = self._graph(bucket, kv_len)
             static_in.copy_(host, non_blocking=False)
             graph.replay()
             return logits[:n]
+
+    def _step(
+        self, ids: torch.Tensor, positions: torch.Tensor, keys: list[Any], values: list[Any]
+    ) -> torch.Tensor:
+        """One decode step's forward (compiled layers with ``compile_decode``)."""
+        return self.forward(ids, positions, keys, values, compiled=self.compile_decode)
 
     def capture_all(self) -> int:
         """Capture every (batch bucket, kv_len) decode graph now (serve does, at start-up, so
@@ -175,7 +196,9 @@ class SlotEngine(TorchEngine):
         """The CUDA graph of a decode step over ``bucket`` slots and ``kv_len`` positions.
 
         Warm-up runs on a scratch cache (the real one holds running sequences); capture only
-        records, so capturing between steps leaves the running sequences' cache untouched."""
+        records, so capturing between steps leaves the running sequences' cache untouched. With
+        ``compile_decode`` the warm-up also compiles (or re-specialises) the compiled layers for
+        this shape, so nothing compiles or autotunes during the capture."""
         key = (bucket, kv_len)
         if key in self._graphs:
             return self._graphs[key]
@@ -188,19 +211,17 @@ class SlotEngine(TorchEngine):
         with torch.cuda.stream(stream):
             shape = (bucket, self.forward.num_kv_heads, kv_len, self.forward.head_dim)
             scratch = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2)]
+            layers = self.forward.num_layers
             for _ in range(2):
-                self.forward(
-                    static_in[0:1].T,
-                    static_in[1:2].T,
-                    [scratch[0]] * self.forward.num_layers,
-                    [scratch[1]] * self.forward.num_layers,
+                self._step(
+                    static_in[0:1].T, static_in[1:2].T, [scratch[0]] * layers, [scratch[1]] * layers
                 )
         torch.cuda.current_stream(self.device).wait_stream(stream)
         del scratch
         graph = torch.cuda.CUDAGraph()
         keys, values = self._views(0, bucket, kv_len)
         with torch.cuda.graph(graph, pool=self._pool, stream=stream):
-            logits = self.forward(static_in[0:1].T, static_in[1:2].T, keys, values)
+            logits = self._step(static_in[0:1].T, static_in[1:2].T, keys, values)
         self._graphs[key] = (graph, static_in, logits)
         log.info("captured a CUDA graph: batch bucket %d, %d cached positions", bucket, kv_len)
         return self._graphs[key]

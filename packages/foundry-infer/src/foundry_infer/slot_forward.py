@@ -9,15 +9,21 @@ shapes depend only on (B, T, kv_len), so a decode step (T = 1) can be captured a
 
 The forwards read the transformers module's own weights and call its own norms, MLPs and rotary
 embedding; only attention and the cache are done here (with torch's
-``scaled_dot_product_attention``), so no transformers cache object is involved.
+``scaled_dot_product_attention``), so no transformers cache object is involved. After
+``compile_decode()``, a call with ``compiled=True`` runs each layer's parts before and after
+attention as compiled functions instead (see :mod:`foundry_infer.slot_compiled`); the cache
+write and the attention stay as they are.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from .slot_compiled import CompiledLayers
 
 __all__ = ["SLOT_ARCHITECTURES", "SlotForward", "slot_forward_for"]
 
@@ -44,6 +50,27 @@ class SlotForward:
         raise NotImplementedError
 
     slopes: torch.Tensor | None = None  # (1, H, 1, 1) float32 ALiBi slopes, or None
+    scale: float
+    compiled: CompiledLayers | None = None
+
+    def compile_decode(self) -> None:
+        """Make the compiled layers that ``compiled=True`` calls use (compiling happens lazily,
+        on their first call)."""
+        raise NotImplementedError
+
+    def rotary(self) -> tuple[torch.Tensor, ...]:
+        """What ``attn_in`` takes after x: Llama's rotary cos and sin, nothing for MPT."""
+        return ()
+
+    def compiled_layer(
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+    ) -> torch.Tensor:
+        """:meth:`layer` with the compiled parts before and after attention."""
+        parts = self.compiled
+        assert parts is not None, "compile_decode() first"
+        q, k, v = parts.attn_in(x, *self.rotary(), *parts.attn_in_weights[i])
+        attn = self.attend(q, k, v, positions, kv, self.scale)
+        return parts.attn_out(x, attn, *parts.attn_out_weights[i])
 
     def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         """Per-call state the layers share (Llama: the rotary cos/sin)."""
@@ -58,16 +85,19 @@ class SlotForward:
         keys: list[torch.Tensor],  # per layer (B, Hkv, kv_len, D): views of the cache
         values: list[torch.Tensor],
         all_logits: bool = False,
+        compiled: bool = False,
     ) -> torch.Tensor:
-        """Logits (B, V) float32 of each row's last token, or (B, T, V) with ``all_logits``."""
+        """Logits (B, V) float32 of each row's last token, or (B, T, V) with ``all_logits``;
+        ``compiled``: the layers run :meth:`compiled_layer` (after :meth:`compile_decode`)."""
         x = self.embed(ids)
         b, t = ids.shape
         self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
         self._mask = self.attention_mask(positions, keys[0].shape[2], x.dtype)
         self.prepare(x, positions)
+        layer = self.compiled_layer if compiled else self.layer
         try:
             for i in range(self.num_layers):
-                x = self.layer(i, x, positions, (keys[i], values[i]))
+                x = layer(i, x, positions, (keys[i], values[i]))
         finally:  # per-call tensors die with the call (inside a graph capture: with the capture)
             self.release()
         if not all_logits:
@@ -137,6 +167,11 @@ class MptSlots(SlotForward):
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.transformer.wte(ids)
 
+    def compile_decode(self) -> None:
+        from .slot_compiled import compiled_mpt_layers
+
+        self.compiled = compiled_mpt_layers(self)
+
     def layer(
         self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
     ) -> torch.Tensor:
@@ -176,6 +211,15 @@ class LlamaSlots(SlotForward):
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.model.embed_tokens(ids)
+
+    def compile_decode(self) -> None:
+        from .slot_compiled import compiled_llama_layers
+
+        self.compiled = compiled_llama_layers(self)
+
+    def rotary(self) -> tuple[torch.Tensor, ...]:
+        assert self._rope is not None
+        return self._rope
 
     def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
         self._rope = self.model.model.rotary_emb(x, positions)  # shared by every layer

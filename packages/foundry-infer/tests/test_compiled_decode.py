@@ -1,0 +1,116 @@
+"""The static engine's compiled decode (``compile_decode``) on CPU with inductor's C++ backend:
+the same fp32 greedy tokens as the eager slot forward and the dynamic path, alone and with
+sequences joining and leaving, and a fixed number of compiles across batch buckets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from foundry_infer import SequenceState, TorchEngine, generate_tokens, load_engine
+from foundry_infer.errors import FoundryError
+from foundry_infer.sampling import SamplingParams
+from foundry_infer.slot_engine import SlotEngine
+
+PROMPTS = ["def export_onnx(", "class Scheduler:", "import numpy", "    return"]
+MODELS = ["trained_llama_dir", "mpt_dir"]
+
+
+@pytest.fixture(scope="module")
+def engines(request) -> dict[str, tuple[TorchEngine, SlotEngine, SlotEngine]]:
+    """Per model: the dynamic path, the eager static engine and the compiled one (4 slots)."""
+    made = {}
+    for model in MODELS:
+        path = request.getfixturevalue(model)
+        made[model] = (
+            TorchEngine(path),
+            SlotEngine(path, max_batch_size=4),
+            SlotEngine(path, max_batch_size=4, compile_decode=True),
+        )
+    return made
+
+
+def _params() -> SamplingParams:
+    return SamplingParams(ignore_eos=True)
+
+
+def _alone(engine, ids: list[int], n: int) -> list[int]:
+    return list(generate_tokens(engine, SequenceState(ids, n, _params())))
+
+
+LENGTHS = [32, 6, 14, 9, 12]
+
+
+def _joining_and_leaving(engine, tokenizer) -> list[list[int]]:
+    """Five sequences on one batch, admitted at different steps, of different lengths."""
+    seqs = [
+        SequenceState(tokenizer(PROMPTS[i % 4]).input_ids, n, _params())
+        for i, n in enumerate(LENGTHS)
+    ]
+    batch = engine.new_batch()
+    got: dict[int, list[int]] = {s.uid: [] for s in seqs}
+    joins = {0: [0, 1], 3: [2], 5: [3], 9: [4]}  # step -> sequences admitted before it
+    for step in range(40):
+        for i in joins.get(step, []):
+            got[seqs[i].uid].append(batch.prefill(seqs[i]))
+        for seq, token in batch.step():
+            got[seq.uid].append(token)
+    assert batch.largest_batch == 4 and len(batch) == 0
+    return [got[s.uid] for s in seqs]
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_compiled_decode_gives_the_eager_and_dynamic_greedy_tokens(model, engines, tokenizer):
+    dynamic, eager, compiled = engines[model]
+    assert compiled.name == "torch-static-cpu-compiled" and eager.name == "torch-static-cpu"
+    ids = tokenizer(PROMPTS[0]).input_ids
+    want = _alone(dynamic, ids, 32)
+    assert _alone(eager, ids, 32) == want
+    assert _alone(compiled, ids, 32) == want
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_compiled_decode_batches_joining_and_leaving_like_eager(model, engines, tokenizer):
+    dynamic, eager, compiled = engines[model]
+    got = _joining_and_leaving(compiled, tokenizer)
+    assert got == _joining_and_leaving(eager, tokenizer)
+    solo = [_alone(dynamic, tokenizer(PROMPTS[i % 4]).input_ids, n) for i, n in enumerate(LENGTHS)]
+    assert got == solo
+
+
+def test_batch_buckets_do_not_recompile(trained_llama_dir, tokenizer):
+    """Buckets 1, 2, 4 (and 8): one static graph per half (batch 1), one dynamic (larger)."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()  # other tests' compiled entries would hide this engine's compiles
+    counters.clear()
+    engine = SlotEngine(trained_llama_dir, max_batch_size=8, compile_decode=True)
+    ids = tokenizer(PROMPTS[1]).input_ids
+    with torch.inference_mode():
+        for bucket in engine.buckets:
+            engine.prefill(bucket - 1, ids)
+            for step in range(3):
+                engine.decode([ids[-1]] * bucket, [len(ids) + step] * bucket)
+    # two compiled halves x (batch 1, dynamic batch); a recompile per bucket would give 8
+    assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
+
+
+def test_compile_decode_needs_the_static_engine(trained_llama_dir):
+    with pytest.raises(FoundryError, match="--engine static"):
+        load_engine(trained_llama_dir, compile_decode=True)  # auto on CPU: the dynamic path
+    engine = load_engine(trained_llama_dir, engine="static", compile_decode=True, max_len=64)
+    assert engine.name == "torch-static-cpu-compiled"
+
+
+def test_bench_and_serve_take_compile_decode(trained_llama_dir, tmp_path):
+    import json
+
+    from foundry_infer.cli import build_parser, main
+
+    serve = build_parser().parse_args(["serve", "m", "--engine", "static", "--compile-decode"])
+    assert serve.compile_decode and not build_parser().parse_args(["serve", "m"]).compile_decode
+    out = tmp_path / "rows.json"
+    argv = ["bench", str(trained_llama_dir), "--backends", "torch", "--engine", "static"]
+    argv += ["--compile-decode", "--batch-sizes", "1,2", "--prompt-tokens", "8"]
+    assert main([*argv, "--new-tokens", "4", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["backend"] for r in rows] == ["torch-static-cpu-compiled"] * 2
