@@ -21,7 +21,11 @@
 #   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
 #   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample
 #   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
-#   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py. Its server section and the
+#   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py (INFER_SECTIONS, default all:
+#                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; on one H200
+#                 2026-12-05 the tests took 24 s and all sections 320 s, ORT's export 94 of them,
+#                 before the compiled-decode row, the compiled baseline and the fp32 truth were added,
+#                 so plan two calls, e.g. INFER_SECTIONS=batch1,server then the rest). Its server section and the
 #                 server GPU test need fastapi, uvicorn (foundry-infer's server dependencies, see
 #                 packages/foundry-infer/pyproject.toml), openai and httpx (the clients), which the
 #                 host lacks; the section says which are missing. Bundle them (no dependency
@@ -150,7 +154,8 @@ for section in "$@"; do
       timeout 200 python -m pytest -q -p no:cacheprovider packages/foundry-infer/tests/test_gpu.py \
         > "$W/logs/infer-tests.log" 2>&1
       say "infer gpu tests rc $?: $(tail -n 1 "$W/logs/infer-tests.log")"
-      timeout 360 python benchmarks/infer_gpu.py --out-dir "$W/infer" --budget-s 330 \
+      timeout $((${INFER_BUDGET_S:-330} + 30)) python benchmarks/infer_gpu.py --out-dir "$W/infer" \
+        --budget-s "${INFER_BUDGET_S:-330}" --sections "${INFER_SECTIONS:-batch1,batch-sizes,agreement,ort,server}" \
         > "$W/logs/infer-bench.log" 2>&1
       say "infer bench rc $?"; cat "$W/infer/results.md" 2>/dev/null | tee -a "$S" ;;
     *) say "unknown section $section" ;;

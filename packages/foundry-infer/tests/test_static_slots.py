@@ -154,3 +154,39 @@ def test_bench_times_the_static_engine_with_batch_ones_bandwidth_share(
         ("torch-static-cpu", 3),
     ]
     assert 0 < rows[0]["bandwidth_fraction"] < 1 and rows[1]["bandwidth_fraction"] is None
+
+
+@pytest.mark.parametrize("pair", ["llama_pair", "mpt_pair"])
+def test_prompts_prefilled_together_get_their_solo_tokens(pair, request, tokenizer, monkeypatch):
+    """prefill_many: prompts of different lengths in one forward (right-padded), one of them
+    done at its first token; then three more join the running row, with a token budget that
+    splits them into a forward of two (written from slot 1 on) and one alone."""
+    import foundry_infer.slot_batch as slot_batch
+
+    dynamic, static = request.getfixturevalue(pair)
+    calls: list[int] = []
+    original = static.prefill_many
+    monkeypatch.setattr(
+        static,
+        "prefill_many",
+        lambda slot, prompts: calls.append(len(prompts)) or original(slot, prompts),
+    )
+    texts = ["def export_onnx(self, path):", "import", "class Scheduler:", "    return x", "# The"]
+    seqs = [
+        SequenceState(tokenizer(t).input_ids, n, ignore_eos_params())
+        for t, n in zip(texts, [12, 1, 9, 15, 7], strict=True)
+    ]
+    solo = [_alone(dynamic, s.prompt_ids, s.max_new_tokens) for s in seqs]
+    batch = static.new_batch()
+    got = {s.uid: [t] for s, t in zip(seqs[:2], batch.prefill_many(seqs[:2]), strict=True)}
+    assert len(batch) == 1  # the one-token sequence left at once
+    for seq, token in batch.step():
+        got[seq.uid].append(token)
+    longest = max(len(s.prompt_ids) for s in seqs[2:])
+    monkeypatch.setattr(slot_batch, "PREFILL_TOKENS", 2 * longest)
+    got |= {s.uid: [t] for s, t in zip(seqs[2:], batch.prefill_many(seqs[2:]), strict=True)}
+    while len(batch):
+        for seq, token in batch.step():
+            got[seq.uid].append(token)
+    assert calls == [2, 2]  # the fifth prompt ran alone (the single-prompt prefill)
+    assert [got[s.uid] for s in seqs] == solo

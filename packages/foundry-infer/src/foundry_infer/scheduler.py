@@ -1,9 +1,10 @@
 """Continuous batching for the server: one worker thread, one batched forward per decode step.
 
 Requests wait in a bounded queue. Between decode steps the worker admits waiting sequences
-(prefilling each and joining it to the running batch, up to ``max_batch_size``), then runs one
-forward for every running sequence together. Each sampled token is turned into text and handed to
-the request's asyncio queue on the server's event loop.
+(prefilling them, in one forward where the engine's batch can, and joining them to the running
+batch, up to ``max_batch_size``), then runs one forward for every running sequence together. Each
+sampled token is turned into text and handed to the request's asyncio queue on the server's event
+loop.
 """
 
 from __future__ import annotations
@@ -145,7 +146,8 @@ class Scheduler:
             try:
                 for ticket in admitted:
                     self._running[ticket.seq.uid] = ticket
-                    self._emit(ticket, self.batch.prefill(ticket.seq))
+                for ticket, token in zip(admitted, self._prefill(admitted), strict=True):
+                    self._emit(ticket, token)
                 for seq, token in self.batch.step():
                     self._emit(self._running[seq.uid], token)
                 for uid in [u for u, t in self._running.items() if t.seq.finished]:
@@ -153,6 +155,13 @@ class Scheduler:
             except Exception as exc:  # a bug in an engine: fail the affected requests, keep serving
                 log.exception("generation failed")
                 self._fail_running(exc)
+
+    def _prefill(self, admitted: list[Ticket]) -> list[int]:
+        """The admitted sequences' first tokens: prefilled together where the batch can."""
+        together = getattr(self.batch, "prefill_many", None)
+        if together is not None and len(admitted) > 1:
+            return together([ticket.seq for ticket in admitted])
+        return [self.batch.prefill(ticket.seq) for ticket in admitted]
 
     def _emit(self, ticket: Ticket, token: int) -> None:
         seq, stream = ticket.seq, ticket.stream

@@ -22,7 +22,11 @@ from .sampling import TokenLogprob, token_logprob
 if TYPE_CHECKING:
     from .slot_engine import SlotEngine
 
-__all__ = ["SlotBatch"]
+__all__ = ["PREFILL_TOKENS", "SlotBatch"]
+
+# prefill_many runs prompts together while (prompts x longest prompt) stays within this many
+# token positions, which bounds the forward's activations and its (B, H, T, T) mask.
+PREFILL_TOKENS = 4096
 
 
 def _plain_greedy(seq: SequenceState) -> bool:
@@ -45,8 +49,65 @@ class SlotBatch:
     def prefill(self, seq: SequenceState) -> int:
         """Run ``seq``'s prompt into a free slot, sample its first token; keep it unless done."""
         self._drop_finished()
+        self._check_room(seq, 1)
+        length = len(seq.prompt_ids)
+        slot = len(self.rows)
+        logits = self.engine.prefill(slot, seq.prompt_ids, all_logits=seq.prompt_logprobs)
+        host = logits[0].cpu().numpy()
+        if seq.prompt_logprobs:
+            top = seq.logprobs or 0
+            ids = seq.prompt_ids
+            seq.prompt_token_logprobs = [TokenLogprob(ids[0], None)] + [
+                token_logprob(host[t], ids[t + 1], top) for t in range(length - 1)
+            ]
+            host = host[-1]
+        token = self._join(seq, host)
+        self._drop_finished()
+        return token
+
+    def prefill_many(self, seqs: list[SequenceState]) -> list[int]:
+        """Prefill ``seqs`` (in order) with as few forwards as :data:`PREFILL_TOKENS` allows;
+        each one's first token. Sequences asking for prompt logprobs are prefilled alone."""
+        self._drop_finished()
+        for joining, seq in enumerate(seqs, start=1):  # refuse before anything runs
+            self._check_room(seq, joining)
+        firsts: dict[int, int] = {}
+        group: list[SequenceState] = []
+        for seq in [*seqs, None]:
+            longest = max((len(s.prompt_ids) for s in group), default=0)
+            if group and (
+                seq is None
+                or seq.prompt_logprobs
+                or (len(group) + 1) * max(longest, len(seq.prompt_ids)) > PREFILL_TOKENS
+            ):
+                firsts.update(self._prefill_group(group))
+                group = []
+            if seq is not None and seq.prompt_logprobs:
+                firsts[seq.uid] = self.prefill(seq)
+            elif seq is not None:
+                group.append(seq)
+        return [firsts[seq.uid] for seq in seqs]
+
+    def _prefill_group(self, group: list[SequenceState]) -> dict[int, int]:
+        if len(group) == 1:
+            return {group[0].uid: self.prefill(group[0])}
+        logits = self.engine.prefill_many(len(self.rows), [s.prompt_ids for s in group])
+        host = logits.cpu().numpy()
+        firsts = {seq.uid: self._join(seq, host[i]) for i, seq in enumerate(group)}
+        self._drop_finished()  # rows done at their first token leave (their slots refill)
+        return firsts
+
+    def _join(self, seq: SequenceState, logits: np.ndarray) -> int:
+        """Sample the first token and take the next slot (finished rows leave afterwards)."""
+        token = seq.choose(logits)
+        self.rows.append(seq)
+        self._positions.append(len(seq.prompt_ids))
+        return token
+
+    def _check_room(self, seq: SequenceState, joining: int) -> None:
+        """Refuse ``seq`` (the ``joining``-th newcomer) when slots or positions run out."""
         engine = self.engine
-        if len(self.rows) >= engine.max_batch_size:
+        if len(self.rows) + joining > engine.max_batch_size:
             raise FoundryError(
                 f"all {engine.max_batch_size} cache slots are in use; wait for a sequence to "
                 "finish or raise --max-batch-size."
@@ -58,21 +119,6 @@ class SlotBatch:
                 f"between 1 and the slot cache's {engine.max_len} positions. Shorten the prompt, "
                 "ask for fewer tokens or raise --max-model-len."
             )
-        slot = len(self.rows)
-        logits = engine.prefill(slot, seq.prompt_ids, all_logits=seq.prompt_logprobs)
-        host = logits[0].cpu().numpy()
-        if seq.prompt_logprobs:
-            top = seq.logprobs or 0
-            ids = seq.prompt_ids
-            seq.prompt_token_logprobs = [TokenLogprob(ids[0], None)] + [
-                token_logprob(host[t], ids[t + 1], top) for t in range(length - 1)
-            ]
-            host = host[-1]
-        token = seq.choose(host)
-        if not seq.finished:
-            self.rows.append(seq)
-            self._positions.append(length)
-        return token
 
     def step(self) -> list[tuple[SequenceState, int]]:
         """Advance every running sequence by one token; return (sequence, token) pairs."""

@@ -144,6 +144,23 @@ class SlotEngine(TorchEngine):
             keys, values = self._views(slot, 1, t)
             return self.forward(tokens, positions, keys, values, all_logits=all_logits)
 
+    def prefill_many(self, slot: int, prompts: list[list[int]]) -> torch.Tensor:
+        """Run prompts into slots ``slot, slot + 1, ...`` in one forward; logits (n, V).
+
+        Shorter prompts are padded on the right. The padding writes keys and values past a
+        prompt's end, which no query reads: a decode step at position p writes p before it
+        attends, and attends to positions up to p only.
+        """
+        torch = self._torch
+        t = max(len(ids) for ids in prompts)
+        padded = [ids + [0] * (t - len(ids)) for ids in prompts]
+        with torch.inference_mode():
+            tokens = torch.tensor(padded, dtype=torch.long, device=self.device)
+            positions = torch.arange(t, device=self.device)[None, :].expand(len(prompts), t)
+            last = torch.tensor([len(ids) - 1 for ids in prompts], device=self.device)
+            keys, values = self._views(slot, len(prompts), t)
+            return self.forward(tokens, positions, keys, values, last=last)
+
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One token for each of slots 0..n-1 (at ``positions``); logits (n, V) float32."""
         torch = self._torch

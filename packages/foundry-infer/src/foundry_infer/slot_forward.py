@@ -86,9 +86,11 @@ class SlotForward:
         values: list[torch.Tensor],
         all_logits: bool = False,
         compiled: bool = False,
+        last: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits (B, V) float32 of each row's last token, or (B, T, V) with ``all_logits``;
-        ``compiled``: the layers run :meth:`compiled_layer` (after :meth:`compile_decode`)."""
+        ``compiled``: the layers run :meth:`compiled_layer` (after :meth:`compile_decode`);
+        ``last`` (B,): the index of each row's last real token, for right-padded rows."""
         x = self.embed(ids)
         b, t = ids.shape
         self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
@@ -101,7 +103,7 @@ class SlotForward:
         finally:  # per-call tensors die with the call (inside a graph capture: with the capture)
             self.release()
         if not all_logits:
-            x = x[:, -1:, :]
+            x = x[:, -1:, :] if last is None else x[torch.arange(b, device=x.device), last][:, None]
         logits = self.head(x).float()
         return logits if all_logits else logits[:, -1, :]
 
