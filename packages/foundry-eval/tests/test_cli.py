@@ -58,7 +58,8 @@ def test_config_form_with_overrides(tiny_model_dir, data_root, tmp_path, capsys)
             }
         )
     )
-    assert main([str(cfg), "limit=4", f"output.json={tmp_path / 'o.json'}"]) == 0
+    # an override after an option still counts (plain argparse refuses it)
+    assert main([str(cfg), "--no-progress", "limit=4", f"output.json={tmp_path / 'o.json'}"]) == 0
     data = json.loads((tmp_path / "o.json").read_text())
     assert data["tasks"]["lambada_openai/0-shot"]["num_examples"] == 4 and "gauntlet" not in data
     capsys.readouterr()

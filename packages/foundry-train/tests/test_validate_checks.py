@@ -238,3 +238,18 @@ def test_issue_18_model_options_reported_with_the_rest(
     assert "model.config_overrides.n_layers" in err
     assert "device_train_microbatch_size: must be 1 or more" in err
     assert "each beta must be in [0, 1)" in err
+
+
+def test_overrides_after_an_option_are_applied(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`validate CONFIG --skip-files KEY=VALUE`: plain argparse refuses overrides after an
+    option; they must reach the config (the bad value is reported), and a stray flag must not."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(BASE)
+    assert main(["validate", str(path), "--skip-files", "max_seq_len=-5", "max_duration=7ba"]) == 2
+    assert "max_seq_len" in capsys.readouterr().err
+    assert main(["validate", str(path), "--skip-files", "max_duration=7ba"]) == 0
+    with pytest.raises(SystemExit):
+        main(["validate", str(path), "--skip-files", "--bogus", "max_duration=7ba"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

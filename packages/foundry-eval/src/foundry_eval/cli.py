@@ -268,7 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["fetch-tasks"] or "--list-tasks" in argv:
         return _task_command(argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    args.overrides = [*args.overrides, *extra]  # KEY=VALUE after an option (argparse leaves them)
     if args.target is None:
         parser.error("give TARGET: an eval CONFIG.yaml, or a model directory or hub id")
     try:
