@@ -13,7 +13,8 @@
 #   gpu-tests     every `gpu`-marked test of the five packages
 #   shipped       the shipped pretraining YAMLs through foundry-train (SHIPPED_PRESETS, default
 #                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; SHIPPED_ACCUM micro-batches a batch,
-#                 default 8; SHIPPED_ACCUM=1 matches the harness rows' one micro-batch a step)
+#                 default 8; SHIPPED_ACCUM=1 matches the harness rows' one micro-batch a step;
+#                 SHIPPED_MB sets the micro-batch and SHIPPED_SET="KEY=VALUE ..." adds overrides)
 #   baseline      the same-run Llama-125M (SDPA) harness row beside them
 #   harness-new   the 125m harness row (flash, whole-model compile, loss chunk 8192) on this tree;
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
@@ -103,8 +104,11 @@ for section in "$@"; do
       for p in ${SHIPPED_PRESETS:-125m 350m 1b 3b}; do
         mb=$(sed -n 's/^device_train_microbatch_size: *//p' \
           "packages/foundry-train/src/foundry_train/yamls/pretrain/mpt-$p.yaml")
+        sets=(${SHIPPED_SET:-})
+        [ -n "${SHIPPED_MB:-}" ] && { mb=$SHIPPED_MB; sets+=("device_train_microbatch_size=$mb"); }
         shipped shipped --data "$d" --presets "$p" --steps "${SHIPPED_STEPS:-20}" \
-          --global-batch $((${SHIPPED_ACCUM:-8} * mb)) --tag "accum${SHIPPED_ACCUM:-8}" --timeout 300
+          --global-batch $((${SHIPPED_ACCUM:-8} * mb)) --tag "accum${SHIPPED_ACCUM:-8}${SHIPPED_MB:+-mb$mb}${FOUNDRY_FA4_CUSTOM_OP:+-fa4op$FOUNDRY_FA4_CUSTOM_OP}" \
+          --timeout 300 ${sets[@]:+--set "${sets[@]}"}
       done ;;
     baseline)
       timeout 120 python benchmarks/train_throughput.py run --model llama --preset 125m \
