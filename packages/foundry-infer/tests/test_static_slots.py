@@ -190,3 +190,32 @@ def test_prompts_prefilled_together_get_their_solo_tokens(pair, request, tokeniz
             got[seq.uid].append(token)
     assert calls == [2, 2]  # the fifth prompt ran alone (the single-prompt prefill)
     assert [got[s.uid] for s in seqs] == solo
+
+
+def test_prefilled_together_with_a_prompt_logprobs_request_in_the_middle(llama_pair, tokenizer):
+    """A sequence asking for prompt logprobs splits the group: the ones before it run together,
+    it runs alone (all-position logits), then the last; everyone gets the tokens, and it the
+    prompt logprobs, that it gets alone (the engine has 4 slots)."""
+    dynamic, static = llama_pair
+    texts = ["def export_onnx(", "import", "class Scheduler:", "    return x"]
+    wants = [False, False, True, False]
+
+    def make(i: int) -> SequenceState:
+        return SequenceState(
+            tokenizer(texts[i]).input_ids, 8, ignore_eos_params(), logprobs=1,
+            prompt_logprobs=wants[i],
+        )  # fmt: skip
+
+    alone = [make(i) for i in range(4)]
+    solo = [list(generate_tokens(dynamic, s)) for s in alone]
+    seqs = [make(i) for i in range(4)]
+    batch = static.new_batch()
+    got = {s.uid: [t] for s, t in zip(seqs, batch.prefill_many(seqs), strict=True)}
+    while len(batch):
+        for seq, token in batch.step():
+            got[seq.uid].append(token)
+    assert [got[s.uid] for s in seqs] == solo
+    mine, theirs = seqs[2].prompt_token_logprobs, alone[2].prompt_token_logprobs
+    assert len(mine) == len(theirs) > 1 and not seqs[0].prompt_token_logprobs
+    for a, b in zip(mine[1:], theirs[1:], strict=True):
+        assert a.token == b.token and a.logprob == pytest.approx(b.logprob, abs=1e-4)
