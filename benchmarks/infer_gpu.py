@@ -121,11 +121,11 @@ def batch1_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespa
     fused: Any = "skipped (--tiny)"  # --compile-decode: inductor-fused layers in the CUDA graphs
     if not args.tiny:
         engine = open_static(hf_dir, args, compile_decode=True)
-        fused = M.engine_rate(engine, prompt, args.new_tokens)
-        fused_row = bench_engine(
+        rate = M.engine_rate(engine, prompt, args.new_tokens)
+        fraction = bench_engine(
             engine, 1, args.prompt_tokens, args.new_tokens, peak_bandwidth=peak
-        )
-        fused = {"tokens_per_s": fused, "bandwidth_fraction": fused_row.bandwidth_fraction}
+        ).bandwidth_fraction
+        fused = {"tokens_per_s": rate, "bandwidth_fraction": fraction}
         del engine
     dtype = torch.float32 if args.tiny else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype).to(args.device).eval()

@@ -173,7 +173,6 @@ def compiled_static_rate(
         graphs = counters["stats"]["unique_graphs"] - graphs
         skips = counters["inductor"]["cudagraph_skips"] - skips
         breaks = sum(counters["graph_break"].values()) - breaks
-        config = getattr(model, "_last_compile_config", None) or model._default_compile_config()
         has_call = getattr(model, "_compiled_call", None) is not None
         if not has_call or graphs == 0:
             seen = f"compiled call {'present' if has_call else 'absent'}, {graphs} dynamo graphs"
@@ -181,9 +180,13 @@ def compiled_static_rate(
                 f"none: no compilation seen on {model.device.type} ({seen} after generate);"
                 " transformers auto-compiles on cuda/xpu only"
             )
+        config = getattr(model, "_last_compile_config", None)  # set where generate compiled
         how = "explicit" if compile_config is not None else "auto"
-        how += f" (transformers CompileConfig: mode={config.mode}, fullgraph={config.fullgraph}"
-        how += f", dynamic={config.dynamic}, backend={config.backend}); {graphs} dynamo graphs"
+        fields = ", ".join(
+            f"{key}={getattr(config, key, '?')}"
+            for key in ("mode", "fullgraph", "dynamic", "backend")
+        )
+        how += f" (transformers CompileConfig: {fields}); {graphs} dynamo graphs"
         how += f", {breaks} graph breaks, {skips} cudagraph skips"
         return rate, how
     finally:

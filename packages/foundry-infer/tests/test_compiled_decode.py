@@ -10,6 +10,7 @@ from foundry_infer import SequenceState, TorchEngine, generate_tokens, load_engi
 from foundry_infer.errors import FoundryError
 from foundry_infer.sampling import SamplingParams
 from foundry_infer.slot_engine import SlotEngine
+from joining import run_joining
 
 PROMPTS = ["def export_onnx(", "class Scheduler:", "import numpy", "    return"]
 MODELS = ["trained_llama_dir", "mpt_dir"]
@@ -47,15 +48,9 @@ def _joining_and_leaving(engine, tokenizer) -> list[list[int]]:
         for i, n in enumerate(LENGTHS)
     ]
     batch = engine.new_batch()
-    got: dict[int, list[int]] = {s.uid: [] for s in seqs}
-    joins = {0: [0, 1], 3: [2], 5: [3], 9: [4]}  # step -> sequences admitted before it
-    for step in range(40):
-        for i in joins.get(step, []):
-            got[seqs[i].uid].append(batch.prefill(seqs[i]))
-        for seq, token in batch.step():
-            got[seq.uid].append(token)
+    got = run_joining(batch, seqs, {0: [0, 1], 3: [2], 5: [3], 9: [4]}, 40)
     assert batch.largest_batch == 4 and len(batch) == 0
-    return [got[s.uid] for s in seqs]
+    return got
 
 
 @pytest.mark.parametrize("model", MODELS)

@@ -49,15 +49,10 @@ def _solo_and_joining(engine, reference, tokenizer):
     ]
     solo = [list(generate_tokens(reference, SequenceState(*m))) for m in make]
     seqs = [SequenceState(*m) for m in make]
+    from joining import run_joining
+
     batch = engine.new_batch()
-    got = {s.uid: [] for s in seqs}
-    joins = {0: [0, 1], 2: [2], 9: [3], 12: [4]}
-    for step in range(48):
-        for i in joins.get(step, []):
-            got[seqs[i].uid].append(batch.prefill(seqs[i]))
-        for seq, token in batch.step():
-            got[seq.uid].append(token)
-    return solo, [got[s.uid] for s in seqs], batch
+    return solo, run_joining(batch, seqs, {0: [0, 1], 2: [2], 9: [3], 12: [4]}, 48), batch
 
 
 @pytest.mark.gpu

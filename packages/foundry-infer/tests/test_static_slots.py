@@ -8,6 +8,7 @@ from foundry_infer import SequenceState, TorchEngine, generate_tokens, load_engi
 from foundry_infer.errors import FoundryError
 from foundry_infer.sampling import SamplingParams
 from foundry_infer.slot_engine import SlotEngine, batch_buckets
+from joining import run_joining
 
 PROMPTS = ["def export_onnx(", "class Scheduler:", "import numpy", "    return"]
 
@@ -49,15 +50,10 @@ def test_requests_joining_and_leaving_get_their_solo_tokens(pair, request, token
     ]
     solo = [_alone(dynamic, s.prompt_ids, s.max_new_tokens) for s in seqs]
     batch = static.new_batch()
-    got: dict[int, list[int]] = {s.uid: [] for s in seqs}
     joins = {0: [0, 1], 3: [2], 5: [3], 9: [4]}  # step -> sequences admitted before it
-    for step in range(40):
-        for i in joins.get(step, []):
-            got[seqs[i].uid].append(batch.prefill(seqs[i]))
-        for seq, token in batch.step():
-            got[seq.uid].append(token)
+    got = run_joining(batch, seqs, joins, 40)
     assert batch.largest_batch == 4 and len(batch) == 0
-    assert [got[s.uid] for s in seqs] == solo
+    assert got == solo
 
 
 def test_prompt_logprobs_and_logit_bias_match_the_dynamic_path(llama_pair, tokenizer):

@@ -11,6 +11,7 @@ any other step samples each row on the host exactly as :class:`DecodeBatch` does
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,6 +32,23 @@ PREFILL_TOKENS = 4096
 
 def _plain_greedy(seq: SequenceState) -> bool:
     return seq.sampling.greedy and not seq.sampling.adjusts_logits and seq.logprobs is None
+
+
+def _forward_groups(seqs: list[SequenceState]) -> Iterator[list[SequenceState]]:
+    """Consecutive runs of ``seqs`` that one prefill forward takes: (run length x longest
+    prompt) within :data:`PREFILL_TOKENS`; a sequence asking for prompt logprobs alone."""
+    group: list[SequenceState] = []
+    for seq in seqs:
+        longest = max(len(s.prompt_ids) for s in [*group, seq])
+        if group and (seq.prompt_logprobs or (len(group) + 1) * longest > PREFILL_TOKENS):
+            yield group
+            group = []
+        group.append(seq)
+        if seq.prompt_logprobs:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
 class SlotBatch:
@@ -72,20 +90,8 @@ class SlotBatch:
         for joining, seq in enumerate(seqs, start=1):  # refuse before anything runs
             self._check_room(seq, joining)
         firsts: dict[int, int] = {}
-        group: list[SequenceState] = []
-        for seq in [*seqs, None]:
-            longest = max((len(s.prompt_ids) for s in group), default=0)
-            if group and (
-                seq is None
-                or seq.prompt_logprobs
-                or (len(group) + 1) * max(longest, len(seq.prompt_ids)) > PREFILL_TOKENS
-            ):
-                firsts.update(self._prefill_group(group))
-                group = []
-            if seq is not None and seq.prompt_logprobs:
-                firsts[seq.uid] = self.prefill(seq)
-            elif seq is not None:
-                group.append(seq)
+        for group in _forward_groups(seqs):
+            firsts.update(self._prefill_group(group))
         return [firsts[seq.uid] for seq in seqs]
 
     def _prefill_group(self, group: list[SequenceState]) -> dict[int, int]:

@@ -62,10 +62,10 @@ class SlotEngine(TorchEngine):
         max_batch_size: int = 8,
         max_len: int | None = None,
         cuda_graphs: bool | None = None,
-        compile_decode: bool | None = None,
+        compile_decode: bool = False,
     ) -> None:
-        """``compile_decode``: run decode steps through the compiled layers (None: off; it has
-        not been measured on a GPU yet, so it is not on by default)."""
+        """``compile_decode``: run decode steps through the compiled layers (off by default:
+        not yet measured on a GPU)."""
         super().__init__(model_dir, device=device, dtype=dtype)
         forward = slot_forward_for(self.model)
         if forward is None:
@@ -76,7 +76,7 @@ class SlotEngine(TorchEngine):
         if max_batch_size < 1:
             raise FoundryError(f"--max-batch-size must be at least 1, got {max_batch_size}.")
         self.forward = forward
-        self.compile_decode = bool(compile_decode)
+        self.compile_decode = compile_decode
         if self.compile_decode:
             forward.compile_decode()
         self.max_batch_size = max_batch_size

@@ -222,19 +222,12 @@ def attention(
             key_padding_mask=key_padding_mask,
             dropout_p=dropout_p,
         )
+    kernel: Callable[..., torch.Tensor]
     if chosen == "flash":
-        return flash_attention(
-            q,
-            k,
-            v,
-            causal=causal,
-            alibi_slopes=alibi_slopes,
-            window=window,
-            sequence_id=sequence_id,
-            softmax_scale=softmax_scale,
-            alibi_bias_max=alibi_bias_max,
-        )
-    return _load_triton_kernel()(
+        kernel = functools.partial(flash_attention, alibi_bias_max=alibi_bias_max)
+    else:
+        kernel = _load_triton_kernel()
+    return kernel(
         q,
         k,
         v,

@@ -94,15 +94,7 @@ def flash_attention(
     if q.dtype not in (torch.float16, torch.bfloat16):
         raise ValueError(f"attn_impl='flash' needs fp16 or bf16 inputs, got {q.dtype}")
     backend = flash_backend(q.device.index or 0)
-    if backend == "fa4" and sequence_id is None and custom_op_enabled():
-        alibi = None
-        if alibi_slopes is not None:
-            alibi = _alibi_parameters(alibi_slopes, alibi_bias_max, q.shape[1])
-            k, v = _expand_kv_heads(q, k, v)
-        return fa4_attention(
-            q, k, v, causal=causal, window=window, softmax_scale=softmax_scale, alibi=alibi
-        )
-    run = _fa4 if backend == "fa4" else _fa2
+    run = functools.partial(_fa4, alibi_bias_max=alibi_bias_max) if backend == "fa4" else _fa2
     if sequence_id is None:
         return run(q, k, v, causal, alibi_slopes, window, softmax_scale, None)
     b, t = q.shape[:2]
@@ -157,7 +149,17 @@ def _fa4(
     window: int | None,
     softmax_scale: float | None,
     varlen: tuple[torch.Tensor, int] | None,
+    alibi_bias_max: float | None = None,
 ) -> torch.Tensor:
+    alibi = None
+    if alibi_slopes is not None:
+        length = q.shape[1] if varlen is None else varlen[1]
+        alibi = _alibi_parameters(alibi_slopes, alibi_bias_max, length)
+        k, v = _expand_kv_heads(q, k, v)
+    if varlen is None and custom_op_enabled():  # the same kernels, traceable by torch.compile
+        return fa4_attention(
+            q, k, v, causal=causal, window=window, softmax_scale=softmax_scale, alibi=alibi
+        )
     from flash_attn.cute import (  # pyright: ignore[reportMissingImports]
         flash_attn_func,
         flash_attn_varlen_func,
@@ -168,11 +170,8 @@ def _fa4(
         "causal": causal,
         "window_size": (window, 0 if causal else window) if window is not None else (None, None),
     }
-    if alibi_slopes is not None:
-        length = q.shape[1] if varlen is None else varlen[1]
-        n_heads, bias_max = _alibi_parameters(alibi_slopes, None, length)
-        kwargs["score_mod"], kwargs["score_mod_bwd"] = _alibi_score_mods(n_heads, bias_max, causal)
-        k, v = _expand_kv_heads(q, k, v)
+    if alibi is not None:
+        kwargs["score_mod"], kwargs["score_mod_bwd"] = _alibi_score_mods(*alibi, causal)
     if varlen is None:
         result = flash_attn_func(q, k, v, **kwargs)
     else:
