@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 from foundry_infer import SequenceState, TorchEngine, generate_tokens, load_engine
+from foundry_infer.engines import _torch_path
 from foundry_infer.errors import FoundryError
 from foundry_infer.sampling import SamplingParams
 from foundry_infer.slot_engine import SlotEngine, batch_buckets
@@ -76,6 +77,12 @@ def test_engine_choice_and_refusals(trained_llama_dir, gpt2_dir, tokenizer):
     assert batch_buckets(64) == [1, 2, 4, 8, 16, 32, 64] and batch_buckets(6) == [1, 2, 4, 6]
     assert load_engine(trained_llama_dir).name == "torch-cpu"  # auto on CPU: the dynamic path
     assert load_engine(gpt2_dir, engine="auto").name == "torch-cpu"
+    # the choice itself (no engine opened): auto is static on CUDA for MPT and Llama only
+    assert _torch_path(trained_llama_dir, "cuda", "auto") == "static"
+    assert _torch_path(trained_llama_dir, "cuda:1", "auto") == "static"
+    assert _torch_path(trained_llama_dir, "cpu", "auto") == "dynamic"
+    assert _torch_path(gpt2_dir, "cuda", "auto") == "dynamic"
+    assert _torch_path(trained_llama_dir, "cuda", "dynamic") == "dynamic"
     with pytest.raises(FoundryError, match="model_type 'gpt2'"):
         load_engine(gpt2_dir, engine="static")
     small = load_engine(trained_llama_dir, engine="static", max_batch_size=1, max_len=32)

@@ -61,7 +61,7 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
         choices=["auto", "static", "dynamic"],
         default="auto",
         help="torch path: static (slot KV cache, CUDA graphs on a GPU; MPT and Llama), dynamic "
-        "(any architecture); auto: dynamic (static is opt-in until it has run on a GPU)",
+        "(any architecture); auto: static on CUDA for MPT and Llama, else dynamic",
     )
     p.add_argument(
         "--compile-decode",

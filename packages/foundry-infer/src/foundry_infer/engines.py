@@ -28,11 +28,10 @@ __all__ = ["Engine", "OrtEngine", "TorchEngine", "load_engine", "ort_providers"]
 
 TorchPath = Literal["auto", "static", "dynamic"]
 
-# `auto` takes the static engine on CUDA only once it has passed tests/test_gpu.py on a GPU. On one
-# H200 (2026-12-05) its engine tests passed (equal to the dynamic path and CPU, continuous batching)
-# but the server test did not run (no `openai` on that host); until it has (issue 21) the static
-# engine is opt-in with `--engine static` and `auto` is the dynamic path.
-STATIC_BY_DEFAULT = False
+# `auto` takes the static engine on CUDA (MPT and Llama) since tests/test_gpu.py passed on a GPU:
+# its engine tests on one H200 and on one H100 80GB, the server test (the official `openai` client,
+# streaming, on CUDA) on the H100 (2026-12-05, issue 21). False makes `auto` the dynamic path again.
+STATIC_BY_DEFAULT = True
 log = logging.getLogger("foundry_infer")
 
 
@@ -159,7 +158,8 @@ def load_engine(
     on CUDA and float32 on CPU. An ONNX export's graph has the type it was exported with: only
     auto and that type apply to it. ``engine`` picks the torch path: ``static`` (a slot cache
     of ``max_batch_size`` slots x ``max_len`` positions, CUDA graphs on a GPU; MPT and Llama),
-    ``dynamic`` (any architecture) or ``auto`` (the dynamic path; see ``STATIC_BY_DEFAULT``).
+    ``dynamic`` (any architecture) or ``auto`` (static on CUDA for MPT and Llama, else dynamic; see
+    ``STATIC_BY_DEFAULT``).
     ``compile_decode`` (static engine only) runs its decode layers through ``torch.compile``.
     """
     kind = detect_model_kind(model)

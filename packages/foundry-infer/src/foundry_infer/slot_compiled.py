@@ -1,7 +1,8 @@
 """Compiled decode layers for the slot forwards (the static engine's ``compile_decode``).
 
 Each layer of a decode step is split in two pure functions around attention: ``attn_in`` (norm,
-q/k/v projections, Llama's rotary embedding; returns q, k, v as ``(B, heads, T, head_dim)``) and
+q/k/v projections, Llama's rotary embedding; returns q as ``(B, heads, T, head_dim)`` and the new
+keys and values as one ``(B, T, 2, kv_heads, head_dim)`` tensor, the cache write's layout) and
 ``attn_out`` (output projection, residual, norm, MLP, residual). Both are compiled once with
 ``torch.compile`` and called by every layer with that layer's weights as tensor arguments, so
 one compiled graph serves all layers (dynamo guards on tensors' shapes, not on which module they
@@ -25,6 +26,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from .slot_forward import split_qkv
+
 if TYPE_CHECKING:
     from .slot_forward import LlamaSlots, MptSlots
 
@@ -45,7 +48,7 @@ _ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 class CompiledLayers:
     """The two compiled halves of a decode layer and each layer's weights for them."""
 
-    attn_in: Callable[..., Tensors]  # (x, *extras, *weights) -> q, k, v
+    attn_in: Callable[..., Tensors]  # (x, *extras, *weights) -> q, new keys and values
     attn_out: Callable[..., torch.Tensor]  # (x, attention output, *weights) -> next x
     attn_in_weights: list[Weights]
     attn_out_weights: list[Weights]
@@ -90,7 +93,8 @@ def _llama_functions(
         k = F.linear(h, wk, bk).view(b, t, kv_heads, head_dim).transpose(1, 2)
         v = F.linear(h, wv, bv).view(b, t, kv_heads, head_dim).transpose(1, 2)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
-        return rotate(q, cos, sin), rotate(k, cos, sin), v
+        k = rotate(k, cos, sin)
+        return rotate(q, cos, sin), torch.stack((k.transpose(1, 2), v.transpose(1, 2)), dim=2)
 
     def attn_out(x: torch.Tensor, attn: torch.Tensor, *w: Any) -> torch.Tensor:
         wo, bo, norm, wg, bg, wu, bu, wd, bd = w
@@ -139,14 +143,11 @@ def _mpt_functions(
 ) -> tuple[Callable[..., Tensors], Callable[..., torch.Tensor]]:
     def attn_in(x: torch.Tensor, *w: Any) -> Tensors:
         norm_w, norm_b, wqkv, bqkv = w
-        b, t, d = x.shape
+        d = x.shape[-1]
         qkv = F.linear(F.layer_norm(x, (d,), norm_w, norm_b, eps[0]), wqkv, bqkv)
         if clip:
             qkv = qkv.clamp(min=-clip, max=clip)
-        q, k, v = (
-            part.reshape(b, t, heads, head_dim).transpose(1, 2) for part in qkv.chunk(3, dim=2)
-        )
-        return q, k, v
+        return split_qkv(qkv, heads, head_dim)
 
     def attn_out(x: torch.Tensor, attn: torch.Tensor, *w: Any) -> torch.Tensor:
         wo, bo, norm_w, norm_b, wu, bu, wd, bd = w

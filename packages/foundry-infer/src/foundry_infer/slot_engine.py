@@ -85,7 +85,7 @@ class SlotEngine(TorchEngine):
         self.layout = dataclasses.replace(self.layout, max_positions=self.max_len)
         on_cuda = self.device.type == "cuda"
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
-        self.keys, self.values = self._allocate()
+        self.caches = self._allocate()  # per layer (2, slots, kv_heads, max_len, head_dim)
         self._graphs: dict[tuple[int, int], tuple[Any, ...]] = {}
         self._pool: Any = None
         self.buckets = batch_buckets(max_batch_size)
@@ -100,7 +100,7 @@ class SlotEngine(TorchEngine):
         width = self._torch.finfo(self.dtype).bits // 8
         return 2 * self.forward.num_layers * self.max_batch_size * per_slot * width
 
-    def _allocate(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _allocate(self) -> list[torch.Tensor]:
         torch = self._torch
         need = self.cache_bytes()
         if self.device.type == "cuda":
@@ -112,27 +112,22 @@ class SlotEngine(TorchEngine):
                     "Lower --max-batch-size or --max-model-len."
                 )
         shape = (
+            2,  # keys, values: one tensor, so a step writes both with one index_put_
             self.max_batch_size,
             self.forward.num_kv_heads,
             self.max_len,
             self.forward.head_dim,
         )
         layers = range(self.forward.num_layers)
-        keys = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
-        values = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
-        return keys, values
+        return [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in layers]
 
     def new_batch(self) -> SlotBatch:
         from .slot_batch import SlotBatch
 
         return SlotBatch(self)
 
-    def _views(self, start: int, rows: int, kv_len: int) -> tuple[list[Any], list[Any]]:
-        end = start + rows
-        return (
-            [k[start:end, :, :kv_len] for k in self.keys],
-            [v[start:end, :, :kv_len] for v in self.values],
-        )
+    def _views(self, start: int, rows: int, kv_len: int) -> list[Any]:
+        return [c[:, start : start + rows, :, :kv_len] for c in self.caches]
 
     def prefill(self, slot: int, ids: list[int], all_logits: bool = False) -> torch.Tensor:
         """Run a prompt into ``slot`` (positions 0..T-1); logits (1, V), or (1, T, V)."""
@@ -141,8 +136,8 @@ class SlotEngine(TorchEngine):
         with torch.inference_mode():
             tokens = torch.tensor([ids], dtype=torch.long, device=self.device)
             positions = torch.arange(t, device=self.device)[None, :]
-            keys, values = self._views(slot, 1, t)
-            return self.forward(tokens, positions, keys, values, all_logits=all_logits)
+            caches = self._views(slot, 1, t)
+            return self.forward(tokens, positions, caches, all_logits=all_logits)
 
     def prefill_many(self, slot: int, prompts: list[list[int]]) -> torch.Tensor:
         """Run prompts into slots ``slot, slot + 1, ...`` in one forward; logits (n, V).
@@ -158,8 +153,8 @@ class SlotEngine(TorchEngine):
             tokens = torch.tensor(padded, dtype=torch.long, device=self.device)
             positions = torch.arange(t, device=self.device)[None, :].expand(len(prompts), t)
             last = torch.tensor([len(ids) - 1 for ids in prompts], device=self.device)
-            keys, values = self._views(slot, len(prompts), t)
-            return self.forward(tokens, positions, keys, values, last=last)
+            caches = self._views(slot, len(prompts), t)
+            return self.forward(tokens, positions, caches, last=last)
 
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One token for each of slots 0..n-1 (at ``positions``); logits (n, V) float32."""
@@ -171,20 +166,17 @@ class SlotEngine(TorchEngine):
         host = torch.tensor([tokens + [0] * pad, positions + [0] * pad], dtype=torch.long)
         with torch.inference_mode():
             if not self.cuda_graphs:
-                keys, values = self._views(0, bucket, kv_len)
                 on_device = host.to(self.device)
-                step = self._step(on_device[0:1].T, on_device[1:2].T, keys, values)
+                step = self._step(on_device[0:1].T, on_device[1:2].T, self._views(0, bucket, kv_len))
                 return step[:n]
             graph, static_in, logits = self._graph(bucket, kv_len)
             static_in.copy_(host, non_blocking=False)
             graph.replay()
             return logits[:n]
 
-    def _step(
-        self, ids: torch.Tensor, positions: torch.Tensor, keys: list[Any], values: list[Any]
-    ) -> torch.Tensor:
+    def _step(self, ids: torch.Tensor, positions: torch.Tensor, caches: list[Any]) -> torch.Tensor:
         """One decode step's forward (compiled layers with ``compile_decode``)."""
-        return self.forward(ids, positions, keys, values, compiled=self.compile_decode)
+        return self.forward(ids, positions, caches, compiled=self.compile_decode)
 
     def capture_all(self) -> int:
         """Capture every (batch bucket, kv_len) decode graph now (serve does, at start-up, so
@@ -226,19 +218,16 @@ class SlotEngine(TorchEngine):
         stream = torch.cuda.Stream(self.device)
         stream.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(stream):
-            shape = (bucket, self.forward.num_kv_heads, kv_len, self.forward.head_dim)
-            scratch = [torch.zeros(shape, dtype=self.dtype, device=self.device) for _ in range(2)]
-            layers = self.forward.num_layers
+            shape = (2, bucket, self.forward.num_kv_heads, kv_len, self.forward.head_dim)
+            scratch = torch.zeros(shape, dtype=self.dtype, device=self.device)
             for _ in range(2):
-                self._step(
-                    static_in[0:1].T, static_in[1:2].T, [scratch[0]] * layers, [scratch[1]] * layers
-                )
+                self._step(static_in[0:1].T, static_in[1:2].T, [scratch] * self.forward.num_layers)
         torch.cuda.current_stream(self.device).wait_stream(stream)
         del scratch
         graph = torch.cuda.CUDAGraph()
-        keys, values = self._views(0, bucket, kv_len)
+        caches = self._views(0, bucket, kv_len)
         with torch.cuda.graph(graph, pool=self._pool, stream=stream):
-            logits = self._step(static_in[0:1].T, static_in[1:2].T, keys, values)
+            logits = self._step(static_in[0:1].T, static_in[1:2].T, caches)
         self._graphs[key] = (graph, static_in, logits)
         log.info("captured a CUDA graph: batch bucket %d, %d cached positions", bucket, kv_len)
         return self._graphs[key]
@@ -246,5 +235,5 @@ class SlotEngine(TorchEngine):
     def move_slot(self, src: int, dst: int, length: int) -> None:
         """Copy the first ``length`` positions of slot ``src`` into slot ``dst``."""
         with self._torch.inference_mode():
-            for cache in (*self.keys, *self.values):
-                cache[dst, :, :length].copy_(cache[src, :, :length])
+            for cache in self.caches:
+                cache[:, dst, :, :length].copy_(cache[:, src, :, :length])

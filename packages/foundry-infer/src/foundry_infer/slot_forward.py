@@ -1,11 +1,12 @@
 """Forward passes over a preallocated slot cache, written per architecture (MPT, Llama).
 
-The static-slot engine keeps, per layer, keys and values of shape
-``(slots, kv_heads, max_len, head_dim)``: one slot per concurrent sequence. A forward call runs
-rows ``start .. start + B`` of that cache (a view, no copy) on ``T`` new tokens per row at the
-given positions: it writes the new keys/values at those positions with ``index_put_`` and attends
-over the first ``kv_len`` cached positions, masking every key after the query's own position. All
-shapes depend only on (B, T, kv_len), so a decode step (T = 1) can be captured as a CUDA graph.
+The static-slot engine keeps, per layer, keys and values in one tensor of shape
+``(2, slots, kv_heads, max_len, head_dim)`` (keys at 0, values at 1): one slot per concurrent
+sequence. A forward call runs rows ``start .. start + B`` of that cache (a view, no copy) on ``T``
+new tokens per row at the given positions: it writes the new keys and values at those positions
+with one ``index_put_`` (one kernel for both) and attends over the first ``kv_len`` cached
+positions, masking every key after the query's own position. All shapes depend only on
+(B, T, kv_len), so a decode step (T = 1) can be captured as a CUDA graph.
 
 The forwards read the transformers module's own weights and call its own norms, MLPs and rotary
 embedding; only attention and the cache are done here (with torch's
@@ -42,7 +43,7 @@ class SlotForward:
         raise NotImplementedError
 
     def layer(
-        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor
     ) -> torch.Tensor:
         raise NotImplementedError
 
@@ -63,13 +64,13 @@ class SlotForward:
         return ()
 
     def compiled_layer(
-        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor
     ) -> torch.Tensor:
         """:meth:`layer` with the compiled parts before and after attention."""
         parts = self.compiled
         assert parts is not None, "compile_decode() first"
-        q, k, v = parts.attn_in(x, *self.rotary(), *parts.attn_in_weights[i])
-        attn = self.attend(q, k, v, positions, kv, self.scale)
+        q, new_kv = parts.attn_in(x, *self.rotary(), *parts.attn_in_weights[i])
+        attn = self.attend(q, new_kv, positions, cache, self.scale)
         return parts.attn_out(x, attn, *parts.attn_out_weights[i])
 
     def prepare(self, x: torch.Tensor, positions: torch.Tensor) -> None:
@@ -82,8 +83,7 @@ class SlotForward:
         self,
         ids: torch.Tensor,  # (B, T)
         positions: torch.Tensor,  # (B, T)
-        keys: list[torch.Tensor],  # per layer (B, Hkv, kv_len, D): views of the cache
-        values: list[torch.Tensor],
+        caches: list[torch.Tensor],  # per layer (2, B, Hkv, kv_len, D): views of the cache
         all_logits: bool = False,
         compiled: bool = False,
         last: torch.Tensor | None = None,
@@ -94,12 +94,12 @@ class SlotForward:
         x = self.embed(ids)
         b, t = ids.shape
         self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
-        self._mask = self.attention_mask(positions, keys[0].shape[2], x.dtype)
+        self._mask = self.attention_mask(positions, caches[0].shape[3], x.dtype)
         self.prepare(x, positions)
         layer = self.compiled_layer if compiled else self.layer
         try:
             for i in range(self.num_layers):
-                x = layer(i, x, positions, (keys[i], values[i]))
+                x = layer(i, x, positions, caches[i])
         finally:  # per-call tensors die with the call (inside a graph capture: with the capture)
             self.release()
         if not all_logits:
@@ -125,17 +125,17 @@ class SlotForward:
     def attend(
         self,
         q: torch.Tensor,  # (B, H, T, D)
-        k: torch.Tensor,  # (B, Hkv, T, D), new keys
-        v: torch.Tensor,
+        new_kv: torch.Tensor,  # (B, T, 2, Hkv, D): the new keys and values
         positions: torch.Tensor,  # (B, T)
-        kv: tuple[torch.Tensor, ...],
+        cache: torch.Tensor,  # (2, B, Hkv, kv_len, D)
         scale: float,
     ) -> torch.Tensor:
-        """Store k/v at ``positions`` and attend; returns (B, T, H * D)."""
-        cache_k, cache_v = kv
+        """Store the new keys/values at ``positions`` and attend; returns (B, T, H * D)."""
         b, h, t, d = q.shape
-        cache_k[self._rows, :, positions] = k.transpose(1, 2)  # index_put_: capturable
-        cache_v[self._rows, :, positions] = v.transpose(1, 2)
+        # one index_put_ (capturable) writes keys and values: indexing dims 1 and 3 with (B, T)
+        # tensors gives a (B, T, 2, Hkv, D) target, new_kv's own layout
+        cache[:, self._rows, :, positions] = new_kv
+        cache_k, cache_v = cache[0], cache[1]
         # grouped-query: each kv head's queries as one longer query block (no key repeat)
         group = h // self.num_kv_heads
         grouped = q if group == 1 else q.reshape(b, self.num_kv_heads, group * t, d)
@@ -175,18 +175,15 @@ class MptSlots(SlotForward):
         self.compiled = compiled_mpt_layers(self)
 
     def layer(
-        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor
     ) -> torch.Tensor:
         block = self.blocks[i]
         b, t, _ = x.shape
         qkv = block.attn.Wqkv(block.norm_1(x))
         if self.clip:
             qkv = qkv.clamp(min=-self.clip, max=self.clip)
-        q, k, v = (
-            part.reshape(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-            for part in qkv.chunk(3, dim=2)
-        )
-        x = block.attn.out_proj(self.attend(q, k, v, positions, kv, self.scale)) + x
+        q, new_kv = split_qkv(qkv, self.num_heads, self.head_dim)
+        x = block.attn.out_proj(self.attend(q, new_kv, positions, cache, self.scale)) + x
         return block.ffn(block.norm_2(x), x)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
@@ -231,7 +228,7 @@ class LlamaSlots(SlotForward):
         self._rope = None
 
     def layer(
-        self, i: int, x: torch.Tensor, positions: torch.Tensor, kv: tuple[torch.Tensor, ...]
+        self, i: int, x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor
     ) -> torch.Tensor:
         block = self.layers[i]
         attn = block.self_attn
@@ -243,11 +240,21 @@ class LlamaSlots(SlotForward):
         assert self._rope is not None
         cos, sin = self._rope
         q, k = self.rotate(q, k, cos, sin)
-        x = attn.o_proj(self.attend(q, k, v, positions, kv, self.scale)) + x
+        new_kv = torch.stack((k.transpose(1, 2), v.transpose(1, 2)), dim=2)
+        x = attn.o_proj(self.attend(q, new_kv, positions, cache, self.scale)) + x
         return x + block.mlp(block.post_attention_layernorm(x))
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(self.model.model.norm(x))
+
+
+def split_qkv(qkv: torch.Tensor, heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """MPT's fused projection (B, T, 3 * H * D) as q (B, H, T, D) and the new keys and values
+    (B, T, 2, H, D), both views (no copy)."""
+    b, t, _ = qkv.shape
+    width = heads * head_dim
+    q = qkv[..., :width].reshape(b, t, heads, head_dim).transpose(1, 2)
+    return q, qkv[..., width:].view(b, t, 2, heads, head_dim)
 
 
 def slot_forward_for(model: Any) -> SlotForward | None:
