@@ -167,7 +167,9 @@ class SlotEngine(TorchEngine):
         with torch.inference_mode():
             if not self.cuda_graphs:
                 on_device = host.to(self.device)
-                step = self._step(on_device[0:1].T, on_device[1:2].T, self._views(0, bucket, kv_len))
+                step = self._step(
+                    on_device[0:1].T, on_device[1:2].T, self._views(0, bucket, kv_len)
+                )
                 return step[:n]
             graph, static_in, logits = self._graph(bucket, kv_len)
             static_in.copy_(host, non_blocking=False)
