@@ -12,6 +12,7 @@ replays; the kernel list says what a fused step would have to remove.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -24,6 +25,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="mpt", choices=["mpt", "llama"])
     parser.add_argument("--compile-decode", action="store_true")
+    parser.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "max-autotune-no-cudagraphs"],
+        help="with --compile-decode: the decode layers' torch.compile mode "
+        "(sets FOUNDRY_DECODE_COMPILE_MODE)",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--device", default="cuda", help="cpu with --tiny: a smoke run")
@@ -32,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         "--work-dir", default=str(Path(tempfile.gettempdir()) / "foundry-infer-gpu-bench")
     )
     args = parser.parse_args(argv)
+    os.environ["FOUNDRY_DECODE_COMPILE_MODE"] = args.compile_mode
     import infer_gpu_models as M
     import torch
     from foundry_infer.slot_engine import SlotEngine
@@ -69,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     events = [e for e in prof.events() if e.device_type.name == "CUDA"]
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     kernel_us = sum(e.device_time for e in events) / args.steps
-    print(f"{args.arch} compile_decode={args.compile_decode} {name}")
+    mode = f" ({args.compile_mode})" if args.compile_decode else ""
+    print(f"{args.arch} compile_decode={args.compile_decode}{mode} {name}")
     print(
         f"wall per step {wall * 1e3:.3f} ms; GPU time per step {kernel_us / 1e3:.3f} ms; "
         f"{len(events) / args.steps:.0f} GPU events per step; the first 10 steps (capture, "

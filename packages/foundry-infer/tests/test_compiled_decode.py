@@ -96,6 +96,28 @@ def test_compile_decode_needs_the_static_engine(trained_llama_dir):
     assert engine.name == "torch-static-cpu-compiled"
 
 
+def test_decode_compile_mode_lever(trained_llama_dir, monkeypatch):
+    """FOUNDRY_DECODE_COMPILE_MODE reaches torch.compile; a mode that captures its own CUDA graphs
+    (or a typo) is refused when the engine opens, naming the variable and the modes it takes."""
+    from foundry_infer import slot_compiled
+
+    seen: list[str] = []
+    compile_fn = torch.compile
+
+    def recording(fn, **kwargs):
+        seen.append(kwargs["mode"])
+        return compile_fn(fn, **{**kwargs, "mode": "default"})
+
+    monkeypatch.setattr(slot_compiled.torch, "compile", recording)
+    monkeypatch.setenv(slot_compiled.MODE_VARIABLE, "max-autotune-no-cudagraphs")
+    load_engine(trained_llama_dir, engine="static", compile_decode=True, max_len=64)
+    assert seen == ["max-autotune-no-cudagraphs"] * 2  # attn_in and attn_out
+    for bad in ("reduce-overhead", "max-autotune", "fast"):
+        monkeypatch.setenv(slot_compiled.MODE_VARIABLE, bad)
+        with pytest.raises(FoundryError, match=f"FOUNDRY_DECODE_COMPILE_MODE='{bad}'.*unset it"):
+            load_engine(trained_llama_dir, engine="static", compile_decode=True, max_len=64)
+
+
 def test_bench_and_serve_take_compile_decode(trained_llama_dir, tmp_path):
     import json
 

@@ -19,6 +19,7 @@ constants of the compiled functions, so engines of one configuration share their
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 import torch.nn.functional as F
 
+from .errors import FoundryError
 from .slot_forward import split_qkv
 
 if TYPE_CHECKING:
@@ -54,9 +56,29 @@ class CompiledLayers:
     attn_out_weights: list[Weights]
 
 
+# A benchmark lever, not a product setting: FOUNDRY_DECODE_COMPILE_MODE=max-autotune-no-cudagraphs
+# lets inductor autotune the decode layers' matrix products (Triton templates against cuBLAS,
+# with the elementwise work fused into them) at a longer compile. Modes that capture CUDA graphs
+# themselves ("reduce-overhead", "max-autotune") are refused: the engine captures its own.
+MODE_VARIABLE = "FOUNDRY_DECODE_COMPILE_MODE"
+_MODES = ("default", "max-autotune-no-cudagraphs")
+
+
+def compile_mode() -> str:
+    """The ``torch.compile`` mode of the decode layers (see :data:`MODE_VARIABLE`)."""
+    mode = os.environ.get(MODE_VARIABLE, "default")
+    if mode not in _MODES:
+        raise FoundryError(
+            f"{MODE_VARIABLE}={mode!r} is not a decode compile mode; use one of "
+            f"{', '.join(_MODES)} (modes that capture CUDA graphs themselves cannot run inside "
+            "the engine's own graphs), or unset it."
+        )
+    return mode
+
+
 def _compile(fn: Callable[..., Any]) -> Callable[..., Any]:
     # dynamic=None: static at first, a dynamic batch size once a second size is seen
-    return torch.compile(fn, fullgraph=True, dynamic=None)
+    return torch.compile(fn, fullgraph=True, dynamic=None, mode=compile_mode())
 
 
 def _plain(*tensors: torch.Tensor | None) -> Weights:
