@@ -40,9 +40,10 @@
 #                 (pydantic is in device-prep's own list), then `. .device/setup.sh` (carry .device);
 #                 torchao is for the fp8 sections. The .device of 2026-12-05 16:20 UTC was built so.
 #   infer-profile benchmarks/infer_profile.py on the MPT-1B and the Llama: a batch-1 decode step's
-#                 wall and GPU time and its kernels, eager static engine, --compile-decode, and
-#                 --compile-decode with FOUNDRY_DECODE_COMPILE_MODE=max-autotune-no-cudagraphs
-#                 (no flash needed; about 30-45 s a run on an H100 without autotuning)
+#                 wall and GPU time and its kernels, eager static engine, --compile-decode, then
+#                 with --overlap (FOUNDRY_DECODE_OVERLAP=1), then also with
+#                 FOUNDRY_DECODE_COMPILE_MODE=max-autotune-no-cudagraphs (no flash needed; about
+#                 30-45 s a run on an H100 without autotuning), after the overlap's GPU tests
 #   fa4-op        flash-attn-4 through foundry's custom ops (FOUNDRY_FA4_CUSTOM_OP=1): the ops' GPU
 #                 tests, then the 125m harness row without and with the ops, alternated twice
 #                 (about 80 s a row on an H100; the first three rows are in the DATASHEET)
@@ -134,9 +135,13 @@ for section in "$@"; do
         FOUNDRY_FA4_CUSTOM_OP=1 harness "harness-op-$i" "$PWD"
       done ;;
     infer-profile)
+      timeout 120 python -m pytest -q -p no:cacheprovider -m gpu \
+        packages/foundry-infer/tests/test_overlap.py > "$W/logs/overlap-tests.log" 2>&1
+      say "overlap gpu tests rc $?: $(tail -n 1 "$W/logs/overlap-tests.log")"
       for arch in mpt llama; do
-        for how in "" "--compile-decode" "--compile-decode --compile-mode max-autotune-no-cudagraphs"; do
-          tag=$arch$(echo "$how" | tr -d ' -' | sed 's/compiledecode/-compiled/;s/compilemode/-/')
+        for how in "" "--compile-decode" "--compile-decode --overlap" \
+          "--compile-decode --overlap --compile-mode max-autotune-no-cudagraphs"; do
+          tag=$arch$(echo "$how" | tr -d ' -' | sed 's/compiledecode/-compiled/;s/overlap/-overlap/;s/compilemode/-/')
           timeout 150 python benchmarks/infer_profile.py --arch $arch $how --top 20 \
             > "$W/logs/profile-$tag.log" 2>&1
           say "profile $tag rc $?: $(grep 'wall per step' "$W/logs/profile-$tag.log")"

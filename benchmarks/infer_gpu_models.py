@@ -9,6 +9,7 @@ builds the ``debug`` preset and a 2-layer Llama instead, for a CPU smoke run. No
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -205,6 +206,21 @@ def engine_rate(engine: Any, prompt: list[int], new_tokens: int) -> float:
     for _ in generate_tokens(engine, SequenceState(prompt, new_tokens, params)):
         stamps.append(time.perf_counter())
     return decode_rate(stamps)
+
+
+def overlap_rate(engine: Any, prompt: list[int], new_tokens: int) -> float:
+    """:func:`engine_rate` with greedy steps queued one ahead (``FOUNDRY_DECODE_OVERLAP=1``)."""
+    from foundry_infer.slot_batch import OVERLAP_VARIABLE
+
+    before = os.environ.get(OVERLAP_VARIABLE)
+    os.environ[OVERLAP_VARIABLE] = "1"
+    try:
+        return engine_rate(engine, prompt, new_tokens)
+    finally:
+        if before is None:
+            del os.environ[OVERLAP_VARIABLE]
+        else:
+            os.environ[OVERLAP_VARIABLE] = before
 
 
 def reference_run(model: Any, prompt: list[int], new_tokens: int) -> tuple[list[int], list[int]]:

@@ -1,12 +1,13 @@
 """Where a batch-1 decode step of the static engine spends its time (GPU), by kernel.
 
-    python benchmarks/infer_profile.py [--arch mpt|llama] [--compile-decode] [--steps 20]
+    python benchmarks/infer_profile.py [--arch mpt|llama] [--compile-decode] [--overlap] [--steps 20]
 
 Builds the random-weight 1B model of ``infer_gpu.py`` (bf16), prefills one 64-token prompt,
-then, under ``torch.profiler``, runs decode steps the way ``generate_tokens`` does (greedy, one
-request). Prints the wall time per step, the GPU kernel time per step, kernels per step, and the
-kernels taking the most time: the gap between wall and kernel time is host work between graph
-replays; the kernel list says what a fused step would have to remove.
+then, under ``torch.profiler``, runs greedy decode steps of one request through the slot batch,
+as ``generate_tokens`` and the server do (``--overlap``: one step queued ahead). Prints the wall
+time per step, the GPU kernel time per step, kernels per step, and the kernels taking the most
+time: the gap between wall and kernel time is host work between graph replays; the kernel list
+says what a fused step would have to remove.
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
         help="with --compile-decode: the decode layers' torch.compile mode "
         "(sets FOUNDRY_DECODE_COMPILE_MODE)",
     )
+    parser.add_argument(
+        "--overlap", action="store_true", help="greedy steps run one ahead (FOUNDRY_DECODE_OVERLAP)"
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--device", default="cuda", help="cpu with --tiny: a smoke run")
@@ -43,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["FOUNDRY_DECODE_COMPILE_MODE"] = args.compile_mode
     import infer_gpu_models as M
     import torch
+    from foundry_infer import SequenceState
+    from foundry_infer.sampling import SamplingParams
     from foundry_infer.slot_engine import SlotEngine
     from torch.profiler import ProfilerActivity, profile
 
@@ -52,21 +58,20 @@ def main(argv: list[str] | None = None) -> int:
         args.device,
         "float32" if args.tiny else "bfloat16",
         max_batch_size=64,
-        max_len=256,
+        max_len=128 + 2 * args.steps,
         compile_decode=args.compile_decode,
     )
-    prompt = list(range(100, 164))
-    logits = engine.prefill(0, prompt)
-    token, pos = int(logits[0].argmax()), len(prompt)
+    batch = engine.new_batch()  # the path generate and the server take
+    batch.overlap = args.overlap
+    seq = SequenceState(list(range(100, 164)), 12 + 2 * args.steps, SamplingParams(ignore_eos=True))
+    batch.prefill(seq)
 
     def steps(n: int) -> float:
-        nonlocal token, pos
         if args.device == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(n):
-            out = engine.decode([token], [pos])
-            token, pos = int(out[0].argmax()), pos + 1
+            batch.step()
         return (time.perf_counter() - t0) / n
 
     t0 = time.perf_counter()
@@ -79,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     kernel_us = sum(e.device_time for e in events) / args.steps
     mode = f" ({args.compile_mode})" if args.compile_decode else ""
-    print(f"{args.arch} compile_decode={args.compile_decode}{mode} {name}")
+    print(f"{args.arch} compile_decode={args.compile_decode}{mode} overlap={args.overlap} {name}")
     print(
         f"wall per step {wall * 1e3:.3f} ms; GPU time per step {kernel_us / 1e3:.3f} ms; "
         f"{len(events) / args.steps:.0f} GPU events per step; the first 10 steps (capture, "

@@ -39,6 +39,7 @@ def test_infer_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
         # transformers auto-compiles only on cuda/xpu: the CPU row must not claim a compiled rate
         assert row["hf_static_compiled_tokens_per_s"].startswith("not compiled"), row
         assert row["hf_static_compile"].startswith("none: no compilation seen on cpu")
+        assert row["ours_overlap_tokens_per_s"] > 0  # greedy steps queued one ahead
     server = next(r for r in rows if r["section"] == "server")
     assert server["status_5xx"] == 0 and server["backend"] == "torch-static-cpu"
     assert "| server | ratio |" in (tmp_path / "out" / "results.md").read_text()

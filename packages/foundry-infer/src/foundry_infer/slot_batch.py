@@ -7,11 +7,20 @@ finishes the last row moves into its slot, so the running rows stay in slots ``0
 Logits come back from the engine per step; a step whose rows all decode greedily with no logit
 adjustment and no logprobs takes the argmax on the device (only token ids cross to the host),
 any other step samples each row on the host exactly as :class:`DecodeBatch` does.
+
+With ``overlap`` (``FOUNDRY_DECODE_OVERLAP=1``; off by default until measured on a GPU) greedy
+steps run one ahead: while the host reads a step's tokens, the next step is already queued, its
+input tokens taken on the device from the step before (:meth:`SlotEngine.launch_greedy`), so the
+GPU does not wait for the host between steps. A step is queued ahead only while the rows stay
+the same, all plain greedy, none finished and each with a token to spare; a row that ends by eos
+or a stop string meanwhile drops the extra token its row computed.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,10 +30,11 @@ from .generation import SequenceState
 from .sampling import TokenLogprob, token_logprob
 
 if TYPE_CHECKING:
-    from .slot_engine import SlotEngine
+    from .slot_engine import Launched, SlotEngine
 
 __all__ = ["PREFILL_TOKENS", "SlotBatch"]
 
+OVERLAP_VARIABLE = "FOUNDRY_DECODE_OVERLAP"
 # prefill_many runs prompts together while (prompts x longest prompt) stays within this many
 # token positions, which bounds the forward's activations and its (B, H, T, T) mask.
 PREFILL_TOKENS = 4096
@@ -51,6 +61,14 @@ def _forward_groups(seqs: list[SequenceState]) -> Iterator[list[SequenceState]]:
         yield group
 
 
+@dataclass
+class Ahead:
+    """A greedy step in flight and the rows it runs (row i in slot i at its launch)."""
+
+    rows: list[SequenceState]
+    launched: Launched
+
+
 class SlotBatch:
     """Sequences sharing a slot cache; see the module docstring."""
 
@@ -60,6 +78,10 @@ class SlotBatch:
         self._positions: list[int] = []  # where each row's next input token goes
         self.largest_batch = 0
         self.steps = 0
+        self._ahead: Ahead | None = None  # a greedy step queued and not yet read
+        # all-greedy steps run one ahead (see step()); off unless FOUNDRY_DECODE_OVERLAP=1 until
+        # it has run on a GPU (issue 21)
+        self.overlap = os.environ.get(OVERLAP_VARIABLE, "0") == "1"
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -127,28 +149,81 @@ class SlotBatch:
             )
 
     def step(self) -> list[tuple[SequenceState, int]]:
-        """Advance every running sequence by one token; return (sequence, token) pairs."""
+        """Advance the running sequences by one token; return (sequence, token) pairs.
+
+        All-greedy steps run one ahead (see :meth:`_step_ahead`): a call may return the tokens
+        of a step launched by the call before, with the next step already queued."""
+        if self._ahead is not None:
+            return self._step_ahead()
         self._drop_finished()
         if not self.rows:
             return []
-        self.largest_batch = max(self.largest_batch, len(self.rows))
-        self.steps += 1
+        if self.overlap and all(_plain_greedy(seq) for seq in self.rows):
+            self._ahead = self._launch(None)
+            return self._step_ahead()
+        self._count_step()
         tokens = [seq.generated[-1] for seq in self.rows]
         logits = self.engine.decode(tokens, self._positions)
         self._positions = [p + 1 for p in self._positions]
         events: list[tuple[SequenceState, int]] = []
         if all(_plain_greedy(seq) for seq in self.rows):
             chosen: list[int] = logits.argmax(dim=-1).tolist()
-            for seq, token in zip(self.rows, chosen, strict=True):
-                if not seq.finished:  # cancelled while the step ran
-                    seq.accept(token)
-                    events.append((seq, token))
+            events = self._accept(self.rows, chosen)
         else:
             host: np.ndarray = logits.cpu().numpy()
             for row, seq in enumerate(self.rows):
                 if not seq.finished:
                     events.append((seq, seq.choose(host[row])))
         self._drop_finished()
+        return events
+
+    def _count_step(self) -> None:
+        self.largest_batch = max(self.largest_batch, len(self.rows))
+        self.steps += 1
+
+    def _launch(self, after: Ahead | None) -> Ahead:
+        """Queue a greedy step for the running rows: from their last tokens on the host, or
+        chained on ``after``'s device tokens."""
+        self._count_step()
+        tokens = None if after is not None else [seq.generated[-1] for seq in self.rows]
+        launched = self.engine.launch_greedy(
+            self._positions, tokens, after.launched if after is not None else None
+        )
+        self._positions = [p + 1 for p in self._positions]
+        return Ahead(list(self.rows), launched)
+
+    def _chainable(self, ahead: Ahead) -> bool:
+        """Whether the step after ``ahead`` can be queued before ``ahead``'s tokens are read:
+        the same rows in the same slots, all still plain greedy, none finished, and each with
+        a token to spare after ``ahead``'s (a row ending at ``ahead`` by its token limit would
+        run past its positions; one ending by eos or a stop string only wastes its row)."""
+        return len(self.rows) == len(ahead.rows) and all(
+            seq is was
+            and not seq.finished
+            and _plain_greedy(seq)
+            and len(seq.generated) + 2 <= seq.max_new_tokens
+            for seq, was in zip(self.rows, ahead.rows, strict=True)
+        )
+
+    def _step_ahead(self) -> list[tuple[SequenceState, int]]:
+        """Queue the next step behind the one in flight where :meth:`_chainable`, then read the
+        one in flight; its tokens go to the rows it ran (a row finished meanwhile skips its)."""
+        ahead, self._ahead = self._ahead, None
+        assert ahead is not None
+        if self._chainable(ahead):
+            self._ahead = self._launch(ahead)
+        events = self._accept(ahead.rows, ahead.launched.tokens())
+        if self._ahead is None:
+            self._drop_finished()
+        return events
+
+    @staticmethod
+    def _accept(rows: list[SequenceState], tokens: list[int]) -> list[tuple[SequenceState, int]]:
+        events = []
+        for seq, token in zip(rows, tokens, strict=True):
+            if not seq.finished:  # cancelled, or stopped, while the step ran
+                seq.accept(token)
+                events.append((seq, token))
         return events
 
     def _drop_finished(self) -> None:

@@ -31,11 +31,34 @@ if TYPE_CHECKING:
 
     from .slot_batch import SlotBatch
 
-__all__ = ["SlotEngine", "batch_buckets"]
+__all__ = ["Launched", "SlotEngine", "batch_buckets"]
 
 log = logging.getLogger("foundry_infer.slot_engine")
 _MIN_KV = 64
 _DEFAULT_MAX_LEN = 2048
+
+
+class Launched:
+    """A greedy decode step queued on the device (see :meth:`SlotEngine.launch_greedy`)."""
+
+    def __init__(self, greedy: torch.Tensor, positions: torch.Tensor, cuda: bool) -> None:
+        self.greedy = greedy  # (n,) the step's argmax tokens, on the device
+        self.positions = positions  # (n,) the positions it ran at, on the device
+        self._host = greedy
+        self._done: Any = None
+        if cuda:  # copy to pinned memory behind the step; an event marks the copy done
+            import torch
+
+            self._host = torch.empty(greedy.shape, dtype=greedy.dtype, pin_memory=True)
+            self._host.copy_(greedy, non_blocking=True)
+            self._done = torch.cuda.Event()
+            self._done.record()
+
+    def tokens(self) -> list[int]:
+        """The step's greedy tokens (waits for that step only, not for later launches)."""
+        if self._done is not None:
+            self._done.synchronize()
+        return self._host.tolist()
 
 
 def batch_buckets(max_batch_size: int) -> list[int]:
@@ -175,6 +198,41 @@ class SlotEngine(TorchEngine):
             static_in.copy_(host, non_blocking=False)
             graph.replay()
             return logits[:n]
+
+    def launch_greedy(
+        self, positions: list[int], tokens: list[int] | None = None, after: Launched | None = None
+    ) -> Launched:
+        """Start a greedy decode step for slots 0..n-1 without waiting for it.
+
+        Its input tokens come from the host (``tokens``) or, chained, from the device: the
+        greedy tokens of the launch ``after``, at its positions plus one (nothing crosses to
+        the host, so the step queues behind ``after`` while the host reads ``after``'s tokens).
+        ``positions`` (host copies) choose the attention length. The argmax and its copy to
+        pinned host memory are queued behind the step; :meth:`Launched.tokens` waits for them."""
+        torch = self._torch
+        n = len(positions)
+        bucket = next(b for b in self.buckets if b >= n)
+        kv_len = self._kv_bucket(max(positions) + 1)
+        with torch.inference_mode():
+            if self.cuda_graphs:
+                graph, inputs, logits = self._graph(bucket, kv_len)
+            else:
+                graph, inputs = None, torch.zeros((2, bucket), dtype=torch.long, device=self.device)
+            if after is None:
+                assert tokens is not None and len(tokens) == n
+                pad = [0] * (bucket - n)
+                inputs.copy_(torch.tensor([tokens + pad, positions + pad], dtype=torch.long))
+            else:
+                assert len(after.positions) == n, "a chained launch keeps the same rows"
+                inputs[0, :n] = after.greedy
+                inputs[1, :n] = after.positions + 1
+            if graph is not None:
+                graph.replay()
+            else:
+                caches = self._views(0, bucket, kv_len)
+                logits = self._step(inputs[0:1].T, inputs[1:2].T, caches)
+            greedy = logits[:n].argmax(dim=-1)
+            return Launched(greedy, inputs[1, :n], self.device.type == "cuda")
 
     def _step(self, ids: torch.Tensor, positions: torch.Tensor, caches: list[Any]) -> torch.Tensor:
         """One decode step's forward (compiled layers with ``compile_decode``)."""
