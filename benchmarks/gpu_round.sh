@@ -43,7 +43,8 @@
 #                 wall and GPU time and its kernels, eager static engine, --compile-decode, then
 #                 with --overlap (FOUNDRY_DECODE_OVERLAP=1), then also with
 #                 FOUNDRY_DECODE_COMPILE_MODE=max-autotune-no-cudagraphs (no flash needed; about
-#                 30-45 s a run on an H100 without autotuning), after the overlap's GPU tests
+#                 30-45 s a run on an H100 without autotuning), after the overlap's GPU tests;
+#                 INFER_PROFILE_ARCHS picks the models (default "mpt llama")
 #   fa4-op        flash-attn-4 through foundry's custom ops (FOUNDRY_FA4_CUSTOM_OP=1): the ops' GPU
 #                 tests, then the 125m harness row without and with the ops, alternated twice
 #                 (about 80 s a row on an H100; the first three rows are in the DATASHEET)
@@ -138,7 +139,7 @@ for section in "$@"; do
       timeout 120 python -m pytest -q -p no:cacheprovider -m gpu \
         packages/foundry-infer/tests/test_overlap.py > "$W/logs/overlap-tests.log" 2>&1
       say "overlap gpu tests rc $?: $(tail -n 1 "$W/logs/overlap-tests.log")"
-      for arch in mpt llama; do
+      for arch in ${INFER_PROFILE_ARCHS:-mpt llama}; do
         for how in "" "--compile-decode" "--compile-decode --overlap" \
           "--compile-decode --overlap --compile-mode max-autotune-no-cudagraphs"; do
           tag=$arch$(echo "$how" | tr -d ' -' | sed 's/compiledecode/-compiled/;s/overlap/-overlap/;s/compilemode/-/')
