@@ -109,6 +109,24 @@ def test_compiled_decode_in_cuda_graphs_gives_the_cpu_tokens_in_fp32(model, requ
 
 @pytest.mark.gpu
 @needs_cuda
+def test_static_engine_fits_its_slots_to_the_free_memory(trained_llama_dir):
+    from foundry_infer.slot_engine import FIT_SHARE, SlotEngine
+
+    asked = SlotEngine(trained_llama_dir, device="cuda", max_batch_size=4, max_len=64)
+    slot = asked.cache_bytes() // 4
+    del asked
+    torch.cuda.empty_cache()
+    free, _ = torch.cuda.mem_get_info()
+    want = min(64, int(FIT_SHARE * free // slot))  # a tiny model: all 64 fit
+    fitted = SlotEngine(
+        trained_llama_dir, device="cuda", max_batch_size=64, max_len=64, fit_slots=True
+    )
+    assert fitted.cache_bytes() <= FIT_SHARE * free
+    assert abs(fitted.max_batch_size - want) <= 1, (fitted.max_batch_size, want)
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_server_on_cuda_answers_the_openai_client_streaming(trained_llama_dir, tokenizer):
     import threading
     from concurrent.futures import ThreadPoolExecutor

@@ -8,7 +8,7 @@ from foundry_infer import SequenceState, TorchEngine, generate_tokens, load_engi
 from foundry_infer.engines import _torch_path
 from foundry_infer.errors import FoundryError
 from foundry_infer.sampling import SamplingParams
-from foundry_infer.slot_engine import SlotEngine, batch_buckets
+from foundry_infer.slot_engine import SlotEngine, batch_buckets, slots_that_fit
 from joining import run_joining
 
 PROMPTS = ["def export_onnx(", "class Scheduler:", "import numpy", "    return"]
@@ -93,6 +93,18 @@ def test_engine_choice_and_refusals(trained_llama_dir, gpt2_dir, tokenizer):
     batch.prefill(SequenceState(ids, 8))
     with pytest.raises(FoundryError, match="cache slots are in use"):
         batch.prefill(SequenceState(ids, 8))
+
+
+def test_slots_fit_the_free_memory_when_not_given(trained_llama_dir):
+    gib = 2**30
+    assert slots_that_fit(64, gib, 200 * gib, 2048) == 64  # room for more: the cap holds
+    assert slots_that_fit(64, gib, 20 * gib, 2048) == 12  # 60% of 20 GiB
+    assert slots_that_fit(8, gib // 2, 2 * gib, 2048) == 2
+    with pytest.raises(FoundryError, match=r"one cache slot of 2048 positions needs 1\.00 GiB"):
+        slots_that_fit(64, gib, gib, 2048)
+    # on CPU nothing is fitted: the slots asked for are the slots held
+    engine = SlotEngine(trained_llama_dir, max_batch_size=6, max_len=32, fit_slots=True)
+    assert engine.max_batch_size == 6 and engine.buckets == [1, 2, 4, 6]
 
 
 def test_serve_with_the_static_engine_batches_concurrent_streams_exactly(

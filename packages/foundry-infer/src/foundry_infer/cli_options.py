@@ -108,7 +108,8 @@ _SERVE_LIMITS: tuple[tuple[str, int | None, str], ...] = (
     (
         "--max-batch-size",
         None,
-        "requests decoded together, the static engine's cache slots (default: 64 on CUDA, 8)",
+        "requests decoded together, the static engine's cache slots (default: 64 on CUDA, "
+        "fewer where their cache would take over 60%% of the free GPU memory; 8 on CPU)",
     ),
     ("--max-queue", 64, "waiting requests before 429 (default: 64)"),
     (

@@ -151,6 +151,7 @@ def load_engine(
     max_batch_size: int = 8,
     max_len: int | None = None,
     compile_decode: bool = False,
+    fit_slots: bool = False,
 ) -> Engine:
     """Open MODEL (an HF or ONNX directory) with the matching back end.
 
@@ -161,6 +162,8 @@ def load_engine(
     ``dynamic`` (any architecture) or ``auto`` (static on CUDA for MPT and Llama, else dynamic; see
     ``STATIC_BY_DEFAULT``).
     ``compile_decode`` (static engine only) runs its decode layers through ``torch.compile``.
+    ``fit_slots``: the static engine on CUDA takes fewer than ``max_batch_size`` slots where
+    that many would not fit in the GPU's free memory (``serve`` without ``--max-batch-size``).
     """
     kind = detect_model_kind(model)
     if backend == "auto":
@@ -194,6 +197,7 @@ def load_engine(
         max_batch_size=max_batch_size,
         max_len=max_len,
         compile_decode=compile_decode,
+        fit_slots=fit_slots,
     )
 
 

@@ -23,7 +23,8 @@ __all__ = ["build_service", "run_server"]
 
 def build_service(args: argparse.Namespace) -> InferenceService:
     """Load the model named by the serve arguments and wrap it in a service."""
-    if args.max_batch_size is None:
+    fit_slots = args.max_batch_size is None  # the static engine fits its slots to the GPU
+    if fit_slots:
         args.max_batch_size = 64 if str(args.device).startswith("cuda") else 8
     for name in ("max_batch_size", "max_queue", "max_new_tokens"):
         if getattr(args, name) < 1:
@@ -40,7 +41,11 @@ def build_service(args: argparse.Namespace) -> InferenceService:
         max_batch_size=args.max_batch_size,
         max_len=args.max_model_len,
         compile_decode=args.compile_decode,
+        fit_slots=fit_slots,
     )
+    slots = getattr(engine, "max_batch_size", None)  # the static engine's, after fitting
+    if isinstance(slots, int):
+        args.max_batch_size = slots
     capture: Callable[[], int] | None = getattr(engine, "capture_all", None)
     if capture is not None:
         start = time.perf_counter()

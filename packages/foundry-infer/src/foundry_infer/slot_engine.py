@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
     from .slot_batch import SlotBatch
 
-__all__ = ["Launched", "SlotEngine", "batch_buckets"]
+__all__ = ["FIT_SHARE", "Launched", "SlotEngine", "batch_buckets", "slots_that_fit"]
 
 log = logging.getLogger("foundry_infer.slot_engine")
 _MIN_KV = 64
@@ -61,6 +61,24 @@ class Launched:
         return self._host.tolist()
 
 
+# the share of the GPU's free memory (after the weights) a fitted slot cache may take: the rest is
+# for prefill activations, the CUDA graphs' pool and the logits
+FIT_SHARE = 0.6
+
+
+def slots_that_fit(wanted: int, slot_bytes: int, free_bytes: int, max_len: int) -> int:
+    """The most slots, up to ``wanted``, whose cache (``slot_bytes`` each) takes at most
+    :data:`FIT_SHARE` of ``free_bytes``; refuses when not even one fits."""
+    fits = int(FIT_SHARE * free_bytes // slot_bytes)
+    if fits < 1:
+        raise FoundryError(
+            f"one cache slot of {max_len} positions needs {slot_bytes / 2**30:.2f} GiB, more than "
+            f"{FIT_SHARE:.0%} of the {free_bytes / 2**30:.1f} GiB the GPU has free after the "
+            "weights. Lower --max-model-len, or serve with --engine dynamic."
+        )
+    return min(wanted, fits)
+
+
 def batch_buckets(max_batch_size: int) -> list[int]:
     """1, 2, 4, ... below ``max_batch_size``, then ``max_batch_size`` itself."""
     sizes, size = [], 1
@@ -86,9 +104,12 @@ class SlotEngine(TorchEngine):
         max_len: int | None = None,
         cuda_graphs: bool | None = None,
         compile_decode: bool = False,
+        fit_slots: bool = False,
     ) -> None:
-        """``compile_decode``: run decode steps through the compiled layers (off by default:
-        not yet measured on a GPU)."""
+        """``compile_decode``: run decode steps through the compiled layers (off by default).
+        ``fit_slots`` (``serve`` without ``--max-batch-size``): on CUDA, at most
+        ``max_batch_size`` slots, fewer where the cache would take more than
+        :data:`FIT_SHARE` of the GPU's free memory (see :func:`slots_that_fit`)."""
         super().__init__(model_dir, device=device, dtype=dtype)
         forward = slot_forward_for(self.model)
         if forward is None:
@@ -107,11 +128,25 @@ class SlotEngine(TorchEngine):
         self.max_len = min(max_len or min(positions, _DEFAULT_MAX_LEN), positions)
         self.layout = dataclasses.replace(self.layout, max_positions=self.max_len)
         on_cuda = self.device.type == "cuda"
+        if fit_slots and on_cuda:
+            free, _ = self._torch.cuda.mem_get_info(self.device)
+            per_slot = self.cache_bytes() // max_batch_size
+            self.max_batch_size = slots_that_fit(max_batch_size, per_slot, free, self.max_len)
+            log.warning(
+                "foundry-infer: slot cache: %d slots of %d positions, %.1f GiB (%d fit in %.0f%% "
+                "of the %.1f GiB free; --max-batch-size sets them)",
+                self.max_batch_size,
+                self.max_len,
+                self.cache_bytes() / 2**30,
+                self.max_batch_size,
+                FIT_SHARE * 100,
+                free / 2**30,
+            )
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
         self.caches = self._allocate()  # per layer (2, slots, kv_heads, max_len, head_dim)
         self._graphs: dict[tuple[int, int], tuple[Any, ...]] = {}
         self._pool: Any = None
-        self.buckets = batch_buckets(max_batch_size)
+        self.buckets = batch_buckets(self.max_batch_size)
         self.name = (
             f"torch-static-{self.device.type}"
             + ("-cudagraphs" if self.cuda_graphs else "")
