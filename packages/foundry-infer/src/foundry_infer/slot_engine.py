@@ -216,23 +216,8 @@ class SlotEngine(TorchEngine):
 
     def decode(self, tokens: list[int], positions: list[int]) -> torch.Tensor:
         """One token for each of slots 0..n-1 (at ``positions``); logits (n, V) float32."""
-        torch = self._torch
-        n = len(tokens)
-        bucket = next(b for b in self.buckets if b >= n)
-        kv_len = self._kv_bucket(max(positions) + 1)
-        pad = bucket - n
-        host = torch.tensor([tokens + [0] * pad, positions + [0] * pad], dtype=torch.long)
-        with torch.inference_mode():
-            if not self.cuda_graphs:
-                on_device = host.to(self.device)
-                step = self._step(
-                    on_device[0:1].T, on_device[1:2].T, self._views(0, bucket, kv_len)
-                )
-                return step[:n]
-            graph, static_in, logits = self._graph(bucket, kv_len)
-            static_in.copy_(host, non_blocking=False)
-            graph.replay()
-            return logits[:n]
+        with self._torch.inference_mode():
+            return self._run(positions, tokens, None)[0]
 
     def launch_greedy(
         self, positions: list[int], tokens: list[int] | None = None, after: Launched | None = None
@@ -244,30 +229,37 @@ class SlotEngine(TorchEngine):
         the host, so the step queues behind ``after`` while the host reads ``after``'s tokens).
         ``positions`` (host copies) choose the attention length. The argmax and its copy to
         pinned host memory are queued behind the step; :meth:`Launched.tokens` waits for them."""
+        with self._torch.inference_mode():
+            logits, ran_at = self._run(positions, tokens, after)
+            return Launched(logits.argmax(dim=-1), ran_at, self.device.type == "cuda")
+
+    def _run(
+        self, positions: list[int], tokens: list[int] | None, after: Launched | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """A decode step over slots 0..n-1, inputs from the host (``tokens``) or chained on
+        ``after``'s device tokens; (logits (n, V), the positions it ran at (n,) on the device).
+        On CUDA the step is the (bucket, kv_len) graph, its inputs and logits the graph's own."""
         torch = self._torch
         n = len(positions)
         bucket = next(b for b in self.buckets if b >= n)
         kv_len = self._kv_bucket(max(positions) + 1)
-        with torch.inference_mode():
-            if self.cuda_graphs:
-                graph, inputs, logits = self._graph(bucket, kv_len)
-            else:
-                graph, inputs = None, torch.zeros((2, bucket), dtype=torch.long, device=self.device)
-            if after is None:
-                assert tokens is not None and len(tokens) == n
-                pad = [0] * (bucket - n)
-                inputs.copy_(torch.tensor([tokens + pad, positions + pad], dtype=torch.long))
-            else:
-                assert len(after.positions) == n, "a chained launch keeps the same rows"
-                inputs[0, :n] = after.greedy
-                inputs[1, :n] = after.positions + 1
-            if graph is not None:
-                graph.replay()
-            else:
-                caches = self._views(0, bucket, kv_len)
-                logits = self._step(inputs[0:1].T, inputs[1:2].T, caches)
-            greedy = logits[:n].argmax(dim=-1)
-            return Launched(greedy, inputs[1, :n], self.device.type == "cuda")
+        if self.cuda_graphs:
+            graph, inputs, logits = self._graph(bucket, kv_len)
+        else:
+            graph, inputs = None, torch.zeros((2, bucket), dtype=torch.long, device=self.device)
+        if after is None:
+            assert tokens is not None and len(tokens) == n
+            pad = [0] * (bucket - n)
+            inputs.copy_(torch.tensor([tokens + pad, positions + pad], dtype=torch.long))
+        else:
+            assert len(after.positions) == n, "a chained launch keeps the same rows"
+            inputs[0, :n] = after.greedy
+            inputs[1, :n] = after.positions + 1
+        if graph is not None:
+            graph.replay()
+        else:
+            logits = self._step(inputs[0:1].T, inputs[1:2].T, self._views(0, bucket, kv_len))
+        return logits[:n], inputs[1, :n]
 
     def _step(self, ids: torch.Tensor, positions: torch.Tensor, caches: list[Any]) -> torch.Tensor:
         """One decode step's forward (compiled layers with ``compile_decode``)."""
