@@ -151,8 +151,8 @@ class SlotBatch:
     def step(self) -> list[tuple[SequenceState, int]]:
         """Advance the running sequences by one token; return (sequence, token) pairs.
 
-        All-greedy steps run one ahead (see :meth:`_step_ahead`): a call may return the tokens
-        of a step launched by the call before, with the next step already queued."""
+        With ``overlap``, all-greedy steps run one ahead (see :meth:`_step_ahead`): a call may
+        return the tokens of a step launched by the call before, with the next one queued."""
         if self._ahead is not None:
             return self._step_ahead()
         self._drop_finished()
