@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from foundry_models.loss import chunked_linear_cross_entropy, reference_linear_cross_entropy
+from foundry_models.loss import (
+    chunked_cross_entropy_sum,
+    chunked_linear_cross_entropy,
+    reference_linear_cross_entropy,
+)
 
 
 @pytest.mark.parametrize(
@@ -78,6 +82,46 @@ def test_model_with_loss_chunks_matches_plain_loss_and_grads() -> None:
     fused.eval()
     with torch.no_grad():
         assert fused(input_ids=ids, labels=labels).logits is not None
+
+
+@pytest.mark.parametrize("chunk", [1, 13, 300])
+def test_scoring_sum_matches_reference(chunk: int) -> None:
+    gen = torch.Generator().manual_seed(1)
+    hidden, weight = torch.randn(120, 16, generator=gen), torch.randn(41, 16, generator=gen)
+    labels = torch.randint(0, 41, (120,), generator=gen)
+    labels[5:30] = -100
+    total, count = chunked_cross_entropy_sum(
+        hidden, weight, labels, chunk_size=chunk, logit_scale=2.0
+    )
+    ref = reference_linear_cross_entropy(hidden, weight, labels, logit_scale=2.0)
+    assert int(count) == 95
+    torch.testing.assert_close(total / count, ref, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="expected hidden"):
+        chunked_cross_entropy_sum(hidden, weight, labels[:-1])
+
+
+@pytest.mark.parametrize("loss_chunk_size", [None, 5])
+def test_eval_without_logits_scores_like_the_logits(loss_chunk_size: int | None) -> None:
+    """`return_logits=False` in eval: the loss of the full logits, with no logits built."""
+    from foundry_models import MPTForCausalLM, preset_config
+
+    torch.manual_seed(0)
+    model = MPTForCausalLM(preset_config("debug", loss_chunk_size=loss_chunk_size)).eval()
+    model.init_weights_()
+    ids = torch.randint(0, model.config.vocab_size, (3, 12))
+    labels = ids.clone()
+    labels[1, :7] = -100
+    with torch.no_grad():
+        full = model(input_ids=ids, labels=labels)
+        scored = model(input_ids=ids, labels=labels, return_logits=False)
+    assert full.logits is not None and scored.logits is None
+    torch.testing.assert_close(scored.loss, full.loss, atol=1e-5, rtol=0)
+    # with gradients on, the same call goes through the fused training path and can backprop
+    model.train()
+    trained = model(input_ids=ids, labels=labels, return_logits=False)
+    trained.loss.backward()
+    assert model.get_input_embeddings().weight.grad is not None
+    torch.testing.assert_close(trained.loss.detach(), full.loss, atol=1e-5, rtol=0)
 
 
 def test_loss_chunk_size_is_validated() -> None:

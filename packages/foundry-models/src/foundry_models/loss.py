@@ -8,6 +8,8 @@ gradients with respect to the hidden states and the projection weight, then drop
 backward pass only scales the stored gradients. FLOPs are those of the plain path (three matmuls
 of N x d x V); the full logits never exist.
 
+`chunked_cross_entropy_sum` is the forward-only walk for scoring (evaluation under no_grad): the
+summed loss and the number of scored positions, with no gradient buffers.
 `reference_linear_cross_entropy` is the slow, obvious path the tests compare against.
 """
 
@@ -18,7 +20,11 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 
-__all__ = ["chunked_linear_cross_entropy", "reference_linear_cross_entropy"]
+__all__ = [
+    "chunked_cross_entropy_sum",
+    "chunked_linear_cross_entropy",
+    "reference_linear_cross_entropy",
+]
 
 IGNORE_INDEX = -100  # torch's cross_entropy default; foundry-data writes it (tests check)
 
@@ -122,3 +128,33 @@ def chunked_linear_cross_entropy(
             f"{tuple(labels.shape)}"
         )
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, labels, chunk_size, float(logit_scale))
+
+
+def chunked_cross_entropy_sum(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    chunk_size: int = 8192,
+    logit_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed loss over `labels != -100` and how many positions that is, forward only.
+
+    For scoring: memory is O(chunk_size x V) whatever N is, and nothing is kept for a backward
+    pass. The logits are taken in the autocast dtype when autocast is on and reduced in fp32.
+    Shapes as in `chunked_linear_cross_entropy`.
+    """
+    if hidden.dim() != 2 or labels.dim() != 1 or hidden.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"expected hidden (N, d) and labels (N,), got {tuple(hidden.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+    total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+    with torch.no_grad():
+        for start in range(0, hidden.shape[0], chunk_size):
+            lc = labels[start : start + chunk_size]
+            logits = (hidden[start : start + chunk_size] @ weight.T).float() * logit_scale
+            lse = torch.logsumexp(logits, dim=-1)
+            picked = logits.gather(1, lc.clamp(min=0)[:, None]).squeeze(1)
+            total += torch.where(lc != IGNORE_INDEX, lse - picked, 0.0).sum()
+    return total, (labels != IGNORE_INDEX).sum()

@@ -19,12 +19,13 @@ from foundry_models.blocks import AttentionContext, MPTBlock
 from foundry_models.config import MPTConfig
 from foundry_models.errors import FoundryError
 from foundry_models.initialization import init_module_
-from foundry_models.loss import chunked_linear_cross_entropy
+from foundry_models.loss import chunked_cross_entropy_sum, chunked_linear_cross_entropy
 from foundry_models.norms import build_norm
 from foundry_models.rope import rope_cos_sin, rope_inv_freq
 
 __all__ = ["MPTForCausalLM", "MPTModel", "MPTPreTrainedModel"]
 
+_SCORING_CHUNK = 8192  # positions a chunk when scoring without logits and no loss_chunk_size
 # transformers >= 5.2x names the output's cache field `cache`; earlier versions `past_key_values`.
 _CACHE_FIELD = (
     "cache" if "cache" in CausalLMOutputWithPast.__dataclass_fields__ else "past_key_values"
@@ -219,13 +220,17 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
         return_dict: bool | None = None,
         logits_to_keep: int = 0,
         cache: Cache | None = None,
+        return_logits: bool = True,
         **kwargs: Any,
     ) -> CausalLMOutputWithPast:
         """Logits for every position; with `labels` also the mean next-token loss.
 
         Labels are shifted inside (pass `labels=input_ids`), -100 is ignored. `sequence_id`
         (B, T) keeps packed sequences from attending to each other when
-        `attn_config.attn_uses_sequence_id` is set.
+        `attn_config.attn_uses_sequence_id` is set. `return_logits=False` with `labels` computes
+        only the loss, position chunk by chunk (`loss_chunk_size`, else 8192): `logits` is None
+        and the (B, T, V) logits never exist, as in training with `loss_chunk_size`; this is how
+        evaluation scores long sequences.
         """
         out = self.transformer(
             input_ids=input_ids,
@@ -242,9 +247,12 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
         if logits_to_keep:
             h = h[:, -logits_to_keep:]
         chunk = self.config.loss_chunk_size
-        if labels is not None and chunk and self.training and "num_items_in_batch" not in kwargs:
+        fusable = "num_items_in_batch" not in kwargs and (
+            (chunk and self.training) or not return_logits
+        )
+        if labels is not None and fusable:
             # Fused head + loss: the (B, T, V) logits are never materialised.
-            loss = self._chunked_loss(h, labels, chunk)
+            loss = self._chunked_loss(h, labels, chunk or _SCORING_CHUNK)
             logits = None
         else:
             logits = self._logits(h)
@@ -258,15 +266,13 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
 
     def _chunked_loss(self, h: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
         weight = (self.lm_head or self.get_input_embeddings()).weight  # (V, d)
-        scale = self.config.resolved_logit_scale
-        d = h.shape[-1]
-        return chunked_linear_cross_entropy(
-            h[:, :-1].reshape(-1, d),  # (B*(T-1), d)
-            weight,
-            labels[:, 1:].reshape(-1),
-            chunk_size=chunk,
-            logit_scale=1.0 if scale is None else scale,
-        )
+        kw: dict[str, Any] = {"chunk_size": chunk, "logit_scale": self.config.resolved_logit_scale}
+        kw["logit_scale"] = 1.0 if kw["logit_scale"] is None else kw["logit_scale"]
+        hidden, shifted = h[:, :-1].reshape(-1, h.shape[-1]), labels[:, 1:].reshape(-1)
+        if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
+            return chunked_linear_cross_entropy(hidden, weight, shifted, **kw)
+        total, count = chunked_cross_entropy_sum(hidden, weight, shifted, **kw)  # scoring
+        return total / count.clamp(min=1)
 
     def _logits(self, h: torch.Tensor) -> torch.Tensor:
         if self.lm_head is not None:

@@ -7,13 +7,19 @@ import pickle
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from composer.metrics.nlp import LanguageCrossEntropy, LanguagePerplexity
 from composer.models import ComposerModel
+from foundry_data import IGNORE_INDEX
 from torch import nn
 from transformers import PretrainedConfig
 
 from foundry_train.config.sections import LoraConfig, ModelConfig
 from foundry_train.errors import FoundryError
+from foundry_train.eval_loss import (
+    EvalLoss,
+    TokenCrossEntropy,
+    TokenPerplexity,
+    loss_sum_from_logits,
+)
 
 if TYPE_CHECKING:
     from foundry_models import MPTConfig
@@ -239,16 +245,17 @@ class FoundryComposerModel(ComposerModel):
         self.accepts_sequence_id = accepts_sequence_id
         self._flops_per_token = flops_per_token(network, seq_len)
         self.train_metrics: dict[str, Any] = {}
+        # composer's metric names, so logs keep their keys; scored from loss sums (eval_loss.py)
         self.eval_metrics = {
-            "LanguageCrossEntropy": LanguageCrossEntropy(),
-            "LanguagePerplexity": LanguagePerplexity(),
+            "LanguageCrossEntropy": TokenCrossEntropy(),
+            "LanguagePerplexity": TokenPerplexity(),
         }
 
     def flops_per_batch(self, batch: dict[str, torch.Tensor]) -> int:
         """FLOPs of one training batch (for composer's SpeedMonitor MFU)."""
         return self._flops_per_token * int(batch["input_ids"].numel())
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> Any:  # type: ignore[override]
+    def forward(self, batch: dict[str, torch.Tensor], **extra: Any) -> Any:  # type: ignore[override]
         kwargs: dict[str, Any] = {
             k: batch[k] for k in ("input_ids", "attention_mask", "labels") if k in batch
         }
@@ -257,22 +264,31 @@ class FoundryComposerModel(ComposerModel):
         # Training and eval score whole sequences: no key/value cache. (A model in eval mode
         # otherwise builds one per batch, as `use_cache: true` in its config asks for generation:
         # memory for every layer's keys and values, and, under torch.compile, a recompile per layer.)
-        return self.model(**kwargs, use_cache=False)
+        return self.model(**kwargs, **extra, use_cache=False)
 
     def loss(self, outputs: Any, batch: Any, *args: Any, **kwargs: Any) -> torch.Tensor:
         return outputs.loss
 
     def eval_forward(self, batch: Any, outputs: Any | None = None) -> Any:
-        return outputs if outputs is not None else self.forward(batch)
+        """The batch's summed loss and token count (`EvalLoss`), never all its logits at once.
+
+        A Foundry MPT computes the loss in chunks (`return_logits=False`); other models' logits
+        are reduced a sequence at a time.
+        """
+        if outputs is not None:
+            return outputs
+        labels = batch["labels"]
+        if not self.accepts_sequence_id:
+            return loss_sum_from_logits(self.forward(batch).logits, labels)
+        mean = self.forward(batch, return_logits=False).loss.float()
+        count = (labels[:, 1:] != IGNORE_INDEX).sum()
+        return EvalLoss(mean * count, count)
 
     def get_metrics(self, is_train: bool = False) -> dict[str, Any]:
         return self.train_metrics if is_train else self.eval_metrics
 
     def update_metric(self, batch: Any, outputs: Any, metric: Any) -> None:
-        # Composer's metrics .view() their inputs: the shifted slices must be contiguous.
-        logits = outputs.logits[:, :-1].float().contiguous()  # (B, T-1, V)
-        target = batch["labels"][:, 1:].contiguous()  # (B, T-1)
-        metric.update(logits, target)
+        metric.update(outputs)
 
 
 def build_composer_model(
