@@ -25,6 +25,7 @@ from foundry_train.checkpointing.resume import (
     set_aside_incomplete,
 )
 from foundry_train.checkpointing.safety import scan_checkpoint
+from foundry_train.checkpointing.save_errors import checkpoint_write_errors
 from foundry_train.config import TrainConfig, dump_config
 from foundry_train.config.root import LoggersConfig
 from foundry_train.config.sections import GradientClippingConfig, LoaderConfig
@@ -391,9 +392,9 @@ def compile_blocks(network: torch.nn.Module) -> int:
 def train(cfg: TrainConfig, extra_callbacks: list[Callback] | None = None) -> Trainer:
     """Train to ``max_duration`` (in this process; the CLI launches processes first)."""
     trainer = build_trainer(cfg, extra_callbacks)
-    try:
-        # composer annotates fit's dataloader and eval_interval parameters with bare generics.
-        trainer.fit()  # pyright: ignore[reportUnknownMemberType]
+    try:  # a checkpoint that cannot be written (disk full) is one clear FoundryError
+        with checkpoint_write_errors(trainer, cfg.save_folder, cfg.save_num_checkpoints_to_keep):
+            trainer.fit()  # pyright: ignore[reportUnknownMemberType]  # composer's bare generics
     finally:
         trainer.close()
     return trainer
