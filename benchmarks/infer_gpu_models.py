@@ -9,9 +9,11 @@ builds the ``debug`` preset and a 2-layer Llama instead, for a CPU smoke run. No
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,19 +210,26 @@ def engine_rate(engine: Any, prompt: list[int], new_tokens: int) -> float:
     return decode_rate(stamps)
 
 
-def overlap_rate(engine: Any, prompt: list[int], new_tokens: int) -> float:
-    """:func:`engine_rate` with greedy steps queued one ahead (``FOUNDRY_DECODE_OVERLAP=1``)."""
+@contextlib.contextmanager
+def overlap_env(on: bool) -> Iterator[None]:
+    """``FOUNDRY_DECODE_OVERLAP`` set to 1 or 0 inside (its default is on for CUDA engines)."""
     from foundry_infer.slot_batch import OVERLAP_VARIABLE
 
     before = os.environ.get(OVERLAP_VARIABLE)
-    os.environ[OVERLAP_VARIABLE] = "1"
+    os.environ[OVERLAP_VARIABLE] = "1" if on else "0"
     try:
-        return engine_rate(engine, prompt, new_tokens)
+        yield
     finally:
         if before is None:
             del os.environ[OVERLAP_VARIABLE]
         else:
             os.environ[OVERLAP_VARIABLE] = before
+
+
+def overlap_rate(engine: Any, prompt: list[int], new_tokens: int, on: bool = True) -> float:
+    """:func:`engine_rate` with greedy steps queued one ahead (``on``) or one at a time."""
+    with overlap_env(on):
+        return engine_rate(engine, prompt, new_tokens)
 
 
 def reference_run(model: Any, prompt: list[int], new_tokens: int) -> tuple[list[int], list[int]]:

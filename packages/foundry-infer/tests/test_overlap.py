@@ -112,13 +112,20 @@ def test_stops_cancels_and_joins_while_a_step_is_in_flight(engine, tokenizer):
     assert len(ahead[3][0]) == 3  # its first token and two steps
 
 
-def test_overlap_is_off_unless_asked(engine, monkeypatch):
-    from foundry_infer.slot_batch import OVERLAP_VARIABLE
+def test_overlap_is_on_by_default_on_cuda_only(engine, monkeypatch):
+    from foundry_infer.errors import FoundryError
+    from foundry_infer.slot_batch import OVERLAP_VARIABLE, overlap_wanted
 
     monkeypatch.delenv(OVERLAP_VARIABLE, raising=False)
-    assert not engine.new_batch().overlap
+    assert not engine.new_batch().overlap  # this engine is on the CPU
+    assert overlap_wanted("cuda") and not overlap_wanted("cpu")
     monkeypatch.setenv(OVERLAP_VARIABLE, "1")
     assert engine.new_batch().overlap
+    monkeypatch.setenv(OVERLAP_VARIABLE, "0")
+    assert not overlap_wanted("cuda")
+    monkeypatch.setenv(OVERLAP_VARIABLE, "yes")
+    with pytest.raises(FoundryError, match="FOUNDRY_DECODE_OVERLAP='yes' is not a setting"):
+        overlap_wanted("cuda")
 
 
 def test_a_length_limit_of_one_or_two_tokens(engine, tokenizer):

@@ -119,6 +119,7 @@ class SlotEngine(TorchEngine):
             )
         if max_batch_size < 1:
             raise FoundryError(f"--max-batch-size must be at least 1, got {max_batch_size}.")
+        _check_overlap_setting(self.device.type)
         self.forward = forward
         self.compile_decode = compile_decode
         if self.compile_decode:
@@ -324,3 +325,10 @@ class SlotEngine(TorchEngine):
         with self._torch.inference_mode():
             for cache in self.caches:
                 cache[:, dst, :, :length].copy_(cache[:, src, :, :length])
+
+
+def _check_overlap_setting(device_type: str) -> None:
+    """A bad ``FOUNDRY_DECODE_OVERLAP`` fails when the engine starts, not at the first request."""
+    from .slot_batch import overlap_wanted
+
+    overlap_wanted(device_type)
