@@ -20,7 +20,9 @@
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
 #   fp8           mpt-1b's shipped YAML in bf16, then each of FP8_RECIPES (default "tensorwise rowwise")
 #   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
-#   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample
+#   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample (LONG_SEQS,
+#                 default 8192, e.g. "8192 32768"; activation checkpointing past 8192). On one
+#                 H100 2026-12-05 the 8192 row took 142 s (its eval then ran out of memory, since fixed)
 #   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py (INFER_SECTIONS, default all:
 #                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; INFER_TESTS=0
@@ -164,8 +166,15 @@ for section in "$@"; do
         --set fp8.recipe=tensorwise
       python benchmarks/shipped_yamls.py compare "$W/fp8-loss/rows.jsonl" --base bf16 | tee -a "$S" ;;
     long)
-      shipped long --data "$(data 8192)" --presets 1b --steps 12 --global-batch 8 \
-        --set max_seq_len=8192 device_train_microbatch_size=2 --tag s8192 --timeout 400 ;;
+      # 16,384 tokens a micro-batch (one sequence beyond that), four micro-batches a batch;
+      # past 8192 every block's activations are recomputed in backward
+      for seq in ${LONG_SEQS:-8192}; do
+        mb=$((16384 / seq)); [ $mb -lt 1 ] && mb=1
+        extra=(); [ "$seq" -gt 8192 ] && extra=(fsdp_config.activation_checkpointing=true)
+        shipped long --data "$(data "$seq")" --presets 1b --steps 12 --global-batch $((4 * mb)) \
+          --set max_seq_len="$seq" device_train_microbatch_size=$mb ${extra[@]:+"${extra[@]}"} \
+          --tag "s$seq" --timeout 400
+      done ;;
     titan)
       timeout 560 python benchmarks/torchtitan_peer.py --out-dir "$W/titan" > "$W/logs/titan.log" 2>&1
       say "titan rc $?"; cat "$W/titan/peer.md" 2>/dev/null | tee -a "$S" ;;

@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -143,7 +145,25 @@ def run_preset(args: argparse.Namespace, preset: str) -> dict:
     }
     if rc not in (0, "timeout"):
         row["error"] = next((x for x in reversed(lines) if x.strip()), "")[:400]
+    if not args.keep_checkpoints:
+        row["checkpoint_bytes_removed"] = _drop_checkpoints(save)
     return row
+
+
+def _drop_checkpoints(save: Path) -> int:
+    """Remove a finished row's checkpoints (an mpt-1b one is 15 GB; the GPU host's disk is 64
+    GiB), keeping its metrics and config; returns the bytes removed."""
+    removed = 0
+    for entry in save.glob("*") if save.is_dir() else []:
+        if not re.match(r"^(ep\d+-ba\d+|latest-rank|incomplete$)", entry.name):
+            continue
+        files = [entry] if not entry.is_dir() else [f for f in entry.rglob("*") if f.is_file()]
+        removed += sum(f.lstat().st_size for f in files)
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    return removed
 
 
 def compare(rows_path: Path, base: str, baseline: Path | None) -> None:
@@ -201,6 +221,9 @@ def main() -> None:
     )
     r.add_argument("--tag", default="")
     r.add_argument("--timeout", type=int, default=600)
+    r.add_argument(
+        "--keep-checkpoints", action="store_true", help="leave each run's checkpoints on disk"
+    )
     c = sub.add_parser("compare", help="rows against a base tag and a harness baseline")
     c.add_argument("rows", type=Path)
     c.add_argument("--base", default="")

@@ -148,7 +148,11 @@ def foundry_config(
         "precision": "amp_bf16",
         "compile": "auto",
         "gradient_clipping": {"clipping_type": "norm", "clipping_threshold": 1.0},
-        "callbacks": {"speed_monitor": {"window_size": WINDOW}, "plot": False},
+        "callbacks": {
+            "speed_monitor": {"window_size": WINDOW},
+            "memory_monitor": True,
+            "plot": False,
+        },
         "loggers": {"metrics_file": str(work / f"foundry-{row}-metrics.jsonl")},
         "launcher": {"nproc": 1},
         "progress_bar": False,
@@ -196,7 +200,13 @@ def foundry_result(metrics_file: Path) -> dict[str, Any]:
     mfu = [r["throughput/device/mfu"] for r in rows if "throughput/device/mfu" in r]
     if not tps:
         raise ValueError(f"{metrics_file} holds no throughput/tokens_per_sec")
-    return {"tokens_per_s": float(tps[-1]), "reported_mfu": float(mfu[-1]) if mfu else None}
+    reserved = [r["memory/peak_reserved_mem"] for r in rows if "memory/peak_reserved_mem" in r]
+    return {
+        "tokens_per_s": float(tps[-1]),
+        "reported_mfu": float(mfu[-1]) if mfu else None,
+        # composer's MemoryMonitor logs GB (1e9 bytes); torchtitan's figure is GiB
+        "peak_reserved_gib": max(reserved) * 1e9 / 2**30 if reserved else None,
+    }
 
 
 # ---------------------------------------------------------------------------------- torchtitan
@@ -384,7 +394,10 @@ def run_foundry(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict
     }
     if rc != 0:
         return {**row_out, "error": f"exit {rc}; see foundry-{row}.log"}
-    return {**row_out, **foundry_result(Path(cfg["loggers"]["metrics_file"]))}
+    got = foundry_result(Path(cfg["loggers"]["metrics_file"]))
+    if got["peak_reserved_gib"] is not None and row_out["startup"]:
+        row_out["startup"] += f"; peak {got['peak_reserved_gib']:.1f} GiB reserved"
+    return {**row_out, **got}
 
 
 def validate_foundry(work: Path, rows: list[str]) -> None:
