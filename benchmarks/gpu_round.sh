@@ -47,6 +47,9 @@
 #                 FOUNDRY_DECODE_COMPILE_MODE=max-autotune-no-cudagraphs (no flash needed; about
 #                 30-45 s a run on an H100 without autotuning), after the overlap's GPU tests;
 #                 INFER_PROFILE_ARCHS picks the models (default "mpt llama")
+#   profile       each of SHIPPED_PRESETS (default 350m) through foundry-train with
+#                 callbacks.profiler over batches 12-14 (PROFILE_BATCH, default 128, a batch):
+#                 the kernel time by kind and the top kernels
 #   fa4-op        flash-attn-4 through foundry's custom ops (FOUNDRY_FA4_CUSTOM_OP=1): the ops' GPU
 #                 tests, then the 125m harness row without and with the ops, alternated twice
 #                 (about 80 s a row on an H100; the first three rows are in the DATASHEET)
@@ -149,6 +152,15 @@ for section in "$@"; do
             > "$W/logs/profile-$tag.log" 2>&1
           say "profile $tag rc $?: $(grep 'wall per step' "$W/logs/profile-$tag.log")"
         done
+      done ;;
+    profile)
+      # where a shipped YAML's batch goes: callbacks.profiler over batches 12-14 of 16
+      d=$(data 2048)
+      for p in ${SHIPPED_PRESETS:-350m}; do
+        shipped profile --data "$d" --presets "$p" --steps 16 --global-batch "${PROFILE_BATCH:-128}" \
+          --tag prof --timeout 300 --set callbacks.profiler.start_batch=12 callbacks.profiler.batches=3 \
+          callbacks.profiler.top=30 ${SHIPPED_SET:-}
+        cat "$W/profile/run-$p-prof/profile/summary-rank0.txt" 2>/dev/null | tee -a "$S"
       done ;;
     harness-base) harness harness-base "${BASE_TREE:?set BASE_TREE to an older tree}" ;;
     fp8)

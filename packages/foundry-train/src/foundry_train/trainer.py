@@ -13,11 +13,11 @@ from typing import Any
 import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
-from composer.callbacks import LRMonitor, MemoryMonitor, SpeedMonitor
 from composer.core import Algorithm, Callback
 from composer.utils import dist, reproducibility
 
-from foundry_train.callbacks.monitors import LossPlot, LossSpikeGuard, MetricsFileLogger
+from foundry_train.callbacks.build import build_callbacks
+from foundry_train.callbacks.monitors import MetricsFileLogger
 from foundry_train.checkpointing.export import CONFIG_NAME
 from foundry_train.checkpointing.resume import (
     checkpoint_batch,
@@ -125,42 +125,6 @@ def _fetch(uri: str) -> str:
     return str(remote_cache_dir(folder) / name)
 
 
-def _callbacks(cfg: TrainConfig, metrics_path: Path | None) -> list[Callback]:
-    cb = cfg.callbacks
-    out: list[Callback] = []
-    if cb.speed_monitor is not None:
-        peak = cb.speed_monitor.peak_tflops * 1e12
-        out.append(SpeedMonitor(window_size=cb.speed_monitor.window_size, gpu_flops_available=peak))
-    if cb.lr_monitor:
-        out.append(LRMonitor())
-    if cb.memory_monitor and torch.cuda.is_available():
-        out.append(MemoryMonitor())
-    if cb.loss_spike is not None:
-        out.append(LossSpikeGuard(cb.loss_spike))
-    if cb.hf_checkpointer is not None:
-        from foundry_train.callbacks.hf_checkpointer import HFCheckpointer
-
-        hc = cb.hf_checkpointer
-        out.append(HFCheckpointer(cfg, hc.save_folder, hc.save_interval))
-    if cfg.icl_eval is not None:
-        from foundry_train.callbacks.icl import ICLEvalCallback
-
-        out.append(ICLEvalCallback(cfg))
-    if cb.plot and metrics_path is not None and cfg.save_folder:
-        plot = Path(cfg.save_folder) / "loss_throughput.png"
-        out.append(LossPlot(metrics_path, plot, model=_model_label(cfg)))
-    return out
-
-
-def _model_label(cfg: TrainConfig) -> str:
-    """The model as a plot title names it: ``MPT debug`` or a Hugging Face model's name."""
-    mc = cfg.model
-    if mc.name == "mpt" and not mc.pretrained_model_name_or_path:
-        return f"MPT {mc.preset or 'debug'}"
-    where = str(mc.pretrained_model_name_or_path or mc.name)
-    return where if "/" in where and not Path(where).exists() else Path(where).name
-
-
 def _fsdp(cfg: TrainConfig) -> dict[str, Any] | None:
     if cfg.fsdp_config is None:
         return None
@@ -217,7 +181,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         schedulers=build_scheduler(cfg.scheduler),
         step_schedulers_every_batch=True,
         algorithms=_algorithms(cfg.gradient_clipping),
-        callbacks=[*_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
+        callbacks=[*build_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
         loggers=_loggers(cfg.loggers, metrics_path),
         **_run_length_args(cfg, device_batch, has_eval=eval_dl is not None),
         **_checkpoint_args(cfg, load_path),

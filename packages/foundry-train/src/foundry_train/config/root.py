@@ -23,6 +23,7 @@ __all__ = [
     "FP8Config",
     "FSDPSection",
     "SpeedMonitorConfig",
+    "ProfilerConfig",
     "LossSpikeConfig",
     "HFCheckpointerConfig",
     "CallbacksConfig",
@@ -121,6 +122,17 @@ class HFCheckpointerConfig(Section):
     _t = field_validator("save_interval")(_interval)
 
 
+class ProfilerConfig(Section):
+    """torch.profiler over a few training batches, summarised where the time goes."""
+
+    start_batch: int = Field(
+        8, ge=1, description="First profiled batch (after compilation and warm-up)."
+    )
+    batches: int = Field(3, ge=1, le=50, description="Batches profiled.")
+    top: int = Field(25, ge=1, description="Kernels (CPU ops without a GPU) listed by time.")
+    trace: bool = Field(False, description="Also write a Chrome trace (trace-rankN.json).")
+
+
 class CallbacksConfig(Section):
     """Callbacks; a section that is present (even `{}`) is on."""
 
@@ -136,6 +148,11 @@ class CallbacksConfig(Section):
     )
     hf_checkpointer: HFCheckpointerConfig | None = Field(None, description="HF checkpointer.")
     plot: bool = Field(True, description="Write loss_throughput.png in save_folder at the end.")
+    profiler: ProfilerConfig | None = Field(
+        None,
+        description="Profile a few batches: save_folder/profile/summary-rankN.txt gives the "
+        "time per batch and the GPU time by kind (matmul, attention, optimizer, ...).",
+    )
 
 
 class LoggersConfig(Section):
