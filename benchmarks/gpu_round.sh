@@ -23,7 +23,10 @@
 #   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample (LONG_SEQS,
 #                 default 8192, e.g. "8192 32768"; activation checkpointing past 8192). On one
 #                 H100 2026-12-05 the 8192 row took 142 s (its eval then ran out of memory, since fixed)
-#   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced)
+#   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced; TITAN_ARGS adds
+#                 options, e.g. "--profile --rows bf16": Foundry's runs then profile 3 batches
+#                 after the measured ones, the summary in foundry-bf16.log). On one H100
+#                 2026-12-05 the four rows took 373 s
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py (INFER_SECTIONS, default all:
 #                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; INFER_TESTS=0
 #                 skips the GPU tests, e.g. in a second call; on one H200
@@ -188,7 +191,9 @@ for section in "$@"; do
           --tag "s$seq" --timeout 400
       done ;;
     titan)
-      timeout 560 python benchmarks/torchtitan_peer.py --out-dir "$W/titan" > "$W/logs/titan.log" 2>&1
+      timeout 560 python benchmarks/torchtitan_peer.py --out-dir "$W/titan" ${TITAN_ARGS:-} \
+        > "$W/logs/titan.log" 2>&1
+      cp "$W"/titan/foundry-*.log "$W/logs/" 2>/dev/null
       say "titan rc $?"; cat "$W/titan/peer.md" 2>/dev/null | tee -a "$S" ;;
     infer)
       missing=""

@@ -193,9 +193,12 @@ def write_foundry_yaml(path: Path, cfg: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
-def foundry_result(metrics_file: Path) -> dict[str, Any]:
-    """Steady-state tokens/s and the SpeedMonitor's MFU from the run's metrics.jsonl."""
+def foundry_result(metrics_file: Path, last_step: int | None = None) -> dict[str, Any]:
+    """Steady-state tokens/s and the SpeedMonitor's MFU from the run's metrics.jsonl (the rows
+    logged up to batch ``last_step``: profiled batches after it do not count)."""
     rows = [json.loads(x) for x in metrics_file.read_text().splitlines() if x.strip()]
+    if last_step is not None:
+        rows = [r for r in rows if r.get("step") is None or r["step"] <= last_step]
     tps = [r["throughput/tokens_per_sec"] for r in rows if "throughput/tokens_per_sec" in r]
     mfu = [r["throughput/device/mfu"] for r in rows if "throughput/device/mfu" in r]
     if not tps:
@@ -382,6 +385,9 @@ def run_foundry(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict
         SHAPES[ns.shape], row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps,
         loss_chunk=ns.loss_chunk,
     )  # fmt: skip
+    if ns.profile:  # three batches inside the measured window, after it (kept out of tokens/s)
+        cfg["callbacks"]["profiler"] = {"start_batch": ns.steps + 1, "batches": 3, "top": 30}
+        cfg["max_duration"] = f"{ns.steps + 3}ba"
     path = work / f"foundry-{row}.yaml"
     write_foundry_yaml(path, cfg)
     cmd = [sys.executable, "-m", "foundry_train", str(path)]
@@ -394,7 +400,11 @@ def run_foundry(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict
     }
     if rc != 0:
         return {**row_out, "error": f"exit {rc}; see foundry-{row}.log"}
-    got = foundry_result(Path(cfg["loggers"]["metrics_file"]))
+    wrote = re.search(r"profiler: wrote (\S+)", log)
+    if wrote and Path(wrote.group(1)).is_file():  # the profile summary goes into the run's log
+        with open(out / f"foundry-{row}.log", "a") as f:
+            f.write("\n" + Path(wrote.group(1)).read_text())
+    got = foundry_result(Path(cfg["loggers"]["metrics_file"]), ns.steps)
     if got["peak_reserved_gib"] is not None and row_out["startup"]:
         row_out["startup"] += f"; peak {got['peak_reserved_gib']:.1f} GiB reserved"
     return {**row_out, **got}
@@ -455,6 +465,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--frameworks", nargs="+", choices=["titan", "foundry"], default=["titan", "foundry"]
     )
     ap.add_argument("--loss-chunk", type=int, default=8192, help="Foundry's; 0: plain loss")
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="Foundry's runs train 3 more batches under callbacks.profiler (after the measured"
+        " window), its summary appended to foundry-ROW.log",
+    )
     ap.add_argument("--work-dir", default="", help="datasets and run folders (default: a temp dir)")
     ap.add_argument(
         "--dry-run", action="store_true", help="write the assets and configs, validate, no training"

@@ -159,7 +159,9 @@ def summarise(prof: profile, walls: list[float], top: int, start: int) -> dict[s
         "walls_ms": [w * 1e3 for w in walls],
         "time_ms_per_batch": total,
         "by_kind_ms": dict(sorted(kinds.items(), key=lambda kv: -kv[1])),
-        "top": [{"name": k, "ms_per_batch": v / n, "calls": counts[k] // n} for k, v in ranked],
+        "top": [
+            {"name": k, "ms_per_batch": v / n, "calls": round(counts[k] / n, 2)} for k, v in ranked
+        ],
     }
 
 
@@ -178,5 +180,5 @@ def render(s: dict[str, Any]) -> str:
         lines.append(f"  {kind:<18} {ms:10.2f}  {100 * ms / max(total, 1e-9):5.1f}%")
     lines += ["", f"top {len(s['top'])} (ms per batch, calls per batch, name):"]
     for row in s["top"]:
-        lines.append(f"  {row['ms_per_batch']:10.3f}  {row['calls']:6d}  {row['name'][:140]}")
+        lines.append(f"  {row['ms_per_batch']:10.3f}  {row['calls']:8.2f}  {row['name'][:140]}")
     return "\n".join(lines) + "\n"
