@@ -105,6 +105,14 @@ class _ChunkedLinearCrossEntropy(torch.autograd.Function):
         return (grad_h * scale).to(h_dtype), (grad_w * scale).to(w_dtype), None, None, None
 
 
+def _check_shapes(hidden: torch.Tensor, labels: torch.Tensor) -> None:
+    if hidden.dim() != 2 or labels.dim() != 1 or hidden.shape[0] != labels.shape[0]:
+        raise ValueError(
+            f"expected hidden (N, d) and labels (N,), got {tuple(hidden.shape)} and "
+            f"{tuple(labels.shape)}"
+        )
+
+
 def chunked_linear_cross_entropy(
     hidden: torch.Tensor,
     weight: torch.Tensor,
@@ -122,11 +130,7 @@ def chunked_linear_cross_entropy(
         chunk_size: positions per chunk; memory is O(chunk_size x V).
         logit_scale: multiplies the logits before the softmax (MPT's `logit_scale`).
     """
-    if hidden.dim() != 2 or labels.dim() != 1 or hidden.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"expected hidden (N, d) and labels (N,), got {tuple(hidden.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
+    _check_shapes(hidden, labels)
     return _ChunkedLinearCrossEntropy.apply(hidden, weight, labels, chunk_size, float(logit_scale))
 
 
@@ -144,11 +148,7 @@ def chunked_cross_entropy_sum(
     pass. The logits are taken in the autocast dtype when autocast is on and reduced in fp32.
     Shapes as in `chunked_linear_cross_entropy`.
     """
-    if hidden.dim() != 2 or labels.dim() != 1 or hidden.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"expected hidden (N, d) and labels (N,), got {tuple(hidden.shape)} and "
-            f"{tuple(labels.shape)}"
-        )
+    _check_shapes(hidden, labels)
     total = torch.zeros((), dtype=torch.float32, device=hidden.device)
     with torch.no_grad():
         for start in range(0, hidden.shape[0], chunk_size):
