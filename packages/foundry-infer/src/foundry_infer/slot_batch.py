@@ -8,13 +8,14 @@ Logits come back from the engine per step; a step whose rows all decode greedily
 adjustment and no logprobs takes the argmax on the device (only token ids cross to the host),
 any other step samples each row on the host exactly as :class:`DecodeBatch` does.
 
-With ``overlap`` (on by default for an engine on CUDA, off on CPU, where the host runs each
-step itself; ``FOUNDRY_DECODE_OVERLAP=1`` or ``0`` decides instead, see :func:`overlap_wanted`)
-greedy steps run one ahead: while the host reads a step's tokens, the next step is already queued, its
-input tokens taken on the device from the step before (:meth:`SlotEngine.launch_greedy`), so the
-GPU does not wait for the host between steps. A step is queued ahead only while the rows stay
-the same, all plain greedy, none finished and each with a token to spare; a row that ends by eos
-or a stop string meanwhile drops the extra token its row computed.
+With ``overlap`` (on by default for an engine on CUDA, off on CPU, where the host runs each step
+itself; ``FOUNDRY_DECODE_OVERLAP=1`` or ``0`` decides instead, see :func:`overlap_wanted`)
+greedy steps run one ahead: while the host reads a step's tokens, the next step is already
+queued, its input tokens taken on the device from the step before
+(:meth:`SlotEngine.launch_greedy`), so the GPU does not wait for the host between steps. A step
+is queued ahead only while the rows stay the same, all plain greedy, none finished and each with
+a token to spare; a row that ends by eos or a stop string meanwhile drops the extra token its
+row computed.
 """
 
 from __future__ import annotations
