@@ -118,9 +118,11 @@ def test_overlap_is_on_by_default_on_cuda_only(engine, monkeypatch):
 
     monkeypatch.delenv(OVERLAP_VARIABLE, raising=False)
     assert not engine.new_batch().overlap  # this engine is on the CPU
+    assert engine.startup_note() == ""
     assert overlap_wanted("cuda") and not overlap_wanted("cpu")
     monkeypatch.setenv(OVERLAP_VARIABLE, "1")
     assert engine.new_batch().overlap
+    assert "greedy decode steps overlapped (FOUNDRY_DECODE_OVERLAP=0" in engine.startup_note()
     monkeypatch.setenv(OVERLAP_VARIABLE, "0")
     assert not overlap_wanted("cuda")
     monkeypatch.setenv(OVERLAP_VARIABLE, "yes")

@@ -103,7 +103,8 @@ def run_server(args: argparse.Namespace) -> None:
     service = build_service(args)
     app = create_app(service)
     print(
-        f"serving {service.settings.model_name!r} ({service.engine.name}) on "
+        f"serving {service.settings.model_name!r} ({service.engine.name}"
+        f"{getattr(service.engine, 'startup_note', str)()}) on "
         f"http://{args.host}:{args.port}  (OpenAPI: /docs)",
         file=sys.stderr,
     )

@@ -154,6 +154,14 @@ class SlotEngine(TorchEngine):
             + ("-compiled" if self.compile_decode else "")
         )
 
+    def startup_note(self) -> str:
+        """What ``serve``'s start-up line adds about decoding (empty when nothing to say)."""
+        from .slot_batch import OVERLAP_VARIABLE, overlap_wanted
+
+        if overlap_wanted(self.device.type):
+            return f"; greedy decode steps overlapped ({OVERLAP_VARIABLE}=0 turns it off)"
+        return ""
+
     def cache_bytes(self) -> int:
         per_slot = self.max_len * self.forward.num_kv_heads * self.forward.head_dim
         width = self._torch.finfo(self.dtype).bits // 8
