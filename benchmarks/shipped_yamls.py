@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shlex
 import shutil
 import signal
@@ -153,9 +152,11 @@ def run_preset(args: argparse.Namespace, preset: str) -> dict:
 def _drop_checkpoints(save: Path) -> int:
     """Remove a finished row's checkpoints (an mpt-1b one is 15 GB; the GPU host's disk is 64
     GiB), keeping its metrics and config; returns the bytes removed."""
+    from foundry_train.checkpointing.resume import INCOMPLETE_DIR, LATEST_NAME, checkpoint_batch
+
     removed = 0
     for entry in save.glob("*") if save.is_dir() else []:
-        if not re.match(r"^(ep\d+-ba\d+|latest-rank|incomplete$)", entry.name):
+        if checkpoint_batch(entry) is None and entry.name not in (LATEST_NAME, INCOMPLETE_DIR):
             continue
         files = [entry] if not entry.is_dir() else [f for f in entry.rglob("*") if f.is_file()]
         removed += sum(f.lstat().st_size for f in files)

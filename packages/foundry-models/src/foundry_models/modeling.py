@@ -266,8 +266,8 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
 
     def _chunked_loss(self, h: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
         weight = (self.lm_head or self.get_input_embeddings()).weight  # (V, d)
-        kw: dict[str, Any] = {"chunk_size": chunk, "logit_scale": self.config.resolved_logit_scale}
-        kw["logit_scale"] = 1.0 if kw["logit_scale"] is None else kw["logit_scale"]
+        scale = self.config.resolved_logit_scale
+        kw: dict[str, Any] = {"chunk_size": chunk, "logit_scale": 1.0 if scale is None else scale}
         hidden, shifted = h[:, :-1].reshape(-1, h.shape[-1]), labels[:, 1:].reshape(-1)
         if torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad):
             return chunked_linear_cross_entropy(hidden, weight, shifted, **kw)

@@ -278,7 +278,7 @@ class FoundryComposerModel(ComposerModel):
         if outputs is not None:
             return outputs
         labels = batch["labels"]
-        if not self.accepts_sequence_id:
+        if not self.accepts_sequence_id:  # not a Foundry MPT: no logits-free loss to ask for
             return loss_sum_from_logits(self.forward(batch).logits, labels)
         mean = self.forward(batch, return_logits=False).loss.float()
         count = (labels[:, 1:] != IGNORE_INDEX).sum()
