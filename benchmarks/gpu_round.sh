@@ -28,7 +28,8 @@
 #                 after the measured ones, the summary in foundry-bf16.log). On one H100
 #                 2026-12-05 the four rows took 373 s
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py (INFER_SECTIONS, default all:
-#                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; INFER_TESTS=0
+#                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; INFER_ARGS adds
+#                 options, e.g. "--server-compile-decode" for a second server row; INFER_TESTS=0
 #                 skips the GPU tests, e.g. in a second call; on one H200
 #                 2026-12-05 the tests took 24 s and all sections 320 s, ORT's export 94 of them,
 #                 before the compiled-decode row, the compiled baseline and the fp32 truth were added,
@@ -46,7 +47,8 @@
 #                 torchao is for the fp8 sections. The .device of 2026-12-05 16:20 UTC was built so.
 #   infer-profile benchmarks/infer_profile.py on the MPT-1B and the Llama: a batch-1 decode step's
 #                 wall and GPU time and its kernels, eager static engine, --compile-decode, then
-#                 with --overlap (FOUNDRY_DECODE_OVERLAP=1), then also with
+#                 with --overlap (FOUNDRY_DECODE_OVERLAP=1), then also with --triton-attention
+#                 (FOUNDRY_DECODE_ATTENTION=triton), then instead with
 #                 FOUNDRY_DECODE_COMPILE_MODE=max-autotune-no-cudagraphs (no flash needed; about
 #                 30-45 s a run on an H100 without autotuning), after the overlap's GPU tests;
 #                 INFER_PROFILE_ARCHS picks the models (default "mpt llama")
@@ -144,13 +146,15 @@ for section in "$@"; do
         FOUNDRY_FA4_CUSTOM_OP=1 harness "harness-op-$i" "$PWD"
       done ;;
     infer-profile)
-      timeout 120 python -m pytest -q -p no:cacheprovider -m gpu \
-        packages/foundry-infer/tests/test_overlap.py > "$W/logs/overlap-tests.log" 2>&1
-      say "overlap gpu tests rc $?: $(tail -n 1 "$W/logs/overlap-tests.log")"
+      timeout 180 python -m pytest -q -p no:cacheprovider -m gpu \
+        packages/foundry-infer/tests/test_overlap.py packages/foundry-infer/tests/test_gpu.py \
+        -k "overlap or triton_decode" > "$W/logs/overlap-tests.log" 2>&1
+      say "overlap and triton-attention gpu tests rc $?: $(tail -n 1 "$W/logs/overlap-tests.log")"
       for arch in ${INFER_PROFILE_ARCHS:-mpt llama}; do
         for how in "" "--compile-decode" "--compile-decode --overlap" \
+          "--compile-decode --overlap --triton-attention" \
           "--compile-decode --overlap --compile-mode max-autotune-no-cudagraphs"; do
-          tag=$arch$(echo "$how" | tr -d ' -' | sed 's/compiledecode/-compiled/;s/overlap/-overlap/;s/compilemode/-/')
+          tag=$arch$(echo "$how" | tr -d ' -' | sed 's/compiledecode/-compiled/;s/overlap/-overlap/;s/tritonattention/-triton/;s/compilemode/-/')
           timeout 150 python benchmarks/infer_profile.py --arch $arch $how --top 20 \
             > "$W/logs/profile-$tag.log" 2>&1
           say "profile $tag rc $?: $(grep 'wall per step' "$W/logs/profile-$tag.log")"
@@ -213,7 +217,7 @@ for section in "$@"; do
       fi
       timeout $((${INFER_BUDGET_S:-330} + 30)) python benchmarks/infer_gpu.py --out-dir "$W/infer" \
         --budget-s "${INFER_BUDGET_S:-330}" --sections "${INFER_SECTIONS:-batch1,batch-sizes,agreement,ort,server}" \
-        > "$W/logs/infer-bench.log" 2>&1
+        ${INFER_ARGS:-} > "$W/logs/infer-bench.log" 2>&1
       say "infer bench rc $?"; cat "$W/infer/results.md" 2>/dev/null | tee -a "$S" ;;
     *) say "unknown section $section" ;;
   esac

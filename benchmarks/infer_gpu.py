@@ -10,7 +10,8 @@ Llama of the same size; bf16; no hub access) into --work-dir, then measures, sam
 2. ``foundry-infer bench`` rows (TTFT, ms/token, tokens/s) for batch sizes 1..64;
 3. teacher-forced top-1 agreement, bf16, of our engine (10 prompts decoded together) with the
    single-request eager path, 10 prompts x 64 tokens, and both bf16 paths (and our engine at
-   batch 1) against the same weights teacher-forced in fp32; the same for ONNX Runtime CUDA fp16
+   batch 1) against the same weights teacher-forced in fp32, and transformers' own eager forward
+   batched against one at a time (the bf16 noise floor); the same for ONNX Runtime CUDA fp16
    (``export-onnx --dtype float16``, IO binding) against torch fp16;
 4. a load test of ``foundry-infer serve`` on 127.0.0.1: 32 concurrent clients against one client
    at a time, counting 5xx answers.
@@ -140,6 +141,7 @@ def batch1_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespa
             "overlap_bandwidth_fraction": overlap_fraction,
         }
         del engine
+    triton_attention = "skipped (--tiny)" if args.tiny else triton_rates(hf_dir, args, prompt, peak)
     dtype = torch.float32 if args.tiny else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype).to(args.device).eval()
     eager = M.hf_generate_rate(model, prompt, args.new_tokens)
@@ -170,7 +172,32 @@ def batch1_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespa
         ms_per_token=row.per_token_ms,
         ours_overlap_tokens_per_s=overlapped,
         ours_compile_decode=fused,
+        ours_triton_attention=triton_attention,
     )
+
+
+def triton_rates(hf_dir: Path, args: argparse.Namespace, prompt: list[int], peak: Any) -> Any:
+    """The lever FOUNDRY_DECODE_ATTENTION=triton (cache write and attention in one kernel):
+    batch-1 tokens/s of the static engine, then with --compile-decode, both with overlap (the
+    default), and the compiled one's bandwidth fraction; a failure is recorded, not raised."""
+    from foundry_infer.bench import bench_engine
+
+    out: dict[str, Any] = {}
+    try:
+        with M.env_set("FOUNDRY_DECODE_ATTENTION", "triton"):
+            for key, compile_decode in (("static", False), ("compile_decode", True)):
+                engine = open_static(hf_dir, args, compile_decode=compile_decode)
+                out[f"{key}_overlap_tokens_per_s"] = M.overlap_rate(engine, prompt, args.new_tokens)
+                if compile_decode:
+                    with M.overlap_env(True):
+                        out["compile_decode_overlap_bandwidth_fraction"] = bench_engine(
+                            engine, 1, args.prompt_tokens, args.new_tokens, peak_bandwidth=peak
+                        ).bandwidth_fraction
+                del engine
+                _free(args)
+    except Exception as exc:  # a lever: its failure must not cost the section's other rows
+        out["failed"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return out
 
 
 def batch_sizes_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespace) -> None:
@@ -194,10 +221,11 @@ def agreement_section(res: Results, arch: str, hf_dir: Path, args: argparse.Name
     dtype = torch.float32 if args.tiny else torch.bfloat16
     model = AutoModelForCausalLM.from_pretrained(str(hf_dir), dtype=dtype).to(args.device).eval()
     runs = [M.reference_run(model, p, args.agree_tokens) for p in prompts]
-    del model
-    _free(args)
     forced = [tokens for tokens, _ in runs]  # eager's greedy tokens: its decode path's top-1s
     eager = [top for _, top in runs]  # eager's top-1s from one full forward over them
+    eager_batched = M.batched_top1(model, prompts, forced)  # the same, all prompts in one batch
+    del model
+    _free(args)
     truth, gaps, ulps = M.fp32_truth(hf_dir, args.device, prompts, forced)
     engine = open_static(hf_dir, args)
     ours = M.slot_engine_top1(engine, prompts, forced)
@@ -214,6 +242,8 @@ def agreement_section(res: Results, arch: str, hf_dir: Path, args: argparse.Name
         ours_batch1_vs_fp32=M.agreement(ours1, truth),
         eager_vs_fp32=M.agreement(eager, truth),
         eager_decode_vs_fp32=M.agreement(forced, truth),
+        # control: transformers' eager forward against itself, batched against one at a time
+        eager_batched_vs_eager=M.agreement(eager_batched, eager),
         **M.margin_stats(ours, eager, gaps, ulps),
     )
 
@@ -247,17 +277,25 @@ def ort_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespace)
 
 
 def server_section(res: Results, hf_dir: Path, args: argparse.Namespace) -> None:
-    """`foundry-infer serve` on 127.0.0.1: one client at a time, then 32 concurrent clients."""
+    """`foundry-infer serve` on 127.0.0.1: one client at a time, then 32 concurrent clients;
+    with ``--server-compile-decode``, once more with ``serve --compile-decode``."""
+    server_run(res, hf_dir, args, compile_decode=False)
+    if args.server_compile_decode:
+        server_run(res, hf_dir, args, compile_decode=True)
+
+
+def server_run(res: Results, hf_dir: Path, args: argparse.Namespace, compile_decode: bool) -> None:
     import httpx
     from serve_process import serving
 
     context = "256" if args.tiny else "512"
     flags = ["--device", args.device, "--max-batch-size", "64", "--max-model-len", context]
     flags += ["--dtype", "float32" if args.tiny else "bfloat16", "--max-queue", "256"]
-    flags += ["--engine", "static"]
+    flags += ["--engine", "static"] + (["--compile-decode"] if compile_decode else [])
     body = {"prompt": "def main(", "max_tokens": args.server_tokens, "temperature": 0}
     body |= {"ignore_eos": True, "model": hf_dir.name}
-    with serving(str(hf_dir), flags, timeout=300) as url:
+    # serve captures every decode graph before it answers; compiled, each shape compiles first
+    with serving(str(hf_dir), flags, timeout=600 if compile_decode else 300) as url:
         client = httpx.Client(base_url=url, timeout=120)
         statuses: list[int] = []
 
@@ -275,7 +313,7 @@ def server_section(res: Results, hf_dir: Path, args: argparse.Namespace) -> None
             rates[clients] = tokens / (time.perf_counter() - start)
         health = client.get("/health").json()
     res.add(
-        section="server",
+        section="server-compiled" if compile_decode else "server",
         backend=health.get("backend"),
         one_client_tokens_per_s=rates[1],
         clients_32_tokens_per_s=rates[32],
@@ -310,6 +348,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--agree-tokens", type=int, default=64)
     p.add_argument("--server-tokens", type=int, default=64)
     p.add_argument("--server-requests", type=int, default=6, help="one-at-a-time requests")
+    p.add_argument(
+        "--server-compile-decode",
+        action="store_true",
+        help="also load-test `serve --compile-decode` (a second server row)",
+    )
     p.add_argument(
         "--compiled-baseline", default="mpt,llama", help="archs given the compile baseline"
     )

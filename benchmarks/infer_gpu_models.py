@@ -211,19 +211,24 @@ def engine_rate(engine: Any, prompt: list[int], new_tokens: int) -> float:
 
 
 @contextlib.contextmanager
-def overlap_env(on: bool) -> Iterator[None]:
-    """``FOUNDRY_DECODE_OVERLAP`` set to 1 or 0 inside (its default is on for CUDA engines)."""
-    from foundry_infer.slot_batch import OVERLAP_VARIABLE
-
-    before = os.environ.get(OVERLAP_VARIABLE)
-    os.environ[OVERLAP_VARIABLE] = "1" if on else "0"
+def env_set(name: str, value: str) -> Iterator[None]:
+    """Environment variable ``name`` set to ``value`` inside, restored after."""
+    before = os.environ.get(name)
+    os.environ[name] = value
     try:
         yield
     finally:
         if before is None:
-            del os.environ[OVERLAP_VARIABLE]
+            del os.environ[name]
         else:
-            os.environ[OVERLAP_VARIABLE] = before
+            os.environ[name] = before
+
+
+def overlap_env(on: bool) -> contextlib.AbstractContextManager[None]:
+    """``FOUNDRY_DECODE_OVERLAP`` set to 1 or 0 inside (its default is on for CUDA engines)."""
+    from foundry_infer.slot_batch import OVERLAP_VARIABLE
+
+    return env_set(OVERLAP_VARIABLE, "1" if on else "0")
 
 
 def overlap_rate(engine: Any, prompt: list[int], new_tokens: int, on: bool = True) -> float:
@@ -250,6 +255,18 @@ def reference_run(model: Any, prompt: list[int], new_tokens: int) -> tuple[list[
         tokens = out[0, len(prompt) :].tolist()
         logits = model(out[:, :-1]).logits[0, len(prompt) - 1 :]
     return tokens, logits.argmax(-1).tolist()
+
+
+def batched_top1(model: Any, prompts: list[list[int]], forced: list[list[int]]) -> list[list[int]]:
+    """The control for bf16 noise: the same eager forward as :func:`reference_run`'s teacher
+    forcing, but over every sequence in one batch (all have the same length, so no padding or
+    mask differs): the top-1 at each decode position. Only the kernels' shapes change."""
+    import torch
+
+    ids = torch.tensor([p + f[:-1] for p, f in zip(prompts, forced, strict=True)])
+    with torch.inference_mode():
+        logits = model(ids.to(model.device)).logits[:, len(prompts[0]) - 1 :]
+    return logits.argmax(-1).tolist()
 
 
 def fp32_truth(

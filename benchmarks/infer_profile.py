@@ -1,6 +1,6 @@
 """Where a batch-1 decode step of the static engine spends its time (GPU), by kernel.
 
-    python benchmarks/infer_profile.py [--arch mpt|llama] [--compile-decode] [--overlap] [--steps 20]
+    python benchmarks/infer_profile.py [--arch mpt|llama] [--compile-decode] [--overlap] [--triton-attention] [--steps 20]
 
 Builds the random-weight 1B model of ``infer_gpu.py`` (bf16), prefills one 64-token prompt,
 then, under ``torch.profiler``, runs greedy decode steps of one request through the slot batch,
@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overlap", action="store_true", help="greedy steps run one ahead (FOUNDRY_DECODE_OVERLAP)"
     )
+    parser.add_argument(
+        "--triton-attention",
+        action="store_true",
+        help="decode attention and cache write in one Triton kernel (FOUNDRY_DECODE_ATTENTION)",
+    )
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--device", default="cuda", help="cpu with --tiny: a smoke run")
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     os.environ["FOUNDRY_DECODE_COMPILE_MODE"] = args.compile_mode
+    os.environ["FOUNDRY_DECODE_ATTENTION"] = "triton" if args.triton_attention else "sdpa"
     import infer_gpu_models as M
     import torch
     from foundry_infer import SequenceState
@@ -84,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     kernel_us = sum(e.device_time for e in events) / args.steps
     mode = f" ({args.compile_mode})" if args.compile_decode else ""
-    print(f"{args.arch} compile_decode={args.compile_decode}{mode} overlap={args.overlap} {name}")
+    print(
+        f"{args.arch} compile_decode={args.compile_decode}{mode} overlap={args.overlap} "
+        f"triton_attention={args.triton_attention} {name} ({engine.name})"
+    )
     print(
         f"wall per step {wall * 1e3:.3f} ms; GPU time per step {kernel_us / 1e3:.3f} ms; "
         f"{len(events) / args.steps:.0f} GPU events per step; the first 10 steps (capture, "

@@ -20,7 +20,8 @@ def test_infer_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
     argv = ["--device", "cpu", "--tiny", "--out-dir", str(tmp_path / "out")]
     argv += ["--work-dir", str(tmp_path / "work"), "--new-tokens", "8", "--bench-tokens", "4"]
     argv += ["--batch-sizes", "1,2", "--agree-prompts", "2", "--agree-tokens", "6"]
-    argv += ["--server-tokens", "4", "--server-requests", "1", "--sections"]
+    argv += ["--server-tokens", "4", "--server-requests", "1", "--server-compile-decode"]
+    argv += ["--sections"]
     argv += ["batch1,batch-sizes,agreement,server"]
     assert module.main(argv) == 0
     rows = [
@@ -31,7 +32,8 @@ def test_infer_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
     agreement = [r for r in rows if r["section"].startswith("agreement")]
     assert len(agreement) == 2
     for row in agreement:  # fp32 on CPU: the slot engine is the eager path's twin, and the truth's
-        for key in ("top1_agreement", "ours_batch1_vs_eager", "ours_vs_fp32", "eager_vs_fp32"):
+        keys = ("top1_agreement", "ours_batch1_vs_eager", "ours_vs_fp32", "eager_vs_fp32")
+        for key in (*keys, "eager_batched_vs_eager"):
             assert row[key] == 1.0, (key, row)
         assert row["eager_decode_vs_fp32"] == row["agreement_where_margin_gt_ulp"] == 1.0
         assert row["eager_margin_median"] > 0 and 0 < row["positions_margin_gt_ulp"] <= 1
@@ -42,6 +44,8 @@ def test_infer_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
         assert row["ours_overlap_tokens_per_s"] > 0  # greedy steps queued one ahead
     server = next(r for r in rows if r["section"] == "server")
     assert server["status_5xx"] == 0 and server["backend"] == "torch-static-cpu"
+    compiled = next(r for r in rows if r["section"] == "server-compiled")
+    assert compiled["status_5xx"] == 0 and compiled["backend"] == "torch-static-cpu-compiled"
     assert "| server | ratio |" in (tmp_path / "out" / "results.md").read_text()
 
 

@@ -89,6 +89,26 @@ def test_batch_buckets_do_not_recompile(trained_llama_dir, tokenizer):
     assert counters["stats"]["unique_graphs"] == 4, dict(counters["stats"])
 
 
+def test_warm_compiled_compiles_every_bucket_before_the_first_request(trained_llama_dir, tokenizer):
+    """On a CPU (no CUDA graphs to capture) serve warms the compiled layers at start-up: after
+    ``warm_compiled`` no batch size compiles anything in front of a request."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    engine = SlotEngine(trained_llama_dir, max_batch_size=8, compile_decode=True)
+    assert engine.warm_compiled() == len(engine.buckets) == 4
+    warmed = counters["stats"]["unique_graphs"]
+    assert warmed == 4, dict(counters["stats"])  # as in test_batch_buckets_do_not_recompile
+    ids = tokenizer(PROMPTS[2]).input_ids
+    with torch.inference_mode():
+        for bucket in (3, 8, 1, 5):  # padded to buckets 4, 8, 1, 8
+            engine.prefill(bucket - 1, ids)
+            engine.decode([ids[-1]] * bucket, [len(ids)] * bucket)
+    assert counters["stats"]["unique_graphs"] == warmed, dict(counters["stats"])
+    assert SlotEngine(trained_llama_dir, max_batch_size=2).warm_compiled() == 0  # nothing to warm
+
+
 def test_compile_decode_needs_the_static_engine(trained_llama_dir):
     with pytest.raises(FoundryError, match="--engine static"):
         load_engine(trained_llama_dir, compile_decode=True)  # auto on CPU: the dynamic path

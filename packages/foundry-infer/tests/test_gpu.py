@@ -109,6 +109,33 @@ def test_compiled_decode_in_cuda_graphs_gives_the_cpu_tokens_in_fp32(model, requ
 
 @pytest.mark.gpu
 @needs_cuda
+@pytest.mark.parametrize("model", ["trained_llama_dir", "mpt_dir"])
+@pytest.mark.parametrize("compile_decode", [False, True])
+def test_triton_decode_attention_in_cuda_graphs_gives_the_cpu_tokens_in_fp32(
+    model, compile_decode, request, tokenizer, monkeypatch
+):
+    """FOUNDRY_DECODE_ATTENTION=triton: the one-kernel cache write and attention, captured in
+    the CUDA graphs (eager and compiled layers), alone and batched with joining and leaving."""
+    pytest.importorskip("triton")
+    from foundry_infer.slot_engine import SlotEngine
+
+    monkeypatch.setenv("FOUNDRY_DECODE_ATTENTION", "triton")
+    path = request.getfixturevalue(model)
+    static = SlotEngine(
+        path, device="cuda", dtype="float32", max_batch_size=8, compile_decode=compile_decode
+    )
+    assert static.cuda_graphs and static.name.endswith("-triton-attention"), static.name
+    cpu = TorchEngine(path)
+    ids = tokenizer(PROMPT).input_ids
+    want = list(generate_tokens(cpu, SequenceState(ids, 32)))
+    assert list(generate_tokens(static, SequenceState(ids, 32))) == want
+    solo, together, batch = _solo_and_joining(static, cpu, tokenizer)
+    assert batch.largest_batch >= 3 and together == solo
+    assert len({bucket for bucket, _ in static._graphs}) >= 2, static._graphs
+
+
+@pytest.mark.gpu
+@needs_cuda
 def test_static_engine_fits_its_slots_to_the_free_memory(trained_llama_dir):
     from foundry_infer.slot_engine import FIT_SHARE, SlotEngine
 

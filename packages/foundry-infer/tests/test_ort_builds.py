@@ -27,7 +27,9 @@ def test_the_builds_are_conflicting_extras_and_neither_is_required() -> None:
     required = " ".join(project["dependencies"])
     assert "onnxruntime" not in required  # else `[gpu]` would install both builds
     assert project["optional-dependencies"]["cpu"] == ["onnxruntime>=1.20"]
-    assert project["optional-dependencies"]["gpu"] == ["onnxruntime-gpu>=1.20"]
+    gpu = project["optional-dependencies"]["gpu"]
+    assert [r for r in gpu if r.startswith("onnxruntime")] == ["onnxruntime-gpu>=1.20"]
+    assert [r.split(">=")[0] for r in gpu] == ["onnxruntime-gpu", "triton"]  # and the kernels'
     workspace = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]
     assert [
         {"package": "foundry-infer", "extra": "cpu"},
@@ -40,4 +42,6 @@ def test_the_lock_resolves_each_extra_to_one_build() -> None:
     infer = next(p for p in lock["package"] if p["name"] == "foundry-infer")
     assert not any(d["name"].startswith("onnxruntime") for d in infer.get("dependencies", []))
     extras = {k: {d["name"] for d in v} for k, v in infer["optional-dependencies"].items()}
-    assert extras == {"cpu": {"onnxruntime"}, "gpu": {"onnxruntime-gpu"}}
+    builds = {k: {n for n in names if n.startswith("onnxruntime")} for k, names in extras.items()}
+    assert builds == {"cpu": {"onnxruntime"}, "gpu": {"onnxruntime-gpu"}}
+    assert extras["gpu"] == {"onnxruntime-gpu", "triton"}

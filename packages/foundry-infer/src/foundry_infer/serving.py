@@ -52,6 +52,15 @@ def build_service(args: argparse.Namespace) -> InferenceService:
         if graphs := capture():
             took = time.perf_counter() - start
             print(f"captured {graphs} CUDA graphs in {took:.1f} s", file=sys.stderr)
+    warm: Callable[[], int] | None = getattr(engine, "warm_compiled", None)
+    if warm is not None:
+        start = time.perf_counter()
+        if buckets := warm():
+            took = time.perf_counter() - start
+            print(
+                f"compiled the decode layers for {buckets} batch sizes in {took:.1f} s",
+                file=sys.stderr,
+            )
     tokenizer = load_tokenizer(args.model)
     settings = ServerSettings(
         model_name=args.model_name or Path(args.model).resolve().name,

@@ -22,6 +22,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .decode_attention import ATTENTION_VARIABLE, triton_decode_wanted
 from .engines import TorchEngine
 from .errors import FoundryError
 from .slot_forward import SLOT_ARCHITECTURES, slot_forward_for
@@ -120,6 +121,7 @@ class SlotEngine(TorchEngine):
         if max_batch_size < 1:
             raise FoundryError(f"--max-batch-size must be at least 1, got {max_batch_size}.")
         _check_overlap_setting(self.device.type)
+        forward.triton_decode = triton_decode_wanted(self.device.type)
         self.forward = forward
         self.compile_decode = compile_decode
         if self.compile_decode:
@@ -130,19 +132,7 @@ class SlotEngine(TorchEngine):
         self.layout = dataclasses.replace(self.layout, max_positions=self.max_len)
         on_cuda = self.device.type == "cuda"
         if fit_slots and on_cuda:
-            free, _ = self._torch.cuda.mem_get_info(self.device)
-            per_slot = self.cache_bytes() // max_batch_size
-            self.max_batch_size = slots_that_fit(max_batch_size, per_slot, free, self.max_len)
-            log.warning(
-                "foundry-infer: slot cache: %d slots of %d positions, %.1f GiB (%d fit in %.0f%% "
-                "of the %.1f GiB free; --max-batch-size sets them)",
-                self.max_batch_size,
-                self.max_len,
-                self.cache_bytes() / 2**30,
-                self.max_batch_size,
-                FIT_SHARE * 100,
-                free / 2**30,
-            )
+            self._fit_slots_to_memory()
         self.cuda_graphs = on_cuda if cuda_graphs is None else cuda_graphs and on_cuda
         self.caches = self._allocate()  # per layer (2, slots, kv_heads, max_len, head_dim)
         self._graphs: dict[tuple[int, int], tuple[Any, ...]] = {}
@@ -152,15 +142,35 @@ class SlotEngine(TorchEngine):
             f"torch-static-{self.device.type}"
             + ("-cudagraphs" if self.cuda_graphs else "")
             + ("-compiled" if self.compile_decode else "")
+            + ("-triton-attention" if forward.triton_decode else "")
+        )
+
+    def _fit_slots_to_memory(self) -> None:
+        """Fewer than ``max_batch_size`` slots where their cache would not fit (CUDA)."""
+        free, _ = self._torch.cuda.mem_get_info(self.device)
+        per_slot = self.cache_bytes() // self.max_batch_size
+        self.max_batch_size = slots_that_fit(self.max_batch_size, per_slot, free, self.max_len)
+        log.warning(
+            "foundry-infer: slot cache: %d slots of %d positions, %.1f GiB (%d fit in %.0f%% "
+            "of the %.1f GiB free; --max-batch-size sets them)",
+            self.max_batch_size,
+            self.max_len,
+            self.cache_bytes() / 2**30,
+            self.max_batch_size,
+            FIT_SHARE * 100,
+            free / 2**30,
         )
 
     def startup_note(self) -> str:
         """What ``serve``'s start-up line adds about decoding (empty when nothing to say)."""
         from .slot_batch import OVERLAP_VARIABLE, overlap_wanted
 
+        note = ""
         if overlap_wanted(self.device.type):
-            return f"; greedy decode steps overlapped ({OVERLAP_VARIABLE}=0 turns it off)"
-        return ""
+            note += f"; greedy decode steps overlapped ({OVERLAP_VARIABLE}=0 turns it off)"
+        if self.forward.triton_decode:
+            note += f"; decode attention: one Triton kernel ({ATTENTION_VARIABLE}=triton)"
+        return note
 
     def cache_bytes(self) -> int:
         per_slot = self.max_len * self.forward.num_kv_heads * self.forward.head_dim
@@ -290,6 +300,23 @@ class SlotEngine(TorchEngine):
                 for kv_len in lengths:
                     self._graph(bucket, kv_len)
         return len(self._graphs)
+
+    def warm_compiled(self) -> int:
+        """Without CUDA graphs (a CPU), one ``compile_decode`` step per batch bucket on a scratch
+        cache, so the compiled layers compile at start-up rather than in front of the first
+        request of each batch size (serve does this); the number of buckets run, 0 when there
+        is nothing to warm. With graphs, :meth:`capture_all`'s warm-ups compile them."""
+        if self.cuda_graphs or not self.compile_decode:
+            return 0
+        torch, fwd = self._torch, self.forward
+        kv_len = min(_MIN_KV, self.max_len)
+        with torch.inference_mode():
+            for bucket in self.buckets:
+                shape = (2, bucket, fwd.num_kv_heads, kv_len, fwd.head_dim)
+                scratch = torch.zeros(shape, dtype=self.dtype, device=self.device)
+                ids = torch.zeros((bucket, 1), dtype=torch.long, device=self.device)
+                self._step(ids, ids.clone(), [scratch] * fwd.num_layers)
+        return len(self.buckets)
 
     def _kv_bucket(self, needed: int) -> int:
         size = _MIN_KV

@@ -13,7 +13,9 @@ embedding; only attention and the cache are done here (with torch's
 ``scaled_dot_product_attention``), so no transformers cache object is involved. After
 ``compile_decode()``, a call with ``compiled=True`` runs each layer's parts before and after
 attention as compiled functions instead (see :mod:`foundry_infer.slot_compiled`); the cache
-write and the attention stay as they are.
+write and the attention stay as they are. With ``triton_decode`` (``FOUNDRY_DECODE_ATTENTION=
+triton``) a one-token step writes the cache and attends in one Triton kernel instead
+(:mod:`foundry_infer.decode_attention`), and builds no mask.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
+
+from .decode_attention import decode_attention
 
 if TYPE_CHECKING:
     from .slot_compiled import CompiledLayers
@@ -53,6 +57,7 @@ class SlotForward:
     slopes: torch.Tensor | None = None  # (1, H, 1, 1) float32 ALiBi slopes, or None
     scale: float
     compiled: CompiledLayers | None = None
+    triton_decode: bool = False  # one-token steps attend with the Triton kernel (decode_attention)
 
     def compile_decode(self) -> None:
         """Make the compiled layers that ``compiled=True`` calls use (compiling happens lazily,
@@ -93,8 +98,9 @@ class SlotForward:
         ``last`` (B,): the index of each row's last real token, for right-padded rows."""
         x = self.embed(ids)
         b, t = ids.shape
-        self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
-        self._mask = self.attention_mask(positions, caches[0].shape[3], x.dtype)
+        if not (t == 1 and self.triton_decode):  # the kernel writes the cache and masks itself
+            self._rows = torch.arange(b, device=ids.device)[:, None].expand(b, t)
+            self._mask = self.attention_mask(positions, caches[0].shape[3], x.dtype)
         self.prepare(x, positions)
         layer = self.compiled_layer if compiled else self.layer
         try:
@@ -132,6 +138,8 @@ class SlotForward:
     ) -> torch.Tensor:
         """Store the new keys/values at ``positions`` and attend; returns (B, T, H * D)."""
         b, h, t, d = q.shape
+        if t == 1 and self.triton_decode:
+            return decode_attention(q, new_kv, positions, cache, scale, self.slopes)
         # one index_put_ (capturable) writes keys and values: indexing dims 1 and 3 with (B, T)
         # tensors gives a (B, T, 2, Hkv, D) target, new_kv's own layout
         cache[:, self._rows, :, positions] = new_kv
