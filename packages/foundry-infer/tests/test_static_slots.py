@@ -41,6 +41,31 @@ def test_static_slots_give_the_dynamic_paths_greedy_tokens(pair, request, tokeni
         assert _alone(static, ids, 24) == _alone(dynamic, ids, 24)
 
 
+def test_llama_projections_are_fused_without_a_second_copy(trained_llama_dir):
+    """q/k/v and gate/up run as one product each; the modules' weights are views of the fused
+    ones, so the weights take the memory they took before (and the bandwidth count is unchanged)."""
+    import torch
+
+    plain = TorchEngine(trained_llama_dir)
+    static = SlotEngine(trained_llama_dir, max_batch_size=2)
+    fwd = static.forward
+    attn, mlp = fwd.layers[0].self_attn, fwd.layers[0].mlp
+    (wqkv, _), (wgu, _) = fwd.qkv[0], fwd.gate_up[0]
+    assert wqkv.shape[0] == sum(m.weight.shape[0] for m in (attn.q_proj, attn.k_proj, attn.v_proj))
+    for module, fused in ((attn.q_proj, wqkv), (attn.v_proj, wqkv), (mlp.up_proj, wgu)):
+        assert module.weight.untyped_storage().data_ptr() == fused.untyped_storage().data_ptr()
+    reference = plain.model.model.layers[0].self_attn
+    assert torch.equal(attn.k_proj.weight, reference.k_proj.weight)  # the same numbers
+
+    def held(model) -> tuple[int, int]:  # (storages, their bytes)
+        storages = {p.untyped_storage().data_ptr(): p.untyped_storage() for p in model.parameters()}
+        return len(storages), sum(s.nbytes() for s in storages.values())
+
+    (fused_count, fused_bytes), (plain_count, plain_bytes) = held(static.model), held(plain.model)
+    assert fused_bytes == plain_bytes and fused_count == plain_count - 3 * len(fwd.layers)
+    assert static.weight_bytes_per_token() == plain.weight_bytes_per_token()
+
+
 @pytest.mark.parametrize("pair", ["llama_pair", "mpt_pair"])
 def test_requests_joining_and_leaving_get_their_solo_tokens(pair, request, tokenizer):
     dynamic, static = request.getfixturevalue(pair)

@@ -12,7 +12,8 @@ dynamic shapes), which then serves every other bucket. The cache write and the a
 eager in :class:`~foundry_infer.slot_forward.SlotForward`, as does prefill.
 
 The math is written here, matching transformers' modules op for op: ``LlamaRMSNorm`` (float32,
-cast back, then times the weight), ``apply_rotary_pos_emb``, ``LlamaMLP``, MPT's ``LayerNorm``,
+cast back, then times the weight), ``apply_rotary_pos_emb``, ``LlamaMLP`` (its gate and up
+projections, like q, k and v, as one fused product: see ``LlamaSlots``), MPT's ``LayerNorm``,
 ``clip_qkv``, ``MptMLP`` (exact GELU). Model constants (head counts, epsilons) are closure
 constants of the compiled functions, so engines of one configuration share their compiled code.
 """
@@ -108,21 +109,22 @@ def _llama_functions(
     heads: int, kv_heads: int, head_dim: int, eps: tuple[float, float], act: Callable[..., Any]
 ) -> tuple[Callable[..., Tensors], Callable[..., torch.Tensor]]:
     def attn_in(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *w: Any) -> Tensors:
-        norm, wq, bq, wk, bk, wv, bv = w
+        norm, wqkv, bqkv = w  # q, k and v fused (LlamaSlots.qkv)
         b, t, _ = x.shape
-        h = rms_norm(x, norm, eps[0])
-        q = F.linear(h, wq, bq).view(b, t, heads, head_dim).transpose(1, 2)
-        k = F.linear(h, wk, bk).view(b, t, kv_heads, head_dim).transpose(1, 2)
-        v = F.linear(h, wv, bv).view(b, t, kv_heads, head_dim).transpose(1, 2)
+        qkv = F.linear(rms_norm(x, norm, eps[0]), wqkv, bqkv)
+        q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], -1)
+        q = q.view(b, t, heads, head_dim).transpose(1, 2)
+        k = k.view(b, t, kv_heads, head_dim).transpose(1, 2)
+        v = v.view(b, t, kv_heads, head_dim).transpose(1, 2)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
         k = rotate(k, cos, sin)
         return rotate(q, cos, sin), torch.stack((k.transpose(1, 2), v.transpose(1, 2)), dim=2)
 
     def attn_out(x: torch.Tensor, attn: torch.Tensor, *w: Any) -> torch.Tensor:
-        wo, bo, norm, wg, bg, wu, bu, wd, bd = w
+        wo, bo, norm, wgu, bgu, wd, bd = w  # gate and up fused (LlamaSlots.gate_up)
         x = F.linear(attn, wo, bo) + x
-        h = rms_norm(x, norm, eps[1])
-        return x + F.linear(act(F.linear(h, wg, bg)) * F.linear(h, wu, bu), wd, bd)
+        gate, up = F.linear(rms_norm(x, norm, eps[1]), wgu, bgu).chunk(2, dim=-1)
+        return x + F.linear(act(gate) * up, wd, bd)
 
     return attn_in, attn_out
 
@@ -142,20 +144,12 @@ def compiled_llama_layers(forward: LlamaSlots) -> CompiledLayers:
         forward.num_heads, forward.num_kv_heads, forward.head_dim, eps, act
     )
     ins, outs = [], []
-    for block in layers:
-        attn, mlp = block.self_attn, block.mlp
-        ins.append(
-            _plain(block.input_layernorm.weight)
-            + _linear(attn.q_proj)
-            + _linear(attn.k_proj)
-            + _linear(attn.v_proj)
-        )
+    for i, block in enumerate(layers):
+        ins.append(_plain(block.input_layernorm.weight, *forward.qkv[i]))
         outs.append(
-            _linear(attn.o_proj)
-            + _plain(block.post_attention_layernorm.weight)
-            + _linear(mlp.gate_proj)
-            + _linear(mlp.up_proj)
-            + _linear(mlp.down_proj)
+            _linear(block.self_attn.o_proj)
+            + _plain(block.post_attention_layernorm.weight, *forward.gate_up[i])
+            + _linear(block.mlp.down_proj)
         )
     return CompiledLayers(_compile(attn_in), _compile(attn_out), ins, outs)
 

@@ -199,7 +199,12 @@ class MptSlots(SlotForward):
 
 
 class LlamaSlots(SlotForward):
-    """transformers' ``LlamaForCausalLM`` (RMSNorm, rotary embedding, grouped-query attention)."""
+    """transformers' ``LlamaForCausalLM`` (RMSNorm, rotary embedding, grouped-query attention).
+
+    Each layer's q, k and v projections run as one matrix product, and so do the MLP's gate and
+    up projections (fewer, larger kernels a decode step): their weights are concatenated once
+    here, and the modules' own weights become views of the result, so no weight is held twice.
+    """
 
     def __init__(self, model: Any) -> None:
         from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
@@ -215,6 +220,11 @@ class LlamaSlots(SlotForward):
         self.head_dim = int(attn.head_dim)
         self.scale = float(attn.scaling)
         self._rope: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.qkv = [
+            fuse_rows(b.self_attn.q_proj, b.self_attn.k_proj, b.self_attn.v_proj)
+            for b in self.layers
+        ]
+        self.gate_up = [fuse_rows(b.mlp.gate_proj, b.mlp.up_proj) for b in self.layers]
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         return self.model.model.embed_tokens(ids)
@@ -239,21 +249,46 @@ class LlamaSlots(SlotForward):
         self, i: int, x: torch.Tensor, positions: torch.Tensor, cache: torch.Tensor
     ) -> torch.Tensor:
         block = self.layers[i]
-        attn = block.self_attn
         b, t, _ = x.shape
         h = block.input_layernorm(x)
-        q = attn.q_proj(h).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
-        k = attn.k_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = attn.v_proj(h).view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        width, kv_width = self.num_heads * self.head_dim, self.num_kv_heads * self.head_dim
+        q, k, v = F.linear(h, *self.qkv[i]).split([width, kv_width, kv_width], dim=-1)
+        q = q.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k = k.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(b, t, self.num_kv_heads, self.head_dim).transpose(1, 2)
         assert self._rope is not None
         cos, sin = self._rope
         q, k = self.rotate(q, k, cos, sin)
         new_kv = torch.stack((k.transpose(1, 2), v.transpose(1, 2)), dim=2)
-        x = attn.o_proj(self.attend(q, new_kv, positions, cache, self.scale)) + x
-        return x + block.mlp(block.post_attention_layernorm(x))
+        x = block.self_attn.o_proj(self.attend(q, new_kv, positions, cache, self.scale)) + x
+        mlp = block.mlp
+        gate, up = F.linear(block.post_attention_layernorm(x), *self.gate_up[i]).chunk(2, dim=-1)
+        return x + mlp.down_proj(mlp.act_fn(gate) * up)
 
     def head(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.lm_head(self.model.model.norm(x))
+
+
+def fuse_rows(*linears: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One (weight, bias) whose rows are the ``nn.Linear`` modules' rows in order; each module's
+    weight (and bias) is rebound to a view of it, so the old tensors are freed and nothing is
+    held twice. ``F.linear(x, *fused)`` is the modules' outputs concatenated on the last dim."""
+    from torch import nn
+
+    biases = [m.bias for m in linears]
+    if len({b is None for b in biases}) > 1:
+        raise ValueError("fuse_rows: some of the projections have a bias and some do not")
+    with torch.no_grad():
+        weight = torch.cat([m.weight for m in linears])
+        bias = None if biases[0] is None else torch.cat(biases)
+        start = 0
+        for m in linears:
+            rows = m.weight.shape[0]
+            m.weight = nn.Parameter(weight[start : start + rows], requires_grad=False)
+            if bias is not None:
+                m.bias = nn.Parameter(bias[start : start + rows], requires_grad=False)
+            start += rows
+    return weight, bias
 
 
 def split_qkv(qkv: torch.Tensor, heads: int, head_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
