@@ -65,8 +65,11 @@
 # checkpoint included); one harness row about 80 s; fp8's bf16 and tensorwise rows 170 s and 183 s
 # (rowwise did not fit the same 560 s call). On one H100 later that day: the infer section (tests,
 # then batch1,server,agreement) 268 s; the whole test_gpu_attention.py over 300 s (34 tests passed
-# by then); shipped 350m 132-137 s a row after a 90 s data prepare. ROUND_BUDGET_S counts from this script's start, not
-# the call's: leave the setup's time out of it.
+# by then); shipped 350m 132-137 s a row after a 90 s data prepare. On a third H100 (21:29-21:55
+# UTC): infer with INFER_SECTIONS=batch1,agreement,server and --server-compile-decode 168 s (GPU
+# tests 31 s); LONG_SEQS="8192 32768" long 308 s with both data prepares; profile of 350m and
+# 125m 187 s; fp8 bf16 + rowwise 256 s; infer-profile (both models, five runs each) 195 s.
+# ROUND_BUDGET_S counts from this script's start, not the call's: leave the setup's time out of it.
 set -u
 S=$OUT/summary.txt
 W=/tmp/gpu-round

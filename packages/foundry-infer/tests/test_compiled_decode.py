@@ -151,3 +151,15 @@ def test_bench_and_serve_take_compile_decode(trained_llama_dir, tmp_path):
     assert main([*argv, "--new-tokens", "4", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())
     assert [r["backend"] for r in rows] == ["torch-static-cpu-compiled"] * 2
+
+
+def test_decode_compile_mode_defaults_to_autotuning_on_cuda_only(monkeypatch):
+    """Unset, CUDA autotunes (measured faster on an H100) and a CPU compiles plainly; the
+    variable overrides either."""
+    from foundry_infer.slot_compiled import MODE_VARIABLE, compile_mode
+
+    monkeypatch.delenv(MODE_VARIABLE, raising=False)
+    assert compile_mode("cuda") == "max-autotune-no-cudagraphs"
+    assert compile_mode("cpu") == "default"
+    monkeypatch.setenv(MODE_VARIABLE, "default")
+    assert compile_mode("cuda") == "default"

@@ -117,8 +117,9 @@ def test_overlap_is_on_by_default_on_cuda_only(engine, monkeypatch):
     from foundry_infer.slot_batch import OVERLAP_VARIABLE, overlap_wanted
 
     monkeypatch.delenv(OVERLAP_VARIABLE, raising=False)
-    assert not engine.new_batch().overlap  # this engine is on the CPU
-    assert engine.startup_note() == ""
+    on_cuda = engine.device.type == "cuda"
+    assert engine.new_batch().overlap == on_cuda  # the default: on for CUDA, off for CPU
+    assert ("overlapped" in engine.startup_note()) == on_cuda
     assert overlap_wanted("cuda") and not overlap_wanted("cpu")
     monkeypatch.setenv(OVERLAP_VARIABLE, "1")
     assert engine.new_batch().overlap

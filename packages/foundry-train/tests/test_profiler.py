@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from foundry_train.callbacks.profiler import kind_of
+from foundry_train.callbacks.profiler import kernel_events, kind_of
 
 
 def _train(h: object, tmp_path: Path, cfg: dict) -> str:
@@ -61,3 +61,27 @@ def test_kernel_names_fall_into_kinds() -> None:
     assert kind_of("triton_red_fused__to_copy_add_mean_mul_pow_rsqrt_0") == "inductor (fused)"
     assert kind_of("Memcpy DtoD (Device -> Device)") == "copy and cast"
     assert kind_of("aten::addmm") == "matmul" and kind_of("something_else") == "other"
+
+
+def test_gpu_user_annotations_are_not_kernels() -> None:
+    """On an H100 the optimizer step's record_function range showed up on the GPU timeline and
+    was summed as 1,483 ms of "optimizer kernels" in a 1,485 ms batch; such ranges are left out."""
+    from types import SimpleNamespace
+
+    def event(name: str, device: str, annotation: bool = False) -> SimpleNamespace:
+        kind = SimpleNamespace(name=device)
+        return SimpleNamespace(name=name, device_type=kind, is_user_annotation=annotation)
+
+    events = [
+        event("Optimizer.step#DecoupledAdamW.step", "CUDA"),  # as torch 2.11 reported it
+        event("my_range", "CUDA", annotation=True),
+        event("ProfilerStep#3", "CUDA"),
+        event("aten::mm", "CPU"),
+        event("nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT", "CUDA"),
+        event("void multi_tensor_apply_kernel<adam>", "CUDA"),
+    ]
+    kept = [e.name for e in kernel_events(events)]
+    assert kept == [
+        "nvjet_sm90_tst_256x128_64x4_1x2_h_bz_coopA_NNT",
+        "void multi_tensor_apply_kernel<adam>",
+    ]

@@ -131,16 +131,33 @@ def _write(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+# record_function ranges that the profiler also reports on the GPU's timeline (composer's and
+# torch's optimizer step, the profiler's own step): spans around kernels, not kernels
+_ANNOTATIONS = ("Optimizer.step#", "Optimizer.zero_grad#", "ProfilerStep#")
+
+
+def kernel_events(events: Any) -> list[Any]:
+    """The GPU kernels (and copies) among a profile's events, without the user annotations that
+    appear on the GPU timeline as ranges spanning other kernels (counting those counted the
+    optimizer step's whole span as optimizer time on an H100)."""
+    return [
+        e
+        for e in events
+        if e.device_type.name == "CUDA"
+        and not getattr(e, "is_user_annotation", False)
+        and not e.name.startswith(_ANNOTATIONS)
+    ]
+
+
 def summarise(prof: profile, walls: list[float], top: int, start: int) -> dict[str, Any]:
     """Per-batch wall and kernel (or CPU self) time, by kind and by name, in milliseconds."""
     on_gpu = torch.cuda.is_available()
     times: dict[str, float] = defaultdict(float)
     counts: dict[str, int] = defaultdict(int)
     if on_gpu:
-        for e in prof.events():
-            if e.device_type.name == "CUDA":
-                times[e.name] += e.device_time / 1e3
-                counts[e.name] += 1
+        for e in kernel_events(prof.events()):
+            times[e.name] += e.device_time / 1e3
+            counts[e.name] += 1
     else:
         for avg in prof.key_averages():
             times[avg.key] += avg.self_cpu_time_total / 1e3
