@@ -88,6 +88,18 @@ def test_continuous_batching_on_cuda_gives_each_request_its_solo_tokens(model, r
     assert len(buckets) >= 2, buckets  # several batch buckets were captured and replayed
 
 
+def _cpu_tokens_alone_and_batched(static, path, tokenizer) -> None:
+    """``static`` (fp32, CUDA graphs) gives the CPU's greedy tokens alone, and each request its
+    solo tokens when batched with joining and leaving, over at least two batch buckets."""
+    cpu = TorchEngine(path)
+    ids = tokenizer(PROMPT).input_ids
+    want = list(generate_tokens(cpu, SequenceState(ids, 32)))
+    assert list(generate_tokens(static, SequenceState(ids, 32))) == want
+    solo, together, batch = _solo_and_joining(static, cpu, tokenizer)
+    assert batch.largest_batch >= 3 and together == solo
+    assert len({bucket for bucket, _ in static._graphs}) >= 2, static._graphs
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("model", ["trained_llama_dir", "mpt_dir"])
@@ -98,13 +110,7 @@ def test_compiled_decode_in_cuda_graphs_gives_the_cpu_tokens_in_fp32(model, requ
     path = request.getfixturevalue(model)
     static = SlotEngine(path, device="cuda", dtype="float32", max_batch_size=8, compile_decode=True)
     assert static.cuda_graphs and static.name == "torch-static-cuda-cudagraphs-compiled"
-    cpu = TorchEngine(path)
-    ids = tokenizer(PROMPT).input_ids
-    want = list(generate_tokens(cpu, SequenceState(ids, 32)))
-    assert list(generate_tokens(static, SequenceState(ids, 32))) == want
-    solo, together, batch = _solo_and_joining(static, cpu, tokenizer)
-    assert batch.largest_batch >= 3 and together == solo
-    assert len({bucket for bucket, _ in static._graphs}) >= 2, static._graphs
+    _cpu_tokens_alone_and_batched(static, path, tokenizer)
 
 
 @pytest.mark.gpu
@@ -125,13 +131,7 @@ def test_triton_decode_attention_in_cuda_graphs_gives_the_cpu_tokens_in_fp32(
         path, device="cuda", dtype="float32", max_batch_size=8, compile_decode=compile_decode
     )
     assert static.cuda_graphs and static.name.endswith("-triton-attention"), static.name
-    cpu = TorchEngine(path)
-    ids = tokenizer(PROMPT).input_ids
-    want = list(generate_tokens(cpu, SequenceState(ids, 32)))
-    assert list(generate_tokens(static, SequenceState(ids, 32))) == want
-    solo, together, batch = _solo_and_joining(static, cpu, tokenizer)
-    assert batch.largest_batch >= 3 and together == solo
-    assert len({bucket for bucket, _ in static._graphs}) >= 2, static._graphs
+    _cpu_tokens_alone_and_batched(static, path, tokenizer)
 
 
 @pytest.mark.gpu
