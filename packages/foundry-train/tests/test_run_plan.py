@@ -47,6 +47,37 @@ def test_explicit_settings_win(cfg_of) -> None:
     assert plan_run(cfg_of(compile="none"), one_gpu).compile == "none"
 
 
+def test_the_compile_mode_lever_reaches_torch_compile(cfg_of, monkeypatch) -> None:
+    """FOUNDRY_TRAIN_COMPILE_MODE: named in the start-up line, passed to composer's
+    compile_config (compile: model) and to each block's compile (blocks); refused if unknown."""
+    from foundry_train import trainer
+    from foundry_train.errors import FoundryError
+    from foundry_train.run_plan import COMPILE_MODE_VARIABLE
+
+    one_gpu = Machine(1, cuda=True, capability=H200)
+    monkeypatch.delenv(COMPILE_MODE_VARIABLE, raising=False)
+    plain = plan_run(cfg_of(), one_gpu)
+    assert plain.compile_mode is None and trainer._compile_config(plain) == {}
+    monkeypatch.setenv(COMPILE_MODE_VARIABLE, "max-autotune-no-cudagraphs")
+    plan = plan_run(cfg_of(), one_gpu)
+    assert trainer._compile_config(plan) == {"mode": "max-autotune-no-cudagraphs"}
+    assert "compile: model (auto: one GPU), mode max-autotune-no-cudagraphs" in plan.line()
+    assert plan_run(cfg_of(), Machine(1, cuda=False)).compile_mode is None  # nothing compiles
+    blocks = plan_run(cfg_of(compile="blocks"), one_gpu)
+    assert trainer._compile_config(blocks) is None
+
+    seen: list[dict] = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: seen.append(kw))
+    network = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    network.fsdp_wrap_fn = lambda m: isinstance(m, torch.nn.Linear)
+    assert trainer.compile_blocks(network, blocks.compile_mode) == 2
+    assert seen == [{"mode": "max-autotune-no-cudagraphs"}] * 2
+    for bad in ("reduce-overhead", "fast"):
+        monkeypatch.setenv(COMPILE_MODE_VARIABLE, bad)
+        with pytest.raises(FoundryError, match=f"FOUNDRY_TRAIN_COMPILE_MODE='{bad}'.*unset it"):
+            plan_run(cfg_of(), one_gpu)
+
+
 def test_fp8_needs_an_fp8_gpu(cfg_of) -> None:
     cfg = cfg_of(fp8={"recipe": "tensorwise"}, precision="amp_bf16")
 

@@ -18,14 +18,33 @@ each choice and why. Explicit settings always win.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
 from foundry_train.config import TrainConfig
+from foundry_train.errors import FoundryError
 
-__all__ = ["FP8_MIN_CAPABILITY", "Machine", "RunPlan", "fp8_problems", "plan_run"]
+__all__ = [
+    "COMPILE_MODE_VARIABLE",
+    "FP8_MIN_CAPABILITY",
+    "Machine",
+    "RunPlan",
+    "compile_mode_lever",
+    "fp8_problems",
+    "plan_run",
+]
 
 CompileMode = Literal["none", "blocks", "model"]
+# A measuring lever, not a config key: FOUNDRY_TRAIN_COMPILE_MODE=max-autotune-no-cudagraphs
+# compiles with inductor's autotuning (matrix products as Triton templates with the elementwise
+# work fused in, or cuBLAS, whichever its benchmark picks), at minutes of compiling. A profile of
+# the shipped mpt-350m on an H100 had a quarter of each batch in elementwise kernels between the
+# matrix products; the same mode sped foundry-infer's decode step by 1.16x. Unmeasured for
+# training. Modes that capture CUDA graphs themselves are refused (composer's loop is not
+# graph-safe).
+COMPILE_MODE_VARIABLE = "FOUNDRY_TRAIN_COMPILE_MODE"
+_COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 # float8 matmuls (torch._scaled_mm) need Ada (sm89) or Hopper (sm90) and newer.
 FP8_MIN_CAPABILITY = (8, 9)
 
@@ -60,11 +79,14 @@ class RunPlan:
     # fsdp_config.activation_checkpointing on a run without the FSDP wrapper: foundry-train
     # checkpoints each block itself (with FSDP, composer does).
     act_ckpt_without_fsdp: bool = False
+    compile_mode: str | None = None  # torch.compile's mode, from COMPILE_MODE_VARIABLE
 
     def line(self, attention: str | None = None) -> str:
         """The start-up line: `attention: ...; compile: model (one GPU); fsdp: ...; fp8: ...`."""
         parts = [f"attention: {attention}"] if attention else []
         parts.append(f"compile: {self.compile} ({self.compile_reason})")
+        if self.compile_mode:
+            parts[-1] += f", mode {self.compile_mode} ({COMPILE_MODE_VARIABLE})"
         parts.append(f"fsdp: {self.fsdp_reason}")
         if self.act_ckpt_without_fsdp:
             parts.append("activation checkpointing: each block (fsdp_config, applied without FSDP)")
@@ -99,10 +121,23 @@ def _fsdp_choice(cfg: TrainConfig, machine: Machine) -> tuple[bool, str]:
     return True, f"{fsdp.sharding_strategy}, mixed precision {fsdp.mixed_precision}"
 
 
+def compile_mode_lever() -> str | None:
+    """torch.compile's mode from :data:`COMPILE_MODE_VARIABLE` (None: unset or "default")."""
+    value = os.environ.get(COMPILE_MODE_VARIABLE, "default").strip() or "default"
+    if value not in _COMPILE_MODES:
+        raise FoundryError(
+            f"{COMPILE_MODE_VARIABLE}={value!r} is not a compile mode foundry-train takes; use "
+            f"one of {', '.join(_COMPILE_MODES)} (modes that capture CUDA graphs themselves do "
+            "not fit composer's training loop), or unset it."
+        )
+    return None if value == "default" else value
+
+
 def plan_run(cfg: TrainConfig, machine: Machine) -> RunPlan:
     """Resolve `compile: auto`, the FSDP wrapper on one GPU and FP8 for `machine`."""
     fsdp, fsdp_reason = _fsdp_choice(cfg, machine)
     compile_mode, compile_reason = _compile_choice(cfg, machine, fsdp)
+    mode = compile_mode_lever()
     return RunPlan(
         compile=compile_mode,
         compile_reason=compile_reason,
@@ -112,6 +147,7 @@ def plan_run(cfg: TrainConfig, machine: Machine) -> RunPlan:
         act_ckpt_without_fsdp=not fsdp
         and cfg.fsdp_config is not None
         and cfg.fsdp_config.activation_checkpointing,
+        compile_mode=None if compile_mode == "none" else mode,
     )
 
 

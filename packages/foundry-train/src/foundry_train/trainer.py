@@ -213,7 +213,7 @@ def _build_model(cfg: TrainConfig, plan: RunPlan) -> Any:
         converted = apply_fp8(model.model, plan.fp8)
         log.info("fp8: %d linear layers train through torchao float8 (%s)", converted, plan.fp8)
     if plan.compile == "blocks":
-        compile_blocks(model.model)
+        compile_blocks(model.model, plan.compile_mode)
     elif plan.compile == "model" and plan.fsdp and dist.get_world_size() > 1:
         log.warning(
             "compile: model under multi-GPU FSDP was measured much slower than compile: blocks "
@@ -304,7 +304,7 @@ def _runtime_args(cfg: TrainConfig, plan: RunPlan) -> dict[str, Any]:
     return {
         "precision": cfg.precision if torch.cuda.is_available() else "fp32",
         "parallelism_config": _fsdp(cfg) if plan.fsdp else None,
-        "compile_config": {} if plan.compile == "model" else None,
+        "compile_config": _compile_config(plan),
         "progress_bar": cfg.progress_bar,
         "log_to_console": cfg.log_to_console,
         "console_log_interval": cfg.console_log_interval,
@@ -343,13 +343,21 @@ def _store_errors(loader: LoaderConfig) -> Generator[None, None, None]:
         ) from None
 
 
-def compile_blocks(network: torch.nn.Module) -> int:
+def _compile_config(plan: RunPlan) -> dict[str, Any] | None:
+    """composer's ``compile_config`` (its torch.compile arguments) for ``compile: model``."""
+    if plan.compile != "model":
+        return None
+    return {"mode": plan.compile_mode} if plan.compile_mode else {}
+
+
+def compile_blocks(network: torch.nn.Module, mode: str | None = None) -> int:
     """torch.compile each transformer block in place (the modules FSDP wraps); returns the count."""
     wrap = getattr(network, "fsdp_wrap_fn", None)
     blocks = [m for m in network.modules() if callable(wrap) and m is not network and wrap(m)]
+    kwargs = {"mode": mode} if mode else {}
     for block in blocks:
         # torch's Module.compile takes unannotated *args/**kwargs (Unknown).
-        block.compile()  # pyright: ignore[reportUnknownMemberType]
+        block.compile(**kwargs)  # pyright: ignore[reportUnknownMemberType]
     return len(blocks)
 
 
