@@ -40,7 +40,7 @@ def triton_decode_wanted(device_type: str) -> bool:
     if device_type != "cuda" and not interpreted:
         raise FoundryError(
             f"{ATTENTION_VARIABLE}=triton needs a CUDA device, and this engine runs on "
-            f"{device_type}. Unset {ATTENTION_VARIABLE} (SDPA runs everywhere), or serve with "
+            f"{device_type}. Unset {ATTENTION_VARIABLE} (SDPA runs everywhere), or run with "
             "--device cuda."
         )
     try:
@@ -75,6 +75,7 @@ def decode_attention(
     group = h // kv_heads
     group_p2 = 1 << (group - 1).bit_length()
     out = torch.empty((b, h, d), dtype=q.dtype, device=q.device)
+    # without ALiBi the kernel never reads its slopes pointer; any tensor fills the argument
     flat_slopes: Any = out if slopes is None else slopes.reshape(h).contiguous()
     decode_attention_kernel[(b, kv_heads)](
         q,
