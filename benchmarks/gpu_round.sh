@@ -15,7 +15,8 @@
 #                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; SHIPPED_ACCUM micro-batches a batch,
 #                 default 8; SHIPPED_ACCUM=1 matches the harness rows' one micro-batch a step;
 #                 SHIPPED_MB sets the micro-batch and SHIPPED_SET="KEY=VALUE ..." adds overrides;
-#                 FOUNDRY_TRAIN_COMPILE_MODE=max-autotune-no-cudagraphs reaches the runs and their tag)
+#                 FOUNDRY_TRAIN_COMPILE_MODE=max-autotune-no-cudagraphs reaches the runs and their tag;
+#                 FOUNDRY_FLASH_PACKED_QKV=0|1 likewise; SHIPPED_TIMEOUT, default 300 s a run)
 #   baseline      the same-run Llama-125M (SDPA) harness row beside them
 #   harness-new   the 125m harness row (flash, whole-model compile, loss chunk 8192) on this tree;
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
@@ -131,8 +132,8 @@ for section in "$@"; do
         sets=(${SHIPPED_SET:-})
         [ -n "${SHIPPED_MB:-}" ] && { mb=$SHIPPED_MB; sets+=("device_train_microbatch_size=$mb"); }
         shipped shipped --data "$d" --presets "$p" --steps "${SHIPPED_STEPS:-20}" \
-          --global-batch $((${SHIPPED_ACCUM:-8} * mb)) --tag "accum${SHIPPED_ACCUM:-8}${SHIPPED_MB:+-mb$mb}${FOUNDRY_FA4_CUSTOM_OP:+-fa4op$FOUNDRY_FA4_CUSTOM_OP}${FOUNDRY_TRAIN_COMPILE_MODE:+-$FOUNDRY_TRAIN_COMPILE_MODE}" \
-          --timeout 300 ${sets[@]:+--set "${sets[@]}"}
+          --global-batch $((${SHIPPED_ACCUM:-8} * mb)) --tag "accum${SHIPPED_ACCUM:-8}${SHIPPED_MB:+-mb$mb}${FOUNDRY_FA4_CUSTOM_OP:+-fa4op$FOUNDRY_FA4_CUSTOM_OP}${FOUNDRY_TRAIN_COMPILE_MODE:+-$FOUNDRY_TRAIN_COMPILE_MODE}${FOUNDRY_FLASH_PACKED_QKV:+-packed$FOUNDRY_FLASH_PACKED_QKV}" \
+          --timeout "${SHIPPED_TIMEOUT:-300}" ${sets[@]:+--set "${sets[@]}"}
       done ;;
     baseline)
       timeout 120 python benchmarks/train_throughput.py run --model llama --preset 125m \

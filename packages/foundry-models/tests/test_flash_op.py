@@ -58,3 +58,19 @@ def test_off_unless_asked(monkeypatch):
     assert not custom_op_enabled()
     monkeypatch.setenv("FOUNDRY_FA4_CUSTOM_OP", "1")
     assert custom_op_enabled()
+
+
+def test_packed_qkv_path_is_cuda_flash_attn_4_only(monkeypatch):
+    """packed_attention() declines (None: the caller splits q/k/v) off flash-attn-4 on CUDA, and
+    it is off unless FOUNDRY_FLASH_PACKED_QKV=1; tests/test_gpu_attention.py checks it on a GPU."""
+    from foundry_models.attention import packed_attention
+    from foundry_models.attention.flash_packed import packed_enabled
+
+    qkv = torch.randn(1, 16, 3 * 32)
+    assert packed_attention(qkv, 2, 2, 16, impl="flash") is None  # CPU
+    assert packed_attention(qkv, 2, 2, 16, impl="torch") is None
+    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "1")
+    assert packed_enabled()
+    assert packed_attention(qkv, 2, 2, 16, impl="flash") is None  # still CPU
+    monkeypatch.delenv("FOUNDRY_FLASH_PACKED_QKV", raising=False)
+    assert not packed_enabled()  # off by default until measured on a GPU

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 from foundry_models import AttentionUnavailableError, MPTForCausalLM, preset_config
-from foundry_models.attention import alibi_slopes, attention, choose_impl
+from foundry_models.attention import alibi_slopes, attention, choose_impl, packed_attention
 from foundry_models.attention.flash import flash_status
 
 pytestmark = [
@@ -142,3 +142,84 @@ def test_flash_custom_op_compiles_the_model_in_one_graph(monkeypatch):
     compiled.backward()
     assert abs(eager.item() - compiled.item()) < 1e-2
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+PACKED = {
+    "mha_alibi": {"kv": 8, "alibi": True},
+    "mha_alibi_window": {"kv": 8, "alibi": True, "window": 100},
+    "gqa": {"kv": 2},
+}
+
+
+@pytest.mark.parametrize("case", sorted(PACKED))
+def test_packed_qkv_gradient_matches_the_split_path(case, monkeypatch):
+    """flash_packed.py: flash-attn-4 writing dq, dk and dv into one packed buffer gives the
+    gradient that the split q/k/v path (flash_attn_func, then the split's concatenation) gives."""
+    if flash_status(torch.cuda.current_device())[0] != "fa4":
+        pytest.skip("needs flash-attn-4 on this GPU")
+    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "1")
+    c = PACKED[case]
+    b, t, h, d, kv = 2, 512, 8, 64, c["kv"]
+    torch.manual_seed(0)
+    qkv = torch.randn(b, t, (h + 2 * kv) * d, device="cuda", dtype=torch.bfloat16)
+    upstream = torch.randn(b, t, h, d, device="cuda", dtype=torch.bfloat16)
+    options = {
+        "impl": "flash",
+        "alibi_slopes": alibi_slopes(h, device="cuda") if c.get("alibi") else None,
+        "window": c.get("window"),
+        "alibi_bias_max": 8.0 if c.get("alibi") else None,
+    }
+    packed_in = qkv.clone().requires_grad_()
+    out = packed_attention(packed_in, h, kv, d, **options)
+    assert out is not None, "the packed path did not apply to a plain flash-attn-4 call"
+    (grad,) = torch.autograd.grad(out, packed_in, upstream)
+    split_in = qkv.clone().requires_grad_()
+    q, k, v = split_in.split([h * d, kv * d, kv * d], dim=-1)
+    shapes = ((b, t, h, d), (b, t, kv, d), (b, t, kv, d))
+    q, k, v = (x.reshape(s) for x, s in zip((q, k, v), shapes, strict=True))
+    ref = attention(q, k, v, **options)
+    (ref_grad,) = torch.autograd.grad(ref, split_in, upstream)
+    assert torch.equal(out, ref)
+    for name, part, ref_part in zip(
+        ("dq", "dk", "dv"),
+        grad.split([h * d, kv * d, kv * d], dim=-1),
+        ref_grad.split([h * d, kv * d, kv * d], dim=-1),
+        strict=True,
+    ):
+        scale = ref_part.float().abs().max().item()
+        err = (part.float() - ref_part.float()).abs().max().item()
+        assert err <= 1e-2 * scale, f"{name}: {err:.3e} against a largest gradient of {scale:.3e}"
+
+
+def test_compiled_model_with_packed_qkv_trains_like_the_split_path(monkeypatch):
+    if flash_status(torch.cuda.current_device())[0] != "fa4":
+        pytest.skip("needs flash-attn-4 on this GPU")
+    from foundry_models.attention import flash_packed
+
+    calls = []
+    real = flash_packed.packed_flash_attention
+    monkeypatch.setattr(
+        flash_packed, "packed_flash_attention", lambda *a, **k: calls.append(1) or real(*a, **k)
+    )
+    overrides = {"d_model": 256, "n_heads": 4, "max_seq_len": 256, "vocab_size": 1000}
+    config = preset_config("debug", attn_config={"attn_impl": "flash", "alibi": True}, **overrides)
+    torch.manual_seed(0)
+    x = torch.randint(0, 1000, (2, 256), device="cuda")
+    losses, grads = [], []
+    for packed in ("1", "0"):
+        monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", packed)
+        torch.manual_seed(0)
+        model = MPTForCausalLM(config).cuda()
+        torch._dynamo.reset()
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            loss = torch.compile(model)(input_ids=x, labels=x).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append([p.grad.float() for p in model.parameters()])
+        if packed == "1":
+            assert calls, "the compiled model did not take the packed path"
+            calls.clear()
+    assert not calls, "FOUNDRY_FLASH_PACKED_QKV=0 still took the packed path"
+    assert abs(losses[0] - losses[1]) < 1e-3
+    for a, b in zip(*grads, strict=True):
+        assert (a - b).abs().max().item() <= 2e-2 * (b.abs().max().item() + 1e-6)

@@ -186,3 +186,64 @@ def test_checkpointed_blocks_give_the_same_gradients_and_state_dict_keys(compile
 def test_activation_cpu_offload_keeps_the_fsdp_wrapper_on_one_gpu(cfg_of) -> None:
     plan = plan_run(cfg_of(fsdp_config={"activation_cpu_offload": True}), Machine(1, True, H200))
     assert plan.fsdp and "activation_cpu_offload needs the wrapper" in plan.fsdp_reason
+
+
+def test_one_gpu_without_the_wrapper_keeps_fsdp_mixed_precision_residual_dtype(cfg_of) -> None:
+    """DEFAULT and PURE compute in bf16 under FSDP; one GPU without it casts the embedding's
+    output instead, FULL keeps fp32, and nothing changes where the wrapper or a CPU runs."""
+    one_gpu = Machine(1, cuda=True, capability=H200)
+
+    def cfg(**extra):
+        return cfg_of(**{"precision": "amp_bf16", **extra})
+
+    for mp in ("DEFAULT", "PURE"):
+        plan = plan_run(cfg(fsdp_config={"mixed_precision": mp}), one_gpu)
+        assert plan.residual_dtype == "bf16", mp
+        assert f"residual stream: bf16 (fsdp_config.mixed_precision {mp}" in plan.line()
+    assert plan_run(cfg(fsdp_config={"mixed_precision": "FULL"}), one_gpu).residual_dtype is None
+    fp16 = plan_run(cfg(fsdp_config={}, precision="amp_fp16"), one_gpu)
+    assert fp16.residual_dtype == "fp16"
+    assert plan_run(cfg(fsdp_config={}, precision="fp32"), one_gpu).residual_dtype is None
+    assert plan_run(cfg(), one_gpu).residual_dtype is None  # no fsdp_config: plain autocast
+    wrap = cfg(fsdp_config={"single_gpu": "wrap"})
+    assert plan_run(wrap, one_gpu).residual_dtype is None  # FSDP's own bf16 weights do it
+    assert plan_run(cfg(fsdp_config={}), Machine(8, True, H200)).residual_dtype is None
+    assert plan_run(cfg(fsdp_config={}), Machine(1, cuda=False)).residual_dtype is None
+
+
+def test_the_embedding_cast_gives_a_bf16_residual_stream_and_fp32_gradients() -> None:
+    """Eager and compiled (`compile: model` traces the hook): the blocks see bf16, the weights
+    and their gradients stay fp32, and the loss moves by bf16 rounding only."""
+    import foundry_models
+    from foundry_train.model import cast_embedding_output
+
+    cfg = foundry_models.MPTConfig(
+        d_model=64, n_heads=2, n_layers=2, max_seq_len=32, vocab_size=128, expansion_ratio=2
+    )
+    torch.manual_seed(0)
+    plain = foundry_models.MPTForCausalLM(cfg)
+    cast = foundry_models.MPTForCausalLM(cfg)
+    cast.load_state_dict(plain.state_dict())
+    cast_embedding_output(cast, "bf16")
+    seen: list[torch.dtype] = []
+    cast.transformer.blocks[1].register_forward_pre_hook(
+        lambda _m, args: seen.append(args[0].dtype)
+    )
+    ids = torch.randint(0, 128, (2, 32))
+
+    def loss_of(model, compiled=False):
+        run = torch.compile(model, backend="aot_eager") if compiled else model
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return run(input_ids=ids, labels=ids).loss
+
+    base = loss_of(plain)
+    base.backward()
+    eager = loss_of(cast)
+    eager.backward()
+    assert seen == [torch.bfloat16]  # the residual stream between blocks
+    assert eager.item() != base.item() and abs(eager.item() - base.item()) < 0.02 * base.item()
+    for (name, a), (_, b) in zip(plain.named_parameters(), cast.named_parameters(), strict=True):
+        assert b.dtype == torch.float32 and b.grad is not None and b.grad.dtype == torch.float32
+        scale = a.grad.abs().max().item() + 1e-6
+        assert (a.grad - b.grad).abs().max().item() <= 0.1 * scale, name
+    assert loss_of(cast, compiled=True).item() == pytest.approx(eager.item(), abs=1e-5)

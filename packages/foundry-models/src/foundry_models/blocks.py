@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from foundry_models.attention import AttnImpl, attention
+from foundry_models.attention import AttnImpl, attention, packed_attention
 from foundry_models.config import MPTConfig
 from foundry_models.norms import build_norm
 from foundry_models.rope import apply_rotary
@@ -65,12 +65,32 @@ class MPTAttention(nn.Module):
             self.k_ln = build_norm(config.norm_type, kv_dim, config.norm_eps, bias)
         self.out_proj = _residual(nn.Linear(config.d_model, config.d_model, bias=bias))
 
+    def _packable(self, ctx: AttentionContext) -> bool:
+        """Whether attention may take the fused projection whole (`packed_attention`)."""
+        plain = ctx.sequence_id is None and ctx.key_padding_mask is None and ctx.cache is None
+        dropout = self.training and self.attn_pdrop > 0
+        return plain and not dropout and self.q_ln is None and ctx.rope_cos_sin is None
+
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, d = x.shape
         qkv = self.Wqkv(x)  # (B, T, d + 2*kv_dim)
         if self.clip_qkv is not None:
             qkv = qkv.clamp(min=-self.clip_qkv, max=self.clip_qkv)
         kv_dim = self.kv_n_heads * self.head_dim
+        if self._packable(ctx):
+            y = packed_attention(
+                qkv,
+                self.n_heads,
+                self.kv_n_heads,
+                self.head_dim,
+                impl=self.attn_impl,
+                alibi_slopes=ctx.alibi_slopes,
+                window=self.window,
+                softmax_scale=self.softmax_scale,
+                alibi_bias_max=ctx.alibi_bias_max,
+            )
+            if y is not None:
+                return self.out_proj(y.reshape(b, t, d))
         q, k, v = qkv.split([d, kv_dim, kv_dim], dim=-1)
         if self.q_ln is not None and self.k_ln is not None:
             dtype = q.dtype

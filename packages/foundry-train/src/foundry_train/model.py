@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from foundry_models import MPTConfig
 
 __all__ = [
+    "cast_embedding_output",
     "checkpoint_blocks",
     "FoundryComposerModel",
     "attention_summary",
@@ -297,6 +298,28 @@ def build_composer_model(
     """The network wrapped for composer (``fsdp``: composer's FSDP will wrap it)."""
     network = build_network(cfg, max_seq_len, fsdp=fsdp)
     return FoundryComposerModel(network, max_seq_len, accepts_sequence_id=cfg.name == "mpt")
+
+
+def cast_embedding_output(network: nn.Module, dtype: str) -> None:
+    """Cast the input embedding's output to `dtype` ("bf16" or "fp16") on every forward.
+
+    What FSDP's DEFAULT and PURE mixed precision do through bf16 weights, for a run without the
+    wrapper (run_plan.py): the residual stream between blocks, and the activations saved along it,
+    then hold half the bytes. The weights stay fp32; autocast runs the matrix products as before.
+    """
+    target = {"bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    embedding = network.get_input_embeddings() if hasattr(network, "get_input_embeddings") else None
+    if not isinstance(embedding, nn.Module):
+        raise FoundryError(
+            "fsdp_config.mixed_precision DEFAULT/PURE on one GPU casts the input embedding's "
+            "output, but this model has no get_input_embeddings(); set "
+            "fsdp_config.mixed_precision: FULL or fsdp_config.single_gpu: wrap."
+        )
+
+    def cast(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+        return output.to(target) if output.is_floating_point() else output
+
+    embedding.register_forward_hook(cast)
 
 
 def checkpoint_blocks(network: nn.Module, reentrant: bool = False) -> int:

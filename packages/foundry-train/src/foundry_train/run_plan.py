@@ -12,8 +12,13 @@
 FSDP on a world of one GPU only costs (datasheet, same run: MPT-125M 326,145 tokens/s with
 FULL_SHARD against 345,116 without; MPT-1B 58,451 against 60,092), so a one-GPU run trains
 without the wrapper unless `fsdp_config.single_gpu: wrap` asks for it; its
-`activation_checkpointing` then still applies, to each block without FSDP. The start-up line names
-each choice and why. Explicit settings always win.
+`activation_checkpointing` then still applies, to each block without FSDP, and so does its
+`mixed_precision`: under FSDP, DEFAULT and PURE compute with bf16 (fp16) copies of the weights, so
+the embedding's output, and with it the residual stream between blocks, is bf16; autocast alone
+keeps fp32 weights and an fp32 residual stream. Without the wrapper the trainer casts the
+embedding's output to the autocast dtype for DEFAULT and PURE (FULL keeps fp32), so one GPU
+computes what N GPUs compute. The start-up line names each choice and why. Explicit settings
+always win.
 """
 
 from __future__ import annotations
@@ -80,6 +85,10 @@ class RunPlan:
     # checkpoints each block itself (with FSDP, composer does).
     act_ckpt_without_fsdp: bool = False
     compile_mode: str | None = None  # torch.compile's mode, from COMPILE_MODE_VARIABLE
+    # Without the FSDP wrapper: the residual stream's dtype as FSDP's mixed_precision gives it
+    # ("bf16"/"fp16"; None keeps autocast's fp32), with the setting it comes from.
+    residual_dtype: str | None = None
+    residual_reason: str = ""
 
     def line(self, attention: str | None = None) -> str:
         """The start-up line: `attention: ...; compile: model (one GPU); fsdp: ...; fp8: ...`."""
@@ -88,6 +97,8 @@ class RunPlan:
         if self.compile_mode:
             parts[-1] += f", mode {self.compile_mode} ({COMPILE_MODE_VARIABLE})"
         parts.append(f"fsdp: {self.fsdp_reason}")
+        if self.residual_dtype:
+            parts.append(f"residual stream: {self.residual_dtype} ({self.residual_reason})")
         if self.act_ckpt_without_fsdp:
             parts.append("activation checkpointing: each block (fsdp_config, applied without FSDP)")
         if self.fp8:
@@ -121,6 +132,20 @@ def _fsdp_choice(cfg: TrainConfig, machine: Machine) -> tuple[bool, str]:
     return True, f"{fsdp.sharding_strategy}, mixed precision {fsdp.mixed_precision}"
 
 
+def _residual_choice(cfg: TrainConfig, machine: Machine, fsdp: bool) -> tuple[str | None, str]:
+    """The residual stream's dtype on a run that skipped the FSDP wrapper (module docstring)."""
+    mp = cfg.fsdp_config.mixed_precision if cfg.fsdp_config is not None else None
+    if fsdp or not machine.cuda or mp not in ("DEFAULT", "PURE"):
+        return None, ""
+    dtype = {"amp_bf16": "bf16", "amp_fp16": "fp16"}.get(cfg.precision)
+    if dtype is None:
+        return None, ""
+    return dtype, (
+        f"fsdp_config.mixed_precision {mp} without the wrapper, as FSDP computes it; FULL keeps "
+        "fp32"
+    )
+
+
 def compile_mode_lever() -> str | None:
     """torch.compile's mode from :data:`COMPILE_MODE_VARIABLE` (None: unset or "default")."""
     value = os.environ.get(COMPILE_MODE_VARIABLE, "default").strip() or "default"
@@ -138,6 +163,7 @@ def plan_run(cfg: TrainConfig, machine: Machine) -> RunPlan:
     fsdp, fsdp_reason = _fsdp_choice(cfg, machine)
     compile_mode, compile_reason = _compile_choice(cfg, machine, fsdp)
     mode = compile_mode_lever()
+    residual, residual_reason = _residual_choice(cfg, machine, fsdp)
     return RunPlan(
         compile=compile_mode,
         compile_reason=compile_reason,
@@ -148,6 +174,8 @@ def plan_run(cfg: TrainConfig, machine: Machine) -> RunPlan:
         and cfg.fsdp_config is not None
         and cfg.fsdp_config.activation_checkpointing,
         compile_mode=None if compile_mode == "none" else mode,
+        residual_dtype=residual,
+        residual_reason=residual_reason,
     )
 
 

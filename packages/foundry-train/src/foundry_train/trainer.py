@@ -34,7 +34,12 @@ from foundry_train.data.tokenizer import load_tokenizer, pad_token_id
 from foundry_train.errors import CheckpointSecurityError, FoundryError
 from foundry_train.fp8 import apply_fp8
 from foundry_train.loggers import build_tracking_loggers
-from foundry_train.model import attention_summary, build_composer_model, checkpoint_blocks
+from foundry_train.model import (
+    attention_summary,
+    build_composer_model,
+    cast_embedding_output,
+    checkpoint_blocks,
+)
 from foundry_train.optim import build_optimizer, build_scheduler
 from foundry_train.run_plan import Machine, RunPlan, plan_run
 
@@ -207,6 +212,8 @@ def _join_processes(cfg: TrainConfig) -> int:
 def _build_model(cfg: TrainConfig, plan: RunPlan) -> Any:
     """The composer model: FP8 layers and torch.compile as the run plan says."""
     model = build_composer_model(cfg.model, cfg.max_seq_len, fsdp=plan.fsdp)
+    if plan.residual_dtype is not None:
+        cast_embedding_output(model.model, plan.residual_dtype)
     if plan.act_ckpt_without_fsdp and cfg.fsdp_config is not None:
         checkpoint_blocks(model.model, cfg.fsdp_config.activation_checkpointing_reentrant)
     if plan.fp8 is not None:

@@ -239,6 +239,56 @@ def attention(
     )
 
 
+def packed_attention(
+    qkv: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    head_dim: int,
+    *,
+    impl: AttnImpl = "auto",
+    causal: bool = True,
+    alibi_slopes: torch.Tensor | None = None,
+    window: int | None = None,
+    softmax_scale: float | None = None,
+    alibi_bias_max: float | None = None,
+) -> torch.Tensor | None:
+    """`attention()` on a fused projection's output qkv (B, T, (H + 2 * Hkv) * D), or None.
+
+    With FOUNDRY_FLASH_PACKED_QKV=1, where this call would run flash-attn-4, it runs on qkv
+    itself so that the backward writes one packed gradient (flash_packed.py); elsewhere None,
+    and the caller splits qkv and calls `attention()`. Callers keep packed sequences, padding
+    masks, dropout and KV caches away.
+    """
+    from foundry_models.attention.flash import _alibi_parameters, flash_status
+    from foundry_models.attention.flash_op import custom_op_enabled
+    from foundry_models.attention.flash_packed import packed_enabled, packed_flash_attention
+
+    if not packed_enabled() or custom_op_enabled() or qkv.device.type != "cuda":
+        return None
+    if qkv.dtype not in (torch.float16, torch.bfloat16):
+        return None
+    q_like = qkv.new_empty((0, qkv.shape[1], heads, head_dim))  # shape and dtype only
+    if _call_impl(impl, q_like, q_like, False, 0.0) != "flash":
+        return None
+    if flash_status(qkv.device.index or 0)[0] != "fa4":
+        return None
+    alibi = None
+    if alibi_slopes is not None:
+        if heads != kv_heads:
+            return None  # flash.py repeats grouped KV heads for ALiBi; not a packed layout
+        alibi = _alibi_parameters(alibi_slopes, alibi_bias_max, qkv.shape[1])
+    return packed_flash_attention(
+        qkv,
+        heads,
+        kv_heads,
+        head_dim,
+        causal=causal,
+        window=window,
+        softmax_scale=softmax_scale,
+        alibi=alibi,
+    )
+
+
 def _load_triton_kernel() -> Callable[..., torch.Tensor]:
     try:
         from foundry_models.attention.triton_function import triton_attention

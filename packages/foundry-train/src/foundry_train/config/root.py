@@ -50,7 +50,12 @@ class FSDPSection(Section):
         "FULL_SHARD", description="How parameters, gradients and optimizer state are sharded."
     )
     mixed_precision: Literal["DEFAULT", "PURE", "FULL"] = Field(
-        "DEFAULT", description="FSDP mixed precision (composer's names)."
+        "DEFAULT",
+        description=(
+            "FSDP mixed precision (composer's names). DEFAULT and PURE compute with bf16 weights, "
+            "so the residual stream is bf16; a one-GPU run without the wrapper casts the "
+            "embedding's output to match. FULL keeps fp32."
+        ),
     )
     single_gpu: Literal["skip", "wrap"] = Field(
         "skip",
