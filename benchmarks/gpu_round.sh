@@ -22,6 +22,8 @@
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
 #   fp8           mpt-1b's shipped YAML in bf16, then each of FP8_RECIPES (default "tensorwise rowwise")
 #   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
+#   mp-loss       as fp8-loss, mixed_precision FULL (fp32 residual stream on one GPU) against the
+#                 shipped PURE (bf16 residual stream)
 #   long          mpt-1b at max_seq_len 8192 on data converted at 8192 tokens a sample (LONG_SEQS,
 #                 default 8192, e.g. "8192 32768"; activation checkpointing past 8192). On one
 #                 H100 2026-12-05 the 8192 row took 142 s (its eval then ran out of memory, since fixed)
@@ -189,6 +191,14 @@ for section in "$@"; do
       shipped fp8-loss --data "$d" --presets 125m --steps 300 --global-batch 32 --tag fp8 \
         --set fp8.recipe=tensorwise
       python benchmarks/shipped_yamls.py compare "$W/fp8-loss/rows.jsonl" --base bf16 | tee -a "$S" ;;
+    mp-loss)
+      # one GPU without the FSDP wrapper: the residual stream in fp32 (mixed_precision FULL)
+      # against bf16 (the shipped PURE), the same 300 batches of real text
+      d=$(data 2048)
+      shipped mp-loss --data "$d" --presets 125m --steps 300 --global-batch 32 --tag full \
+        --set fsdp_config.mixed_precision=FULL
+      shipped mp-loss --data "$d" --presets 125m --steps 300 --global-batch 32 --tag pure
+      python benchmarks/shipped_yamls.py compare "$W/mp-loss/rows.jsonl" --base full | tee -a "$S" ;;
     long)
       # 16,384 tokens a micro-batch (one sequence beyond that), four micro-batches a batch;
       # past 8192 every block's activations are recomputed in backward
