@@ -16,9 +16,9 @@ without the wrapper unless `fsdp_config.single_gpu: wrap` asks for it; its
 `mixed_precision`: under FSDP, DEFAULT and PURE compute with bf16 (fp16) copies of the weights, so
 the embedding's output, and with it the residual stream between blocks, is bf16; autocast alone
 keeps fp32 weights and an fp32 residual stream. Without the wrapper the trainer casts the
-embedding's output to the autocast dtype for DEFAULT and PURE (FULL keeps fp32), so one GPU
-computes what N GPUs compute. The start-up line names each choice and why. Explicit settings
-always win.
+embedding's output to the autocast dtype for DEFAULT and PURE (FULL keeps fp32), so the residual
+stream has the dtype it has on N GPUs. The start-up line names each choice and why. Explicit
+settings always win.
 """
 
 from __future__ import annotations
