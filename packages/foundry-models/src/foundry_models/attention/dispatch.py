@@ -267,8 +267,7 @@ def packed_attention(
         return None
     if qkv.dtype not in (torch.float16, torch.bfloat16):
         return None
-    q_like = qkv.new_empty((0, qkv.shape[1], heads, head_dim))  # shape and dtype only
-    if _call_impl(impl, q_like, q_like, False, 0.0) != "flash":
+    if _call_impl(impl, qkv, qkv, False, 0.0) != "flash":  # reads device, dtype, length
         return None
     if flash_status(qkv.device.index or 0)[0] != "fa4":
         return None
