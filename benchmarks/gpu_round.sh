@@ -29,7 +29,9 @@
 #                 H100 2026-12-05 the 8192 row took 142 s (its eval then ran out of memory, since fixed)
 #   titan         benchmarks/torchtitan_peer.py (needs .titan/setup.sh sourced; TITAN_ARGS adds
 #                 options, e.g. "--profile --rows bf16": Foundry's runs then profile 3 batches
-#                 after the measured ones, the summary in foundry-bf16.log). On one H100
+#                 after the measured ones, the summary in foundry-bf16.log; "--mixed-precision
+#                 PURE": Foundry's bf16 residual stream of the shipped YAMLs, where the default
+#                 keeps torchtitan's one-GPU fp32 stream). On one H100
 #                 2026-12-05 the four rows took 373 s
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py (INFER_SECTIONS, default all:
 #                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; INFER_ARGS adds

@@ -127,9 +127,23 @@ def mpt_overrides(shape: LlamaShape, loss_chunk: int) -> dict[str, Any]:
 
 
 def foundry_config(
-    shape: LlamaShape, row: str, work: Path, *, seq: int, batch: int, steps: int, loss_chunk: int
+    shape: LlamaShape,
+    row: str,
+    work: Path,
+    *,
+    seq: int,
+    batch: int,
+    steps: int,
+    loss_chunk: int,
+    mixed_precision: str = "none",
 ) -> dict[str, Any]:
-    """The training YAML (as a dict) of Foundry's run for precision `row` (bf16 or fp8)."""
+    """The training YAML (as a dict) of Foundry's run for precision `row` (bf16 or fp8).
+
+    `mixed_precision` "none" leaves fsdp_config out: autocast over fp32 weights, an fp32 residual
+    stream, the arithmetic of torchtitan's one-GPU run. "PURE" adds the shipped YAMLs'
+    `fsdp_config.mixed_precision: PURE`, which on one GPU casts the residual stream to bf16 (as
+    FSDP's bf16 weights give it on several GPUs, torchtitan's included).
+    """
     cfg: dict[str, Any] = {
         "run_name": f"peer-foundry-{row}",
         "seed": 17,
@@ -159,6 +173,8 @@ def foundry_config(
     }
     if row == "fp8":
         cfg["fp8"] = {"recipe": "tensorwise"}
+    if mixed_precision != "none":
+        cfg["fsdp_config"] = {"mixed_precision": mixed_precision}
     return cfg
 
 
@@ -383,7 +399,7 @@ def run_titan(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict[s
 def run_foundry(ns: argparse.Namespace, row: str, work: Path, out: Path) -> dict[str, Any]:
     cfg = foundry_config(
         SHAPES[ns.shape], row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps,
-        loss_chunk=ns.loss_chunk,
+        loss_chunk=ns.loss_chunk, mixed_precision=ns.mixed_precision,
     )  # fmt: skip
     if ns.profile:  # three batches inside the measured window, after it (kept out of tokens/s)
         cfg["callbacks"]["profiler"] = {"start_batch": ns.steps + 1, "batches": 3, "top": 30}
@@ -466,6 +482,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     ap.add_argument("--loss-chunk", type=int, default=8192, help="Foundry's; 0: plain loss")
     ap.add_argument(
+        "--mixed-precision",
+        choices=["none", "PURE"],
+        default="none",
+        help="Foundry's fsdp_config.mixed_precision: none (no fsdp_config; fp32 residual stream,"
+        " as torchtitan's one-GPU autocast) or PURE (the shipped YAMLs'; bf16 residual stream)",
+    )
+    ap.add_argument(
         "--profile",
         action="store_true",
         help="Foundry's runs train 3 more batches under callbacks.profiler (after the measured"
@@ -522,7 +545,7 @@ def main(argv: list[str] | None = None) -> None:
         for row in ns.rows:
             cfg = foundry_config(
                 shape, row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps,
-                loss_chunk=ns.loss_chunk,
+                loss_chunk=ns.loss_chunk, mixed_precision=ns.mixed_precision,
             )  # fmt: skip
             write_foundry_yaml(work / f"foundry-{row}.yaml", cfg)
             titan = titan_args(ns.shape, row, work, seq=ns.seq, batch=ns.batch, steps=ns.steps)

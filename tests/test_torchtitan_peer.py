@@ -130,3 +130,22 @@ def test_titan_model_has_the_same_parameters() -> None:
             model = Transformer(args)
         assert sum(p.numel() for p in model.parameters()) == s.param_count()
         assert model.layers["0"].feed_forward.w1.out_features == s.ffn_hidden
+
+
+def test_mixed_precision_option_sets_the_residual_stream_of_one_gpu(tmp_path: Path) -> None:
+    """--mixed-precision none keeps torchtitan's one-GPU arithmetic (fp32 residual stream);
+    PURE is the shipped YAMLs' setting, which one GPU without the wrapper computes in bf16."""
+    from foundry_train.config import TrainConfig
+    from foundry_train.run_plan import Machine, plan_run
+
+    shape = PEER.SHAPES["tiny"]
+    h100 = Machine(1, cuda=True, capability=(9, 0))
+    plans = {}
+    for mp in ("none", "PURE"):
+        raw = PEER.foundry_config(
+            shape, "bf16", tmp_path, seq=128, batch=2, steps=20, loss_chunk=0, mixed_precision=mp
+        )
+        plans[mp] = plan_run(TrainConfig.model_validate(raw), h100)
+    assert plans["none"].residual_dtype is None and not plans["none"].fsdp
+    assert plans["PURE"].residual_dtype == "bf16" and not plans["PURE"].fsdp
+    assert PEER.parse_args(["--out-dir", "x"]).mixed_precision == "none"

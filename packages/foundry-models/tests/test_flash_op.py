@@ -61,16 +61,42 @@ def test_off_unless_asked(monkeypatch):
 
 
 def test_packed_qkv_path_is_cuda_flash_attn_4_only(monkeypatch):
-    """packed_attention() declines (None: the caller splits q/k/v) off flash-attn-4 on CUDA, and
-    it is off unless FOUNDRY_FLASH_PACKED_QKV=1; tests/test_gpu_attention.py checks it on a GPU."""
+    """packed_attention() declines (None: the caller splits q/k/v) off flash-attn-4 on CUDA; it
+    is on by default and FOUNDRY_FLASH_PACKED_QKV=0 turns it off; tests/test_gpu_attention.py
+    checks it on a GPU."""
     from foundry_models.attention import packed_attention
     from foundry_models.attention.flash_packed import packed_enabled
 
+    monkeypatch.delenv("FOUNDRY_FLASH_PACKED_QKV", raising=False)
+    assert packed_enabled()  # on by default since measured (DATASHEET, 2026-12-06)
     qkv = torch.randn(1, 16, 3 * 32)
     assert packed_attention(qkv, 2, 2, 16, impl="flash") is None  # CPU
     assert packed_attention(qkv, 2, 2, 16, impl="torch") is None
-    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "1")
-    assert packed_enabled()
-    assert packed_attention(qkv, 2, 2, 16, impl="flash") is None  # still CPU
+    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "0")
+    assert not packed_enabled()
+
+
+def test_packed_path_applies_to_plain_attention_options_only(monkeypatch):
+    """packed_for() names the attn_config options that keep the packed path off (the start-up
+    line says whether it runs)."""
+    from foundry_models.attention.flash_packed import packed_for
+    from foundry_models.options import AttentionOptions
+
     monkeypatch.delenv("FOUNDRY_FLASH_PACKED_QKV", raising=False)
-    assert not packed_enabled()  # off by default until measured on a GPU
+    monkeypatch.delenv("FOUNDRY_FA4_CUSTOM_OP", raising=False)
+    assert packed_for(AttentionOptions(), 12)
+    assert packed_for(AttentionOptions(kv_n_heads=12), 12)
+    assert packed_for(AttentionOptions(alibi=False, kv_n_heads=4), 12)  # GQA without ALiBi
+    for off in (
+        {"kv_n_heads": 4},  # ALiBi with grouped KV heads: flash.py repeats the heads
+        {"rope": True, "alibi": False},
+        {"qk_ln": True},
+        {"attn_pdrop": 0.1},
+        {"attn_uses_sequence_id": True},
+    ):
+        assert not packed_for(AttentionOptions(**off), 12), off
+    monkeypatch.setenv("FOUNDRY_FA4_CUSTOM_OP", "1")
+    assert not packed_for(AttentionOptions(), 12)
+    monkeypatch.delenv("FOUNDRY_FA4_CUSTOM_OP")
+    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "0")
+    assert not packed_for(AttentionOptions(), 12)

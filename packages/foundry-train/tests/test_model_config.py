@@ -106,6 +106,29 @@ def test_startup_line_names_the_attention_choice(
     assert "foundry-train: attention: torch (no CUDA); compile: none" in capsys.readouterr().err
 
 
+def test_startup_line_says_when_flash_attn_4_takes_q_k_v_packed(
+    assets: dict, h: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where flash-attn-4 runs (stood in here: CPU has none), the attention words say whether
+    q/k/v go to it packed and how to turn that off; RoPE keeps it split."""
+    import foundry_models.attention as attention
+    from foundry_models.attention.dispatch import ImplChoice
+
+    fa4 = ImplChoice("flash", "flash-attn-4, sm90")
+    monkeypatch.setattr(attention, "choose_impl", lambda impl, *a, **k: fa4)
+    monkeypatch.delenv("FOUNDRY_FLASH_PACKED_QKV", raising=False)
+    cfg = parse_config(h.base_config(assets, None, max_duration="1ba"))  # type: ignore[attr-defined]
+    packed = "flash (flash-attn-4, sm90; q/k/v packed, FOUNDRY_FLASH_PACKED_QKV=0 splits them)"
+    assert attention_summary(cfg.model, cfg.max_seq_len) == packed
+    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "0")
+    assert attention_summary(cfg.model, cfg.max_seq_len) == "flash (flash-attn-4, sm90)"
+    monkeypatch.delenv("FOUNDRY_FLASH_PACKED_QKV")
+    raw = h.base_config(assets, None, max_duration="1ba")  # type: ignore[attr-defined]
+    raw["model"]["config_overrides"] = {"attn_config": {"rope": True, "alibi": False}}
+    roped = parse_config(raw)
+    assert attention_summary(roped.model, roped.max_seq_len) == "flash (flash-attn-4, sm90)"
+
+
 def _hf_dir(tmp: Path) -> Path:
     """A config-only Llama directory (transformers' defaults: the 7B shape)."""
     from transformers import LlamaConfig

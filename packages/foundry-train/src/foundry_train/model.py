@@ -144,12 +144,16 @@ def attention_summary(cfg: ModelConfig, max_seq_len: int) -> str:
         return "the HF model's own (hf_causal_lm)"
     import foundry_models
     from foundry_models.attention import choose_impl
+    from foundry_models.attention.flash_packed import PACKED_VARIABLE, packed_for
 
     config = _resolve_mpt(cfg, max_seq_len)
     try:
-        return str(choose_impl(config.options.attn.attn_impl))
+        choice = choose_impl(config.options.attn.attn_impl)
     except foundry_models.AttentionUnavailableError as exc:
         raise FoundryError(f"model.config_overrides.attn_config.attn_impl: {exc}") from None
+    if choice.reason.startswith("flash-attn-4") and packed_for(config.options.attn, config.n_heads):
+        return f"{choice.impl} ({choice.reason}; q/k/v packed, {PACKED_VARIABLE}=0 splits them)"
+    return str(choice)
 
 
 def _build_hf(cfg: ModelConfig) -> nn.Module:

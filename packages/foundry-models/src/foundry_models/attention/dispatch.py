@@ -254,8 +254,8 @@ def packed_attention(
 ) -> torch.Tensor | None:
     """`attention()` on a fused projection's output qkv (B, T, (H + 2 * Hkv) * D), or None.
 
-    With FOUNDRY_FLASH_PACKED_QKV=1, where this call would run flash-attn-4, it runs on qkv
-    itself so that the backward writes one packed gradient (flash_packed.py); elsewhere None,
+    Where this call would run flash-attn-4, it runs on qkv itself so that the backward writes one
+    packed gradient (flash_packed.py; FOUNDRY_FLASH_PACKED_QKV=0 turns it off); elsewhere None,
     and the caller splits qkv and calls `attention()`. Callers keep packed sequences, padding
     masks, dropout and KV caches away.
     """

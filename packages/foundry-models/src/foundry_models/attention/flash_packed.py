@@ -12,9 +12,10 @@ strided views of it (as they do through `flash_attn_func`), and the backward han
 `_flash_attn_bwd` views of one (B, T, d + 2 * kv) buffer as its `dq`, `dk` and `dv` outputs, so the
 gradient arrives already packed. The kernels and their settings are those `flash_attn_func` runs.
 
-Off unless `FOUNDRY_FLASH_PACKED_QKV=1` is set: as of 2026-12-05 this path has not run on a GPU
-(no device machine was lent while it was written); tests/test_gpu_attention.py compares its
-gradient with the split path's, and `gpu_round.sh shipped` tags rows run with the variable.
+On by default; `FOUNDRY_FLASH_PACKED_QKV=0` splits q, k and v as before. Measured through
+`foundry-train` on the shipped YAMLs on one H100 (benchmarks/DATASHEET.md, "Two changes of
+2026-12-06"): 1.010x the split path's tokens/s at 125M, 1.018x at 350M, 1.009x at 1B, with the same
+loss; tests/test_gpu_attention.py compares its gradient with the split path's.
 """
 
 from __future__ import annotations
@@ -24,12 +25,27 @@ from typing import Any
 
 import torch
 
-__all__ = ["packed_enabled", "packed_flash_attention"]
+__all__ = ["PACKED_VARIABLE", "packed_enabled", "packed_flash_attention", "packed_for"]
+
+PACKED_VARIABLE = "FOUNDRY_FLASH_PACKED_QKV"
 
 
 def packed_enabled() -> bool:
-    """Whether MPT attention hands flash-attn-4 the packed projection (FOUNDRY_FLASH_PACKED_QKV)."""
-    return os.environ.get("FOUNDRY_FLASH_PACKED_QKV", "0") == "1"
+    """Whether MPT attention hands flash-attn-4 the packed projection (on unless set to 0)."""
+    return os.environ.get(PACKED_VARIABLE, "1") != "0"
+
+
+def packed_for(attn: Any, n_heads: int) -> bool:
+    """Whether a model with these `attn_config` options (`AttentionOptions`) takes the packed path
+    in training, where flash-attn-4 runs: the options that keep it off are checked here, the
+    per-call ones (padding, KV cache) by the caller."""
+    from foundry_models.attention.flash_op import custom_op_enabled
+
+    if not packed_enabled() or custom_op_enabled():
+        return False
+    grouped_alibi = attn.alibi and attn.kv_n_heads not in (None, n_heads)
+    plain = not (attn.qk_ln or attn.rope or attn.attn_uses_sequence_id or attn.attn_pdrop > 0)
+    return plain and not grouped_alibi
 
 
 def _views(
