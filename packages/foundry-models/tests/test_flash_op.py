@@ -72,8 +72,11 @@ def test_packed_qkv_path_is_cuda_flash_attn_4_only(monkeypatch):
     qkv = torch.randn(1, 16, 3 * 32)
     assert packed_attention(qkv, 2, 2, 16, impl="flash") is None  # CPU
     assert packed_attention(qkv, 2, 2, 16, impl="torch") is None
-    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "0")
-    assert not packed_enabled()
+    for off in ("0", "false", " OFF "):
+        monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", off)
+        assert not packed_enabled(), off
+    monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "1")
+    assert packed_enabled()
 
 
 def test_packed_path_applies_to_plain_attention_options_only(monkeypatch):
@@ -100,3 +103,20 @@ def test_packed_path_applies_to_plain_attention_options_only(monkeypatch):
     monkeypatch.delenv("FOUNDRY_FA4_CUSTOM_OP")
     monkeypatch.setenv("FOUNDRY_FLASH_PACKED_QKV", "0")
     assert not packed_for(AttentionOptions(), 12)
+
+
+def test_mpt_attention_reads_the_packing_options_once():
+    """MPTAttention keeps q/k/v split for RoPE, qk-LN and ALiBi with grouped KV heads, whatever
+    the call; plain ALiBi multi-head attention may pack."""
+    from foundry_models import MPTConfig
+    from foundry_models.blocks import MPTAttention
+
+    shape = {"d_model": 64, "n_heads": 4, "n_layers": 1, "max_seq_len": 16, "vocab_size": 32}
+
+    def packs(**attn):
+        return MPTAttention(MPTConfig(**shape, attn_config=attn), 0).packs_qkv
+
+    assert packs() and packs(kv_n_heads=4) and packs(alibi=False, kv_n_heads=2)
+    assert not packs(kv_n_heads=2)
+    assert not packs(rope=True, alibi=False)
+    assert not packs(qk_ln=True)

@@ -158,19 +158,23 @@ def test_activation_checkpointing_applies_on_one_gpu_without_the_fsdp_wrapper(cf
     assert not plan_run(cfg_of(fsdp_config={}), one_gpu).act_ckpt_without_fsdp
 
 
+def _twin_mpts(**shape: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two tiny MPTs (two heads, expansion 2) with the same weights."""
+    import foundry_models
+
+    cfg = foundry_models.MPTConfig(n_heads=2, expansion_ratio=2, **shape)
+    torch.manual_seed(0)
+    first, second = foundry_models.MPTForCausalLM(cfg), foundry_models.MPTForCausalLM(cfg)
+    second.load_state_dict(first.state_dict())
+    return first, second
+
+
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_checkpointed_blocks_give_the_same_gradients_and_state_dict_keys(compiled: bool) -> None:
     """Compiled: `compile: model` on one GPU meets the checkpoint wrappers (dynamo traces them)."""
-    import foundry_models
     from foundry_train.model import checkpoint_blocks
 
-    cfg = foundry_models.MPTConfig(
-        d_model=32, n_heads=2, n_layers=3, max_seq_len=16, vocab_size=64, expansion_ratio=2
-    )
-    torch.manual_seed(0)
-    plain = foundry_models.MPTForCausalLM(cfg)
-    ckpt = foundry_models.MPTForCausalLM(cfg)
-    ckpt.load_state_dict(plain.state_dict())
+    plain, ckpt = _twin_mpts(d_model=32, n_layers=3, max_seq_len=16, vocab_size=64)
     assert checkpoint_blocks(ckpt) == 3
     assert list(ckpt.state_dict()) == list(plain.state_dict())
     wrapped = [m for m in ckpt.modules() if type(m).__name__ == "CheckpointWrapper"]
@@ -214,16 +218,9 @@ def test_one_gpu_without_the_wrapper_keeps_fsdp_mixed_precision_residual_dtype(c
 def test_the_embedding_cast_gives_a_bf16_residual_stream_and_fp32_gradients() -> None:
     """Eager and compiled (`compile: model` traces the hook): the blocks see bf16, the weights
     and their gradients stay fp32, and the loss moves by bf16 rounding only."""
-    import foundry_models
     from foundry_train.model import cast_embedding_output
 
-    cfg = foundry_models.MPTConfig(
-        d_model=64, n_heads=2, n_layers=2, max_seq_len=32, vocab_size=128, expansion_ratio=2
-    )
-    torch.manual_seed(0)
-    plain = foundry_models.MPTForCausalLM(cfg)
-    cast = foundry_models.MPTForCausalLM(cfg)
-    cast.load_state_dict(plain.state_dict())
+    plain, cast = _twin_mpts(d_model=64, n_layers=2, max_seq_len=32, vocab_size=128)
     cast_embedding_output(cast, "bf16")
     seen: list[torch.dtype] = []
     cast.transformer.blocks[1].register_forward_pre_hook(

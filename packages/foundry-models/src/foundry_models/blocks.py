@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from foundry_models.attention import AttnImpl, attention, packed_attention
+from foundry_models.attention.flash_packed import options_allow_packing
 from foundry_models.config import MPTConfig
 from foundry_models.norms import build_norm
 from foundry_models.rope import apply_rotary
@@ -55,6 +56,7 @@ class MPTAttention(nn.Module):
         self.clip_qkv = opts.clip_qkv
         self.window = opts.sliding_window_size
         self.attn_pdrop = opts.attn_pdrop
+        self.packs_qkv = options_allow_packing(opts, config.n_heads)
         bias = not config.no_bias
         kv_dim = self.kv_n_heads * self.head_dim
         self.Wqkv = nn.Linear(config.d_model, config.d_model + 2 * kv_dim, bias=bias)
@@ -69,7 +71,7 @@ class MPTAttention(nn.Module):
         """Whether attention may take the fused projection whole (`packed_attention`)."""
         plain = ctx.sequence_id is None and ctx.key_padding_mask is None and ctx.cache is None
         dropout = self.training and self.attn_pdrop > 0
-        return plain and not dropout and self.q_ln is None and ctx.rope_cos_sin is None
+        return self.packs_qkv and plain and not dropout
 
     def forward(self, x: torch.Tensor, ctx: AttentionContext) -> torch.Tensor:
         b, t, d = x.shape

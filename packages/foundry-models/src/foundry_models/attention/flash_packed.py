@@ -25,27 +25,41 @@ from typing import Any
 
 import torch
 
-__all__ = ["PACKED_VARIABLE", "packed_enabled", "packed_flash_attention", "packed_for"]
+__all__ = [
+    "PACKED_VARIABLE",
+    "options_allow_packing",
+    "packed_enabled",
+    "packed_flash_attention",
+    "packed_for",
+]
 
 PACKED_VARIABLE = "FOUNDRY_FLASH_PACKED_QKV"
+_OFF = ("0", "false", "no", "off")
 
 
 def packed_enabled() -> bool:
     """Whether MPT attention hands flash-attn-4 the packed projection (on unless set to 0)."""
-    return os.environ.get(PACKED_VARIABLE, "1") != "0"
+    return os.environ.get(PACKED_VARIABLE, "1").strip().lower() not in _OFF
+
+
+def options_allow_packing(attn: Any, n_heads: int) -> bool:
+    """Whether a model's shape of attention (`AttentionOptions`) lets the projection go whole:
+    RoPE and qk-LN change q and k between the projection and the kernel, and flash.py repeats
+    grouped KV heads for ALiBi. MPTAttention reads this once; per-call state (packed sequences,
+    padding, a KV cache, dropout in training) it checks on each call."""
+    grouped_alibi = attn.alibi and attn.kv_n_heads not in (None, n_heads)
+    return not (attn.qk_ln or attn.rope or grouped_alibi)
 
 
 def packed_for(attn: Any, n_heads: int) -> bool:
-    """Whether a model with these `attn_config` options (`AttentionOptions`) takes the packed path
-    in training, where flash-attn-4 runs: the options that keep it off are checked here, the
-    per-call ones (padding, KV cache) by the caller."""
+    """Whether a model with these `attn_config` options takes the packed path in training, where
+    flash-attn-4 runs (the start-up line's words)."""
     from foundry_models.attention.flash_op import custom_op_enabled
 
     if not packed_enabled() or custom_op_enabled():
         return False
-    grouped_alibi = attn.alibi and attn.kv_n_heads not in (None, n_heads)
-    plain = not (attn.qk_ln or attn.rope or attn.attn_uses_sequence_id or attn.attn_pdrop > 0)
-    return plain and not grouped_alibi
+    per_call = attn.attn_uses_sequence_id or attn.attn_pdrop > 0
+    return options_allow_packing(attn, n_heads) and not per_call
 
 
 def _views(
