@@ -20,7 +20,9 @@
 #   baseline      the same-run Llama-125M (SDPA) harness row beside them
 #   harness-new   the 125m harness row (flash, whole-model compile, loss chunk 8192) on this tree;
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
-#   fp8           mpt-1b's shipped YAML in bf16, then each of FP8_RECIPES (default "tensorwise rowwise")
+#   fp8           for each of FP8_PRESETS (default 1b) the shipped YAML in bf16, then each of
+#                 FP8_RECIPES (default "tensorwise rowwise"); global batch 64 (1b: 16 x 4, 3b: 8 x 8);
+#                 SHIPPED_MB and SHIPPED_SET apply to every row
 #   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
 #   mp-loss       as fp8-loss, mixed_precision FULL (fp32 residual stream on one GPU) against the
 #                 shipped PURE (bf16 residual stream)
@@ -32,7 +34,8 @@
 #                 after the measured ones, the summary in foundry-bf16.log; "--mixed-precision
 #                 PURE": Foundry's bf16 residual stream of the shipped YAMLs, where the default
 #                 keeps torchtitan's one-GPU fp32 stream). On one H100
-#                 2026-12-05 the four rows took 373 s
+#                 2026-12-05 the four rows took 373 s; 2026-12-06 with "--mixed-precision PURE
+#                 --profile" 240 s. Build .titan/ here with `bash benchmarks/titan_prep.sh`
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py (INFER_SECTIONS, default all:
 #                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; INFER_ARGS adds
 #                 options, e.g. "--server-compile-decode" for a second server row; INFER_TESTS=0
@@ -75,6 +78,11 @@
 # UTC): infer with INFER_SECTIONS=batch1,agreement,server and --server-compile-decode 168 s (GPU
 # tests 31 s); LONG_SEQS="8192 32768" long 308 s with both data prepares; profile of 350m and
 # 125m 187 s; fp8 bf16 + rowwise 256 s; infer-profile (both models, five runs each) 195 s.
+# On one H100 2026-12-06: FP8_PRESETS=3b FP8_RECIPES=tensorwise SHIPPED_MB=4 fp8 418 s with the
+# flash setup (the two 3b rows 192 s and 176 s, each writing and removing a 32 GB checkpoint);
+# matrix 178 s; infer batch1 135 s with the setup, batch-sizes,agreement 63 s. The foundry-train
+# and foundry-infer GPU tests in one pytest ran past 340 s: run gpu-tests (its log comes back in
+# logs.tgz even when the budget stops it), not a bare pytest piped through tail.
 # ROUND_BUDGET_S counts from this script's start, not the call's: leave the setup's time out of it.
 set -u
 S=$OUT/summary.txt
@@ -181,10 +189,15 @@ for section in "$@"; do
     harness-base) harness harness-base "${BASE_TREE:?set BASE_TREE to an older tree}" ;;
     fp8)
       d=$(data 2048)
-      shipped fp8 --data "$d" --presets 1b --steps 20 --global-batch 64 --tag bf16 --timeout 300
-      for r in ${FP8_RECIPES:-tensorwise rowwise}; do
-        shipped fp8 --data "$d" --presets 1b --steps 20 --global-batch 64 --tag "fp8-$r" \
-          --set fp8.recipe=$r --timeout 300
+      sets=(${SHIPPED_SET:-})
+      [ -n "${SHIPPED_MB:-}" ] && sets+=("device_train_microbatch_size=$SHIPPED_MB")
+      for p in ${FP8_PRESETS:-1b}; do
+        shipped fp8 --data "$d" --presets "$p" --steps 20 --global-batch 64 --tag bf16 \
+          --timeout "${SHIPPED_TIMEOUT:-300}" ${sets[@]:+--set "${sets[@]}"}
+        for r in ${FP8_RECIPES:-tensorwise rowwise}; do
+          shipped fp8 --data "$d" --presets "$p" --steps 20 --global-batch 64 --tag "fp8-$r" \
+            --set fp8.recipe=$r ${sets[@]:+"${sets[@]}"} --timeout "${SHIPPED_TIMEOUT:-300}"
+        done
       done
       python benchmarks/shipped_yamls.py compare "$W/fp8/rows.jsonl" --base bf16 | tee -a "$S" ;;
     fp8-loss)

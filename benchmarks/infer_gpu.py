@@ -77,9 +77,16 @@ class Results:
             section = row.get("section", "")
             for key, value in row.items():
                 if key != "section":
-                    shown = f"{value:.4g}" if isinstance(value, float) else value
+                    shown = _shown(value)
                     lines.append(f"| {section} | {key} | {shown} |")
         self.md.write_text("\n".join(lines) + "\n")
+
+
+def _shown(value: object) -> object:
+    """Four significant figures, grouped thousands from 10,000 to a billion (10,686, not 1.069e+04)."""
+    if not isinstance(value, float):
+        return value
+    return f"{value:,.0f}" if 10_000 <= abs(value) < 1e9 else f"{value:.4g}"
 
 
 def prompts_for(vocab: int, count: int, length: int, seed: int = 0) -> list[list[int]]:

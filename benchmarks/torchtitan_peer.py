@@ -21,7 +21,8 @@ computed the same way here, 6N + 12 L d S FLOPs per token (N: every weight used 
 untied output head included, the input embedding left out) against 989 TFLOP/s (the bf16 dense
 peak of an H100/H200; FP8 rows too); each tool's own MFU is kept beside it.
 
-No network: the wheels of torchtitan and of its missing dependencies come from .titan/.
+No network: the wheels of torchtitan and of its missing dependencies come from .titan/, which
+`bash benchmarks/titan_prep.sh` builds.
 
   . .device/setup.sh && . .titan/setup.sh && python benchmarks/torchtitan_peer.py --out-dir out
   python benchmarks/torchtitan_peer.py --out-dir out --dry-run   # write and validate configs only
@@ -514,7 +515,8 @@ def _check_imports(ns: argparse.Namespace) -> None:
     ):
         sys.stderr.write(
             "error: torchtitan is not importable here. Install the wheels of .titan/ first "
-            "(`. .titan/setup.sh`), or run only Foundry with `--frameworks foundry`.\n"
+            "(`bash benchmarks/titan_prep.sh` where pip can download, then `. .titan/setup.sh` "
+            "here), or run only Foundry with `--frameworks foundry`.\n"
         )
         raise SystemExit(2)
 

@@ -127,6 +127,12 @@ def test_startup_line_says_when_flash_attn_4_takes_q_k_v_packed(
     raw["model"]["config_overrides"] = {"attn_config": {"rope": True, "alibi": False}}
     roped = parse_config(raw)
     assert attention_summary(roped.model, roped.max_seq_len) == "flash (flash-attn-4, sm90)"
+    # an explicit `flash` names its backend too (the compile x FSDP matrix sets it so)
+    explicit = ImplChoice("flash", "explicit; flash-attn-4, sm90")
+    monkeypatch.setattr(attention, "choose_impl", lambda impl, *a, **k: explicit)
+    assert attention_summary(cfg.model, cfg.max_seq_len) == (
+        "flash (explicit; flash-attn-4, sm90; q/k/v packed, FOUNDRY_FLASH_PACKED_QKV=0 splits them)"
+    )
 
 
 def _hf_dir(tmp: Path) -> Path:

@@ -146,7 +146,7 @@ def test_fp8_trains_emulated_on_cpu_and_saves_full_precision_weights(assets, h, 
 
 
 def test_activation_checkpointing_applies_on_one_gpu_without_the_fsdp_wrapper(cfg_of) -> None:
-    """mpt-3b.yaml relies on fsdp_config.activation_checkpointing; one GPU skips the wrapper."""
+    """fsdp_config.activation_checkpointing (long context) applies on one GPU, which skips the wrapper."""
     one_gpu = Machine(1, cuda=True, capability=H200)
     plan = plan_run(cfg_of(fsdp_config={"activation_checkpointing": True}), one_gpu)
     assert not plan.fsdp and plan.act_ckpt_without_fsdp

@@ -144,6 +144,8 @@ def _choose(
         problems = check_impl_available(requested, dev)
         if problems:
             raise AttentionUnavailableError("; ".join(problems) + ".")
+        if requested == "flash" and dev.type == "cuda":  # which FlashAttention, as `auto` says
+            return ImplChoice("flash", f"explicit; {flash_status(dev.index or 0)[1]}")
         return ImplChoice(_concrete(requested), "explicit")
     if dev.type != "cuda":
         return ImplChoice("torch", "no CUDA" if not torch.cuda.is_available() else dev.type)
