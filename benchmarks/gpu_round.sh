@@ -54,6 +54,9 @@
 #                     truststore==0.10.5 jiter==0.19.0 typing-extensions==4.16.0 distro torchao==0.18.0
 #                 (pydantic is in device-prep's own list), then `. .device/setup.sh` (carry .device);
 #                 torchao is for the fp8 sections. The .device of 2026-12-05 16:20 UTC was built so.
+#                 The ort section and the ORT CUDA GPU test need onnxruntime-gpu (CUDA 13), in
+#                 parts: `bash benchmarks/ortgpu_prep.sh` here, one call per part to copy it to
+#                 the warm host, then `. ~/ortgpu/setup.sh` after .device's (its header says how)
 #   infer-profile benchmarks/infer_profile.py on the MPT-1B and the Llama: a batch-1 decode step's
 #                 wall and GPU time and its kernels, eager static engine, --compile-decode, then
 #                 with --overlap (FOUNDRY_DECODE_OVERLAP=1), then also with --triton-attention
