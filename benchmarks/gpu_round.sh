@@ -10,6 +10,9 @@
 #   matrix        compile {none,model,blocks} x FSDP {FULL_SHARD,SHARD_GRAD_OP,NO_SHARD} x {PURE,DEFAULT},
 #                 meta init, two micro-batches a batch; loss against the uncompiled run; then
 #                 triton attention with each compile mode under FULL_SHARD + PURE
+#   matrix-full   the compile x FSDP GPU test's own matrix (FULL mixed precision and CPU init
+#                 too; MATRIX_ATTN, default torch): which combination fails, where pytest only
+#                 says the test did (it failed on one H100 2026-12-06, its output lost)
 #   gpu-tests     every `gpu`-marked test of the five packages
 #   shipped       the shipped pretraining YAMLs through foundry-train (SHIPPED_PRESETS, default
 #                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; SHIPPED_ACCUM micro-batches a batch,
@@ -135,6 +138,14 @@ for section in "$@"; do
         --fsdp FULL_SHARD --mp PURE --init meta --accum 2 --data "$(data 2048)" --timeout 190 \
         2>&1 | tee -a "$S"
       cp "$W"/matrix/*.log "$W/logs/" 2>/dev/null ;;
+    matrix-full)
+      # the GPU test's own matrix (test_compile_trains_with_every_fsdp_setting_and_meta_init:
+      # mixed precision FULL and CPU init too), one line per combination; MATRIX_ATTN picks the
+      # attention (default torch; the test runs "torch triton", 72 runs, more than one call)
+      timeout 540 python packages/foundry-train/tests/gpu_checks/compile_matrix.py \
+        --out-dir "$W/matrix-full" --parallel 6 --attn ${MATRIX_ATTN:-torch} --timeout 300 \
+        2>&1 | tee -a "$S"
+      cp "$W"/matrix-full/*.log "$W/logs/" 2>/dev/null ;;
     gpu-tests)
       timeout 560 python -m pytest -q -m gpu -p no:cacheprovider packages/*/tests -rs \
         > "$W/logs/gpu-tests.log" 2>&1
