@@ -38,7 +38,7 @@
 #                 PURE": Foundry's bf16 residual stream of the shipped YAMLs, where the default
 #                 keeps torchtitan's one-GPU fp32 stream). On one H100
 #                 2026-12-05 the four rows took 373 s; 2026-12-06 with "--mixed-precision PURE
-#                 --profile" 240 s. Build .titan/ here with `bash benchmarks/titan_prep.sh`
+#                 --profile" 240 s. Build .titan/ here with `scripts/device-titan`
 #   infer         foundry-infer's GPU tests and benchmarks/infer_gpu.py (INFER_SECTIONS, default all:
 #                 batch1,batch-sizes,agreement,ort,server; INFER_BUDGET_S, default 330; INFER_ARGS adds
 #                 options, e.g. "--server-compile-decode" for a second server row; INFER_TESTS=0
@@ -58,8 +58,8 @@
 #                 (pydantic is in device-prep's own list), then `. .device/setup.sh` (carry .device);
 #                 torchao is for the fp8 sections. The .device of 2026-12-05 16:20 UTC was built so.
 #                 The ort section and the ORT CUDA GPU test need onnxruntime-gpu (CUDA 13), in
-#                 parts: `bash benchmarks/ortgpu_prep.sh` here, one call per part to copy it to
-#                 the warm host, then `. ~/ortgpu/setup.sh` after .device's (its header says how)
+#                 six parts: scripts/device-ort-gpu writes them, and its header says how to send
+#                 them (five copy calls, then the call that uses it)
 #   infer-profile benchmarks/infer_profile.py on the MPT-1B and the Llama: a batch-1 decode step's
 #                 wall and GPU time and its kernels, eager static engine, --compile-decode, then
 #                 with --overlap (FOUNDRY_DECODE_OVERLAP=1), then also with --triton-attention

@@ -22,7 +22,7 @@ untied output head included, the input embedding left out) against 989 TFLOP/s (
 peak of an H100/H200; FP8 rows too); each tool's own MFU is kept beside it.
 
 No network: the wheels of torchtitan and of its missing dependencies come from .titan/, which
-`bash benchmarks/titan_prep.sh` builds.
+`scripts/device-titan` builds.
 
   . .device/setup.sh && . .titan/setup.sh && python benchmarks/torchtitan_peer.py --out-dir out
   python benchmarks/torchtitan_peer.py --out-dir out --dry-run   # write and validate configs only
@@ -515,7 +515,7 @@ def _check_imports(ns: argparse.Namespace) -> None:
     ):
         sys.stderr.write(
             "error: torchtitan is not importable here. Install the wheels of .titan/ first "
-            "(`bash benchmarks/titan_prep.sh` where pip can download, then `. .titan/setup.sh` "
+            "(`scripts/device-titan` where pip can download, then `. .titan/setup.sh` "
             "here), or run only Foundry with `--frameworks foundry`.\n"
         )
         raise SystemExit(2)
