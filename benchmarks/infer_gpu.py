@@ -220,7 +220,9 @@ def batch_sizes_section(res: Results, arch: str, hf_dir: Path, args: argparse.Na
 
 def agreement_section(res: Results, arch: str, hf_dir: Path, args: argparse.Namespace) -> None:
     """bf16 teacher-forced top-1: our batched engine vs the single-request eager path (the issue's
-    ``top1_agreement``); then both against an fp32 truth, and our engine at batch 1."""
+    ``top1_agreement``: eager's full forward over the sequence; ``ours_vs_eager_decode``: eager's
+    token-by-token decode, whose greedy tokens are its top-1s); then both against an fp32 truth,
+    and our engine at batch 1."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -244,6 +246,10 @@ def agreement_section(res: Results, arch: str, hf_dir: Path, args: argparse.Name
         tokens=args.agree_tokens,
         top1_agreement=M.agreement(ours, eager),
         ours_batch1_vs_eager=M.agreement(ours1, eager),
+        # eager's own decode path (generate, one token a step with its cache): its greedy tokens
+        # are its top-1s, so these compare step-by-step decoding with step-by-step decoding
+        ours_vs_eager_decode=M.agreement(ours, forced),
+        ours_batch1_vs_eager_decode=M.agreement(ours1, forced),
         # truth: the same weights in fp32, teacher-forced on eager's tokens
         ours_vs_fp32=M.agreement(ours, truth),
         ours_batch1_vs_fp32=M.agreement(ours1, truth),

@@ -32,7 +32,8 @@ def test_infer_gpu_benchmark_runs_tiny_on_cpu(tmp_path):
     agreement = [r for r in rows if r["section"].startswith("agreement")]
     assert len(agreement) == 2
     for row in agreement:  # fp32 on CPU: the slot engine is the eager path's twin, and the truth's
-        keys = ("top1_agreement", "ours_batch1_vs_eager", "ours_vs_fp32", "eager_vs_fp32")
+        keys = ("top1_agreement", "ours_batch1_vs_eager", "ours_vs_fp32", "eager_vs_fp32",
+                "ours_vs_eager_decode", "ours_batch1_vs_eager_decode")  # fmt: skip
         for key in (*keys, "eager_batched_vs_eager"):
             assert row[key] == 1.0, (key, row)
         assert row["eager_decode_vs_fp32"] == row["agreement_where_margin_gt_ulp"] == 1.0
