@@ -24,7 +24,7 @@
 #   harness-new   the 125m harness row (flash, whole-model compile, loss chunk 8192) on this tree;
 #                 harness-base runs it on the tree in $BASE_TREE (e.g. `git archive` of an older commit)
 #   fp8           for each of FP8_PRESETS (default 1b) the shipped YAML in bf16, then each of
-#                 FP8_RECIPES (default "tensorwise rowwise"); global batch 64 (1b: 16 x 4, 3b: 8 x 8);
+#                 FP8_RECIPES (default "tensorwise rowwise"); global batch 64 (1b: 16 x 4, 3b: 4 x 16);
 #                 SHIPPED_MB and SHIPPED_SET apply to every row
 #   fp8-loss      mpt-125m, 300 steps of real text, bf16 and FP8 tensorwise: the last-20-steps loss
 #   mp-loss       as fp8-loss, mixed_precision FULL (fp32 residual stream on one GPU) against the

@@ -83,7 +83,8 @@ class Results:
 
 
 def _shown(value: object) -> object:
-    """Four significant figures, grouped thousands from 10,000 to a billion (10,686, not 1.069e+04)."""
+    """A float as a whole number with grouped thousands from 10,000 to a billion (10,686, not
+    1.069e+04), else to four significant figures."""
     if not isinstance(value, float):
         return value
     return f"{value:,.0f}" if 10_000 <= abs(value) < 1e9 else f"{value:.4g}"

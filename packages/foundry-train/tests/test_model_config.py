@@ -114,7 +114,7 @@ def test_startup_line_says_when_flash_attn_4_takes_q_k_v_packed(
     import foundry_models.attention as attention
     from foundry_models.attention.dispatch import ImplChoice
 
-    fa4 = ImplChoice("flash", "flash-attn-4, sm90")
+    fa4 = ImplChoice("flash", "flash-attn-4, sm90", "fa4")
     monkeypatch.setattr(attention, "choose_impl", lambda impl, *a, **k: fa4)
     monkeypatch.delenv("FOUNDRY_FLASH_PACKED_QKV", raising=False)
     cfg = parse_config(h.base_config(assets, None, max_duration="1ba"))  # type: ignore[attr-defined]
@@ -128,7 +128,7 @@ def test_startup_line_says_when_flash_attn_4_takes_q_k_v_packed(
     roped = parse_config(raw)
     assert attention_summary(roped.model, roped.max_seq_len) == "flash (flash-attn-4, sm90)"
     # an explicit `flash` names its backend too (the compile x FSDP matrix sets it so)
-    explicit = ImplChoice("flash", "explicit; flash-attn-4, sm90")
+    explicit = ImplChoice("flash", "explicit; flash-attn-4, sm90", "fa4")
     monkeypatch.setattr(attention, "choose_impl", lambda impl, *a, **k: explicit)
     assert attention_summary(cfg.model, cfg.max_seq_len) == (
         "flash (explicit; flash-attn-4, sm90; q/k/v packed, FOUNDRY_FLASH_PACKED_QKV=0 splits them)"

@@ -151,8 +151,7 @@ def attention_summary(cfg: ModelConfig, max_seq_len: int) -> str:
         choice = choose_impl(config.options.attn.attn_impl)
     except foundry_models.AttentionUnavailableError as exc:
         raise FoundryError(f"model.config_overrides.attn_config.attn_impl: {exc}") from None
-    fa4 = "flash-attn-4" in choice.reason  # auto's reason, or explicit flash's backend
-    if fa4 and packed_for(config.options.attn, config.n_heads):
+    if choice.backend == "fa4" and packed_for(config.options.attn, config.n_heads):
         return f"{choice.impl} ({choice.reason}; q/k/v packed, {PACKED_VARIABLE}=0 splits them)"
     return str(choice)
 

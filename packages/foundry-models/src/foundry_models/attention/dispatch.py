@@ -54,10 +54,12 @@ ATTN_IMPLS: tuple[AttnImpl, ...] = get_args(AttnImpl)
 
 @dataclass(frozen=True)
 class ImplChoice:
-    """The implementation that runs and why, e.g. `flash (flash-attn-4, sm90)`."""
+    """The implementation that runs and why, e.g. `flash (flash-attn-4, sm90)`; for flash on CUDA,
+    which FlashAttention (`backend`: 'fa4' or 'fa2', as `flash_status` finds it)."""
 
     impl: ConcreteImpl
     reason: str
+    backend: str | None = None
 
     def __str__(self) -> str:
         return f"{self.impl} ({self.reason})"
@@ -145,14 +147,15 @@ def _choose(
         if problems:
             raise AttentionUnavailableError("; ".join(problems) + ".")
         if requested == "flash" and dev.type == "cuda":  # which FlashAttention, as `auto` says
-            return ImplChoice("flash", f"explicit; {flash_status(dev.index or 0)[1]}")
+            backend, why = flash_status(dev.index or 0)
+            return ImplChoice("flash", f"explicit; {why}", backend)
         return ImplChoice(_concrete(requested), "explicit")
     if dev.type != "cuda":
         return ImplChoice("torch", "no CUDA" if not torch.cuda.is_available() else dev.type)
     backend, why = flash_status(dev.index or 0)
     half = dtype is None or dtype in (torch.float16, torch.bfloat16)
     if backend is not None and half:
-        return ImplChoice("flash", why)
+        return ImplChoice("flash", why, backend)
     if importlib.util.find_spec("triton") is not None:
         detail = f"{dtype} inputs, flash takes fp16/bf16" if backend is not None else why
         return ImplChoice("triton", f"CUDA; flash unavailable: {detail}")
