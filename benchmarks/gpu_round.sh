@@ -11,9 +11,13 @@
 #                 meta init, two micro-batches a batch; loss against the uncompiled run; then
 #                 triton attention with each compile mode under FULL_SHARD + PURE
 #   matrix-full   the compile x FSDP GPU test's own matrix (FULL mixed precision and CPU init
-#                 too; MATRIX_ATTN, default torch): which combination fails, where pytest only
-#                 says the test did (it failed on one H100 2026-12-06, its output lost)
-#   gpu-tests     every `gpu`-marked test of the five packages
+#                 too; MATRIX_ATTN, default torch; MATRIX_ARGS narrows it, e.g. "--mp FULL
+#                 --init cpu", compile_matrix.py's options): which combination fails, where pytest only
+#                 says the test did (it failed on one H100 2026-12-06, its output lost; later
+#                 that day all 36 torch and all 36 triton combinations were ok, a call each)
+#   gpu-tests     every `gpu`-marked test of the five packages (GPU_TESTS_K, a pytest -k
+#                 expression, picks some, e.g. "compile_trains and torch": each attention's
+#                 compile x FSDP test takes about 300 s on an H100)
 #   shipped       the shipped pretraining YAMLs through foundry-train (SHIPPED_PRESETS, default
 #                 "125m 350m 1b 3b"; SHIPPED_STEPS, default 20; SHIPPED_ACCUM micro-batches a batch,
 #                 default 8; SHIPPED_ACCUM=1 matches the harness rows' one micro-batch a step;
@@ -89,6 +93,8 @@
 # matrix 178 s; infer batch1 135 s with the setup, batch-sizes,agreement 63 s. The foundry-train
 # and foundry-infer GPU tests in one pytest ran past 340 s: run gpu-tests (its log comes back in
 # logs.tgz even when the budget stops it), not a bare pytest piped through tail.
+# Later on 2026-12-06 (H100): matrix-full 343 s with the .flash1 copy and setup, MATRIX_ATTN=triton
+# 369 s with the .flash2 setup; INFER_TESTS=0 INFER_SECTIONS=agreement infer 108 s.
 # ROUND_BUDGET_S counts from this script's start, not the call's: leave the setup's time out of it.
 set -u
 S=$OUT/summary.txt
@@ -144,11 +150,11 @@ for section in "$@"; do
       # attention (default torch; the test runs "torch triton", 72 runs, more than one call)
       timeout 540 python packages/foundry-train/tests/gpu_checks/compile_matrix.py \
         --out-dir "$W/matrix-full" --parallel 6 --attn ${MATRIX_ATTN:-torch} --timeout 300 \
-        2>&1 | tee -a "$S"
+        ${MATRIX_ARGS:-} 2>&1 | tee -a "$S"
       cp "$W"/matrix-full/*.log "$W/logs/" 2>/dev/null ;;
     gpu-tests)
       timeout 560 python -m pytest -q -m gpu -p no:cacheprovider packages/*/tests -rs \
-        > "$W/logs/gpu-tests.log" 2>&1
+        ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} > "$W/logs/gpu-tests.log" 2>&1
       say "gpu tests rc $?: $(tail -n 1 "$W/logs/gpu-tests.log")" ;;
     shipped)
       d=$(data 2048)
