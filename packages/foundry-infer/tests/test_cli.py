@@ -117,6 +117,7 @@ def test_bench_reports_rows(llama_onnx_dir, tmp_path, capsys):
         (["generate", "{onnx}", "--prompt", "x", "--max-new-tokens", "100000"], "exceeds"),
         (["generate", "{onnx}", "--backend", "torch", "--prompt", "x"], "--backend torch"),
         (["bench", "{onnx}", "--backends", "tpu"], "unknown backend"),
+        (["serve", "{onnx}", "--host", "999.1.1.1"], "not an address of this machine"),
     ],
 )
 def test_user_errors_are_one_paragraph_exit_2(
@@ -126,6 +127,16 @@ def test_user_errors_are_one_paragraph_exit_2(
     assert main([a.format(**values) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("port", ["99999", "0", "eighty"])
+def test_serve_refuses_a_port_outside_1_to_65535(port, llama_onnx_dir, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", str(llama_onnx_dir), "--port", port])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"'{port}' is not a TCP port: give a whole number from 1 to 65535" in err
+    assert "Traceback" not in err
 
 
 @pytest.mark.parametrize("command", ["generate", "chat", "export-onnx", "serve", "bench"])

@@ -67,7 +67,8 @@ def add_engine_option(p: argparse.ArgumentParser) -> None:
         "--compile-decode",
         action="store_true",
         help="with --engine static: decode layers through torch.compile, inside the CUDA graphs "
-        "(off by default: not yet measured on a GPU)",
+        "(off by default: it adds a compile of each batch size at start-up; on one H100 it "
+        "took MPT-1B batch-1 decode from 512.7 to 618.8 tokens/s, see the README's GPU figures)",
     )
 
 
@@ -126,6 +127,18 @@ _SERVE_LIMITS: tuple[tuple[str, int | None, str], ...] = (
 )
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a TCP port: give a whole number from 1 to 65535"
+        )
+    return value
+
+
 def add_serve_options(srv: argparse.ArgumentParser) -> None:
     """``serve``: the address, the API key and the batching limits."""
     srv.add_argument(
@@ -135,7 +148,7 @@ def add_serve_options(srv: argparse.ArgumentParser) -> None:
         help="bind address (default: 127.0.0.1, loopback only)",
     )
     srv.add_argument(
-        "--port", type=int, default=8000, metavar="PORT", help="TCP port (default: 8000)"
+        "--port", type=_port, default=8000, metavar="PORT", help="TCP port (default: 8000)"
     )
     srv.add_argument(
         "--served-model-name",

@@ -82,6 +82,12 @@ def _check_port(host: str, port: int) -> None:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
+        except socket.gaierror as exc:
+            raise FoundryError(
+                f"cannot listen on --host {host} ({exc.strerror}): it is not an address of this "
+                "machine. Give an IP address or host name of one of its interfaces, e.g. "
+                "127.0.0.1 (the default, this machine only) or 0.0.0.0 (every interface)."
+            ) from exc
         except OSError as exc:
             raise FoundryError(
                 f"cannot listen on {host}:{port} ({exc.strerror}). Choose another --port or stop "
