@@ -147,7 +147,7 @@ for section in "$@"; do
     matrix-full)
       # the GPU test's own matrix (test_compile_trains_with_every_fsdp_setting_and_meta_init:
       # mixed precision FULL and CPU init too), one line per combination; MATRIX_ATTN picks the
-      # attention (default torch; the test runs "torch triton", 72 runs, more than one call)
+      # attention (default torch; the test is one per attention, 36 runs each, a call each)
       timeout 540 python packages/foundry-train/tests/gpu_checks/compile_matrix.py \
         --out-dir "$W/matrix-full" --parallel 6 --attn ${MATRIX_ATTN:-torch} --timeout 300 \
         ${MATRIX_ARGS:-} 2>&1 | tee -a "$S"
