@@ -108,7 +108,8 @@ set -u
 S=$OUT/summary.txt
 W=/tmp/gpu-round
 mkdir -p "$W/logs"
-pack() {  # the logs so far, and the logs of runs still going, into $OUT/logs.tgz (atomically)
+pack() {  # every run's log and rows so far (runs still going too) into $OUT/logs.tgz, atomically;
+  # the sections leave their runs' logs in $W/SECTION/ and this gathers them into $W/logs/
   local f dir
   for f in "$W"/*/rows.jsonl "$W"/*/*.log; do
     dir=$(basename "$(dirname "$f")")
@@ -143,7 +144,6 @@ data() {  # data SEQ: a tokenizer and MDS of standard-library text, through foun
 }
 shipped() {  # shipped OUTDIR ARGS...: rows in $W/OUTDIR/rows.jsonl and the summary
   python benchmarks/shipped_yamls.py run --out-dir "$W/$1" "${@:2}" 2>&1 | tee -a "$S"
-  cp "$W/$1"/*.log "$W/logs/" 2>/dev/null
 }
 harness() {  # harness NAME TREE
   local H="run --model mpt --preset 125m --micro-batch 32 --attn-impl flash --full-compile"
@@ -164,16 +164,14 @@ for section in "$@"; do
       timeout 200 python packages/foundry-train/tests/gpu_checks/compile_matrix.py \
         --out-dir "$W/matrix" --parallel 3 --attn triton --compile none model blocks \
         --fsdp FULL_SHARD --mp PURE --init meta --accum 2 --data "$(data 2048)" --timeout 190 \
-        2>&1 | tee -a "$S"
-      cp "$W"/matrix/*.log "$W/logs/" 2>/dev/null ;;
+        2>&1 | tee -a "$S" ;;
     matrix-full)
       # the GPU test's own matrix (test_compile_trains_with_every_fsdp_setting_and_meta_init:
       # mixed precision FULL and CPU init too), one line per combination; MATRIX_ATTN picks the
       # attention (default torch; the test is one per attention, 36 runs each, a call each)
       timeout 540 python packages/foundry-train/tests/gpu_checks/compile_matrix.py \
         --out-dir "$W/matrix-full" --parallel 6 --attn ${MATRIX_ATTN:-torch} --timeout 300 \
-        ${MATRIX_ARGS:-} 2>&1 | tee -a "$S"
-      cp "$W"/matrix-full/*.log "$W/logs/" 2>/dev/null ;;
+        ${MATRIX_ARGS:-} 2>&1 | tee -a "$S" ;;
     gpu-tests)
       timeout 560 python -m pytest -q -m gpu -p no:cacheprovider packages/*/tests -rs \
         ${GPU_TESTS_K:+-k "$GPU_TESTS_K"} > "$W/logs/gpu-tests.log" 2>&1
@@ -269,7 +267,6 @@ for section in "$@"; do
     titan)
       timeout 560 python benchmarks/torchtitan_peer.py --out-dir "$W/titan" ${TITAN_ARGS:-} \
         > "$W/logs/titan.log" 2>&1
-      cp "$W"/titan/foundry-*.log "$W/logs/" 2>/dev/null
       say "titan rc $?"; cat "$W/titan/peer.md" 2>/dev/null | tee -a "$S" ;;
     infer)
       missing=""
