@@ -104,6 +104,9 @@
 # 311 s with the flash setup and data prepare; each row had logged its 20 batches by 130 s (bf16
 # 107 s, FP8 99 s on the progress bar) and was stopped in the end-of-run eval and checkpoint.
 # ROUND_BUDGET_S counts from this script's start, not the call's: leave the setup's time out of it.
+# 2026-12-06 10:17 UTC (H100): TITAN_ARGS="--mixed-precision PURE --rows bf16" titan with
+# FOUNDRY_TRAIN_COMPILE_MODE=max-autotune-no-cudagraphs 526 s with the flash setup (Foundry's run
+# alone 399 s, nearly all of it autotuning); the same without that variable 172 s.
 set -u
 S=$OUT/summary.txt
 W=/tmp/gpu-round

@@ -45,9 +45,11 @@ CompileMode = Literal["none", "blocks", "model"]
 # compiles with inductor's autotuning (matrix products as Triton templates with the elementwise
 # work fused in, or cuBLAS, whichever its benchmark picks), at minutes of compiling. A profile of
 # the shipped mpt-350m on an H100 had a quarter of each batch in elementwise kernels between the
-# matrix products; the same mode sped foundry-infer's decode step by 1.16x. Unmeasured for
-# training. Modes that capture CUDA graphs themselves are refused (composer's loop is not
-# graph-safe).
+# matrix products; the same mode sped foundry-infer's decode step by 1.16x. In training it did not
+# help: at the Llama 3.2 1B shape on one H100 (DATASHEET, "max-autotune-no-cudagraphs in
+# training") inductor picked cuBLAS for all 18 matrix products, 0.995x the default mode's
+# tokens/s after 351 s more compiling. Modes that capture CUDA graphs themselves are refused
+# (composer's loop is not graph-safe).
 COMPILE_MODE_VARIABLE = "FOUNDRY_TRAIN_COMPILE_MODE"
 _COMPILE_MODES = ("default", "max-autotune-no-cudagraphs")
 # float8 matmuls (torch._scaled_mm) need Ada (sm89) or Hopper (sm90) and newer.
