@@ -94,14 +94,26 @@ def test_repetition_penalty_matches_transformers_generate(
 
 def test_overflowing_scales_never_give_nan_probabilities() -> None:
     """A tiny temperature or repetition penalty (both accepted: > 0) overflows the logits to inf;
-    sampling then picks the largest score instead of failing on NaN probabilities (a 500)."""
+    sampling then picks the largest score instead of failing on NaN probabilities (a 500), and
+    without numpy's overflow warnings in the server's log: the overflow is expected there."""
+    import warnings
+
     import numpy as np
     from foundry_infer.sampling import SamplingParams, adjust_logits, sample_token
 
+    warnings.simplefilter("error", RuntimeWarning)  # pytest restores the filters after the test
     logits = np.array([0.5, 2.0, -1.0, 1.0], dtype=np.float32)
     rng = np.random.default_rng(0)
+    # 0.5, 2.0 and 1.0 all overflow to inf at this temperature; its limit is greedy: token 1,
+    # every time (a draw among the overflowed tokens would give 0 or 3 for some seed)
     tiny_t = SamplingParams(temperature=1e-310)
-    assert sample_token(logits, tiny_t, rng) == 1
+    for seed in range(20):
+        assert sample_token(logits, tiny_t, np.random.default_rng(seed)) == 1
+    # a temperature that leaves the top score finite (2 / T = 1.5e308) but puts token 2 so far
+    # below it that their difference overflows: exp gives 0 there, without a warning
+    near_limit = SamplingParams(temperature=1.3e-308)
+    for seed in range(5):
+        assert sample_token(logits, near_limit, np.random.default_rng(seed)) == 1
     penalised = adjust_logits(logits, SamplingParams(repetition_penalty=1e-310), seen=[0, 3])
     assert np.isinf(penalised).any()
     assert sample_token(penalised, SamplingParams(temperature=1.0), rng) in (0, 3)

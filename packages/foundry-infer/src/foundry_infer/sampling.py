@@ -86,9 +86,10 @@ def adjust_logits(
         ids = np.unique(np.asarray(seen, dtype=np.int64))
         ids = ids[(ids >= 0) & (ids < scores.shape[0])]
         picked = scores[ids]
-        scores[ids] = np.where(
-            picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty
-        )
+        with np.errstate(over="ignore"):  # a tiny penalty overflows to inf: sample_token copes
+            scores[ids] = np.where(
+                picked > 0, picked / params.repetition_penalty, picked * params.repetition_penalty
+            )
     for token, bias in params.logit_bias:
         if 0 <= token < scores.shape[0]:
             scores[token] += bias
@@ -103,16 +104,21 @@ def sample_token(logits: np.ndarray, params: SamplingParams, rng: np.random.Gene
     """Pick one token id from ``logits`` (shape (V,), any float dtype), already adjusted."""
     if params.greedy:
         return int(np.argmax(logits))
-    scores = np.nan_to_num(logits.astype(np.float64) / params.temperature, nan=-np.inf)
+    raw = logits.astype(np.float64)
+    raw = np.where(np.isnan(raw), -np.inf, raw)  # a NaN score counts as a banned token
+    with np.errstate(over="ignore"):  # a tiny temperature overflows to inf: handled just below
+        scores = raw / params.temperature
     top = float(np.max(scores))
     if not np.isfinite(top):
-        # +inf: a tiny temperature or repetition penalty overflowed the scale, so the largest
-        # score wins outright; -inf everywhere: every token was banned, take the first
-        return int(np.argmax(scores))
+        # +inf: a tiny temperature (or a tiny repetition penalty before it) overflowed the scale;
+        # temperature -> 0 is greedy decoding, so the largest unscaled score wins (not a draw
+        # among the tokens that overflowed). -inf everywhere: every token was banned, take the first
+        return int(np.argmax(raw))
     if 0 < params.top_k < scores.shape[0]:
         cutoff = np.partition(scores, -params.top_k)[-params.top_k]
         scores = np.where(scores < cutoff, -np.inf, scores)
-    probs: npt.NDArray[np.float64] = np.exp(scores - top)
+    with np.errstate(over="ignore"):  # a score ~1e308 below the top: exp gives 0, as it should
+        probs: npt.NDArray[np.float64] = np.exp(scores - top)
     probs /= probs.sum()
     if params.top_p < 1.0:
         order = np.argsort(-probs)
