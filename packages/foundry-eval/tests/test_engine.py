@@ -76,15 +76,15 @@ class CannedCoder(torch.nn.Module):
         self.completions = completions
         self.anchor = torch.nn.Parameter(torch.zeros(1))
 
-    def generate(self, input_ids, attention_mask, num_return_sequences=1, **kwargs):
-        rows = []
+    def generate(self, input_ids, attention_mask, **kwargs):
+        # generate_texts sends each prompt once per sample, consecutively: the s-th copy of a
+        # prompt in the batch gets completion s
+        rows, seen = [], {}
         for ids, mask in zip(input_ids.tolist(), attention_mask.tolist(), strict=True):
             prompt = self.tok.decode([i for i, m in zip(ids, mask, strict=True) if m])
             outs = self.completions[prompt]
-            for s in range(num_return_sequences):
-                rows.append(
-                    ids + self.tok(outs[s % len(outs)], add_special_tokens=False)["input_ids"]
-                )
+            s = seen[prompt] = seen.get(prompt, -1) + 1
+            rows.append(ids + self.tok(outs[s % len(outs)], add_special_tokens=False)["input_ids"])
         width = max(len(r) for r in rows)
         pad = self.tok.pad_token_id
         return torch.tensor([r + [pad] * (width - len(r)) for r in rows])
@@ -144,6 +144,11 @@ def test_code_evaluation_pass_at_k(tiny_model, data_root):
             '{"context": 3, "continuation": "x"}\n',
             "language_modeling",
             "field 'context' should be str",
+        ),
+        (
+            '{"query": "q", "choices": ["mat", "  ", "dog"], "gold": 0}\n',
+            "multiple_choice",
+            "line 1: choice 1 is empty",
         ),
     ],
 )

@@ -124,3 +124,99 @@ def test_partial_categories_and_averages_are_labelled():
     done = compute_gauntlet(_gauntlet(mc_metric="acc"), full, types, {})
     assert done.partial == [] and "partial" not in EvalResults(gauntlet=done).to_table()
     assert EvalResults(gauntlet=done).to_json_dict()["gauntlet"]["partial"] == []
+
+
+def test_pass_at_k_needs_k_samples():
+    """Fewer samples than k is no estimate (it used to report 1.0 for every failing problem)."""
+    with pytest.raises(ValueError, match="pass@10 needs at least 10 samples"):
+        pass_at_k(5, 0, 10)
+
+
+def test_code_task_config_refuses_k_above_its_generations():
+    from foundry_eval.config import TaskConfig
+
+    base = {"label": "he", "dataset_uri": "x.jsonl", "icl_task_type": "code_evaluation"}
+    with pytest.raises(ValueError, match=r"needs at least 10 generations per problem"):
+        TaskConfig.model_validate({**base, "pass_at_k": [1, 10]})
+    with pytest.raises(ValueError, match="at least 1"):
+        TaskConfig.model_validate({**base, "pass_at_k": [0]})
+    ok = TaskConfig.model_validate({**base, "pass_at_k": [1, 10], "generations_per_sample": 10})
+    assert ok.pass_at_k == [1, 10]
+
+
+def test_an_average_naming_no_category_is_refused():
+    from foundry_eval.errors import FoundryError
+    from foundry_eval.tasks import load_gauntlet
+
+    body = _gauntlet().model_dump()
+    body["averages"] = {"core": ["a", "world_knowlege"]}
+    with pytest.raises(FoundryError, match="'world_knowlege', not a category"):
+        load_gauntlet(body)
+
+
+def test_a_metric_the_task_does_not_report_is_an_error_not_a_swap():
+    """A typo in a benchmark's metric, or pass@10 of a task computing pass@1 only, is refused
+    (it used to be scored silently with the task's first metric)."""
+    from foundry_eval.errors import FoundryError
+
+    body = _gauntlet().model_dump()
+    body["categories"][0]["benchmarks"][0]["metric"] = "acc_nrom"
+    with pytest.raises(FoundryError, match="'mc/0-shot' is scored by 'acc_nrom'.*acc_norm"):
+        compute_gauntlet(GauntletConfig.model_validate(body), METRICS, TYPES, {})
+
+
+def test_schema_tasks_use_acc_when_the_gauntlet_asks_for_acc_norm():
+    body = _gauntlet(mc_metric="acc_norm").model_dump()
+    body["categories"][1]["benchmarks"][0]["random_baseline"] = 0.0
+    metrics = {**METRICS, "gone/0-shot": {"acc": 0.7, "acc_foundry": 0.6}}
+    types = {**TYPES, "gone/0-shot": "schema"}
+    res = compute_gauntlet(GauntletConfig.model_validate(body), metrics, types, {})
+    assert res.benchmark_scores["gone/0-shot"] == pytest.approx(0.7)  # acc: schema has no acc_norm
+    assert res.benchmark_scores["mc/0-shot"] == pytest.approx((0.5 - 0.25) / 0.75)  # acc_norm
+
+
+def test_evaluate_checks_gauntlet_metrics_before_scoring(tiny_model, data_root):
+    """The metric check runs before any example is scored: the model is never called."""
+    from foundry_eval import evaluate
+    from foundry_eval.errors import FoundryError
+    from foundry_eval.tasks import load_tasks
+
+    _, tok = tiny_model
+    (task,) = load_tasks(
+        [
+            {
+                "label": "human_eval",
+                "dataset_uri": "programming/human_eval.jsonl",
+                "icl_task_type": "code_evaluation",
+                "generations_per_sample": 2,
+                "pass_at_k": [1, 2],
+            }
+        ],
+        data_root,
+    )
+    gauntlet = GauntletConfig.model_validate(
+        {
+            "categories": [
+                {
+                    "name": "code",
+                    "benchmarks": [
+                        {
+                            "name": "human_eval",
+                            "num_fewshot": 0,
+                            "random_baseline": 0.0,
+                            "metric": "pass@10",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    class Untouchable:
+        def __call__(self, *a, **k):
+            raise AssertionError("the model was called before the config check")
+
+        generate = __call__
+
+    with pytest.raises(FoundryError, match=r"scored by 'pass@10'.*pass@1, pass@2"):
+        evaluate(Untouchable(), tok, [task], gauntlet=gauntlet, progress=False)

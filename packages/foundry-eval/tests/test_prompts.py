@@ -116,3 +116,29 @@ def test_max_new_tokens_is_computed_once_per_task_file(tiny_model, data_root, mo
     changed = [{**r, "answer": r["answer"] + " and more words"} for r in rows]
     build_generation_requests(tasks["gsm8k"], changed, tok, 1)
     assert len(calls) == 2  # other answers: computed again
+
+
+def test_code_fewshot_prompt_is_solved_examples_then_the_prompt(tiny_model, data_root):
+    """A few-shot code task (accepted by the config) builds its shots from `prompt` and
+    `canonical_solution` (it used to fail with KeyError 'context')."""
+    _, tok = tiny_model
+    (task,) = load_tasks(
+        [
+            {
+                "label": "human_eval",
+                "dataset_uri": "programming/human_eval.jsonl",
+                "num_fewshot": 2,
+                "icl_task_type": "code_evaluation",
+                "example_delimiter": "\n\n",
+            }
+        ],
+        data_root,
+    )
+    rows = read_task_rows(task.data_path, task.icl_task_type)
+    requests, _ = build_generation_requests(task, rows, tok, 3)
+    rng = random.Random(1234)
+    for i, req in enumerate(requests):
+        a, b = fewshot_indices(len(rows), 2, i, rng)
+        shot = [rows[j]["prompt"] + rows[j]["canonical_solution"] for j in (a, b)]
+        assert req.prompt_text == f"{shot[0]}\n\n{shot[1]}\n\n{rows[i]['prompt']}"
+        assert tok.decode(req.prompt_ids) == req.prompt_text

@@ -6,7 +6,14 @@ import difflib
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from foundry_eval.errors import FoundryError
 from foundry_eval.yaml_text import apply_overrides, read_yaml
@@ -85,6 +92,20 @@ class _TaskFields(_Strict):
     def _listify_k(cls, value: Any) -> Any:
         return [value] if isinstance(value, int) else value
 
+    @model_validator(mode="after")
+    def _enough_samples_for_pass_at_k(self) -> _TaskFields:
+        if self.icl_task_type != "code_evaluation":
+            return self
+        if not self.pass_at_k or min(self.pass_at_k) < 1:
+            raise ValueError(f"pass_at_k must list k values of at least 1, got {self.pass_at_k}")
+        if max(self.pass_at_k) > self.generations_per_sample:
+            raise ValueError(
+                f"pass_at_k {self.pass_at_k} needs at least {max(self.pass_at_k)} generations "
+                f"per problem, but generations_per_sample is {self.generations_per_sample}: "
+                "raise generations_per_sample or drop the larger k"
+            )
+        return self
+
 
 class TaskSpec(_TaskFields):
     """One entry of ``icl_tasks`` in a task YAML (llm-foundry's schema; num_fewshot may be a list)."""
@@ -142,6 +163,18 @@ class GauntletConfig(_Strict):
     # Metric used for multiple-choice and schema tasks: llm-foundry's gauntlet uses its
     # mean-per-token-loss accuracy (``acc_foundry``); ``acc`` / ``acc_norm`` are lm-eval's.
     mc_metric: Literal["acc_foundry", "acc", "acc_norm"] = "acc_foundry"
+
+    @model_validator(mode="after")
+    def _averages_name_categories(self) -> GauntletConfig:
+        known = [c.name for c in self.categories]
+        for name, cats in self.averages.items():
+            unknown = [c for c in cats if c not in known]
+            if unknown:
+                raise ValueError(
+                    f"average '{name}' lists {', '.join(repr(c) for c in unknown)}, not a "
+                    f"category of this gauntlet (its categories: {', '.join(known)})"
+                )
+        return self
 
 
 class ModelConfig(_Strict):

@@ -67,6 +67,12 @@ def _check_row(row: Any, task_type: str, where: str) -> None:
         options = row["choices" if task_type == "multiple_choice" else "context_options"]
         if len(options) < 2 or not all(isinstance(o, str) for o in options):
             raise FoundryError(f"{where}: needs at least two string options. Fix the row.")
+        if task_type == "multiple_choice" and any(not o.strip() for o in options):
+            empty = [i for i, o in enumerate(options) if not o.strip()]
+            raise FoundryError(
+                f"{where}: choice {empty[0]} is empty (or only whitespace); an answer choice "
+                "needs text to score (and acc_norm divides by its length). Fix the row."
+            )
         if not 0 <= row["gold"] < len(options):
             raise FoundryError(
                 f"{where}: gold={row['gold']} is outside 0..{len(options) - 1}. Fix the row."

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from foundry_eval.config import GauntletConfig, TaskConfig
 from foundry_eval.data import read_task_rows
 from foundry_eval.errors import FoundryError
-from foundry_eval.gauntlet import GauntletResult, compute_gauntlet
+from foundry_eval.gauntlet import GauntletResult, check_gauntlet_metrics, compute_gauntlet
 from foundry_eval.generation import generate_texts
 from foundry_eval.metrics import aggregate, generation_record, loglikelihood_record
 from foundry_eval.prompts import (
@@ -285,6 +285,8 @@ def evaluate(
     """
     if not tasks:
         raise FoundryError("no tasks to evaluate. Name at least one task.")
+    if gauntlet is not None:
+        check_gauntlet_metrics(gauntlet, tasks)
     opts = EvalOptions(
         batch_size=batch_size,
         max_seq_len=max_seq_len or _model_max_len(model),

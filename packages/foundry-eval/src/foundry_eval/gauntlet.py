@@ -5,15 +5,58 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from foundry_eval.config import GauntletConfig
+from foundry_eval.config import GauntletBenchmark, GauntletConfig, TaskConfig
+from foundry_eval.errors import FoundryError
+from foundry_eval.metrics import metric_names
 
-__all__ = ["GauntletResult", "compute_gauntlet"]
+__all__ = ["GauntletResult", "check_gauntlet_metrics", "compute_gauntlet"]
 
 _PRIMARY = {
     "language_modeling": "acc",
     "generation_task_with_answers": "exact_match",
     "code_evaluation": "pass@1",
 }
+
+
+def _pick_metric(
+    bench: GauntletBenchmark, key: str, kind: str, mc_metric: str, available: list[str]
+) -> str:
+    """The metric that scores benchmark ``key`` (a ``kind`` task reporting ``available``).
+
+    An explicit ``metric`` must be one the task reports. Otherwise: pass@1 for code (its
+    smallest k when pass@1 is not computed), exact match for generation, ``acc`` for language
+    modelling, the gauntlet's ``mc_metric`` for multiple choice and schema tasks, except that
+    schema tasks have no ``acc_norm`` (lm-eval reports ``acc`` for them) and use ``acc``.
+    """
+    if bench.metric is not None:
+        metric = bench.metric
+    elif kind == "code_evaluation":
+        ks = sorted(int(m.split("@", 1)[1]) for m in available if m.startswith("pass@"))
+        metric = "pass@1" if 1 in ks or not ks else f"pass@{ks[0]}"
+    elif kind == "schema" and mc_metric == "acc_norm":
+        metric = "acc"
+    else:
+        metric = _PRIMARY.get(kind, mc_metric)
+    if metric not in available:
+        raise FoundryError(
+            f"gauntlet benchmark '{key}' is scored by '{metric}', which its {kind} task does "
+            f"not report (it reports {', '.join(available)}). Set the benchmark's `metric` to "
+            "one of those in the gauntlet config (or the task's pass_at_k for pass@k)."
+        )
+    return metric
+
+
+def check_gauntlet_metrics(gauntlet: GauntletConfig, tasks: list[TaskConfig]) -> None:
+    """Before any scoring: every benchmark of ``gauntlet`` that one of ``tasks`` runs names a
+    metric the task will report (a typo would otherwise surface after the whole run)."""
+    by_name = {t.name: t for t in tasks}
+    for cat in gauntlet.categories:
+        for bench in cat.benchmarks:
+            key = f"{bench.name}/{bench.num_fewshot}-shot"
+            task = by_name.get(key)
+            if task is not None:
+                available = metric_names(task.icl_task_type, task.pass_at_k)
+                _pick_metric(bench, key, task.icl_task_type, gauntlet.mc_metric, available)
 
 
 @dataclass
@@ -59,9 +102,7 @@ def compute_gauntlet(
                 result.missing.setdefault(cat.name, []).append(key)
                 continue
             kind = task_types[key]
-            metric = bench.metric or _PRIMARY.get(kind, gauntlet.mc_metric)
-            if metric not in metrics:
-                metric = next(iter(metrics))
+            metric = _pick_metric(bench, key, kind, gauntlet.mc_metric, list(metrics))
             score = metrics[metric]
             if gauntlet.subtract_random_baseline:
                 score -= bench.random_baseline

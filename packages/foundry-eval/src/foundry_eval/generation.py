@@ -9,7 +9,62 @@ import torch
 
 from foundry_eval.prompts import GenerationRequest, Tokenizer
 
-__all__ = ["generate_texts"]
+__all__ = ["generate_texts", "sample_keys"]
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: int) -> int:
+    """A 32-bit integer mix (xorshift-multiply), on Python ints."""
+    x &= _MASK32
+    x = ((x ^ (x >> 16)) * 0x7FEB352D) & _MASK32
+    x = ((x ^ (x >> 15)) * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
+    """``x * c mod 2**32`` for int64 tensors holding 32-bit values, without int64 overflow."""
+    lo = x * (c & 0xFFFF)
+    hi = ((x * (c >> 16)) & 0xFFFF) << 16
+    return (lo + hi) & _MASK32
+
+
+def _hash32_t(x: torch.Tensor) -> torch.Tensor:
+    """`_hash32` on an int64 tensor of 32-bit values (the same numbers)."""
+    x = x & _MASK32
+    x = _mul32(x ^ (x >> 16), 0x7FEB352D)
+    x = _mul32(x ^ (x >> 15), 0x846CA68B)
+    return x ^ (x >> 16)
+
+
+def sample_keys(seed: int, index: int, num_samples: int) -> list[int]:
+    """The random keys of example ``index``'s samples: a function of the seed, the example and
+    the sample number only, so its samples do not depend on the batch it is generated in."""
+    base = _hash32(_hash32(seed) ^ _hash32(index + 0x9E3779B9))
+    return [_hash32(base ^ _hash32(s + 0x7F4A7C15)) for s in range(num_samples)]
+
+
+class _KeyedSampler:
+    """Samples each row's next token from softmax(logits / temperature) with the Gumbel-max
+    trick, on noise hashed from (row key, step, token): the same draw whatever the batch. It
+    returns scores that are -inf but for the drawn token, which greedy decoding then takes."""
+
+    def __init__(self, keys: list[int], temperature: float, prompt_width: int) -> None:
+        self.keys = torch.tensor(keys, dtype=torch.int64)
+        self.temperature = temperature
+        self.prompt_width = prompt_width
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        step = input_ids.shape[1] - self.prompt_width
+        keys = self.keys.to(scores.device)
+        row = _hash32_t(keys ^ _hash32(step + 0x632BE5AB))
+        vocab = torch.arange(scores.shape[-1], device=scores.device, dtype=torch.int64)
+        bits = _hash32_t(row[:, None] ^ vocab[None, :]) >> 8  # 24 random bits per token
+        uniform = (bits.to(torch.float32) + 0.5) / float(1 << 24)  # strictly inside (0, 1)
+        gumbel = -torch.log(-torch.log(uniform))
+        drawn = (scores.float() / self.temperature + gumbel).argmax(dim=-1, keepdim=True)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, drawn, 0.0)
 
 
 class _StopOnStrings:
@@ -45,16 +100,21 @@ def generate_texts(
     seed: int = 1234,
     on_progress: Callable[[int], object] | None = None,
 ) -> list[list[str]]:
-    """Generated continuations for each request (``num_samples`` each), in input order."""
-    from transformers import StoppingCriteriaList
+    """Generated continuations for each request (``num_samples`` each), in input order.
+
+    With ``temperature`` > 0 each sample is drawn with noise keyed by ``seed``, the request's
+    index and the sample number (`sample_keys`), so a request gets the same samples whatever the
+    batch size, the batch it lands in, or the number of GPUs sharing the task.
+    """
+    from transformers import LogitsProcessorList, StoppingCriteriaList
 
     order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt_ids))
     out: list[list[str]] = [[] for _ in requests]
     keep = max(max_seq_len - max_new_tokens, 1)
-    generator_seed = seed
     for start in range(0, len(order), batch_size):
         chunk = order[start : start + batch_size]
-        prompts = [requests[i].prompt_ids[-keep:] for i in chunk]
+        # each prompt once per sample, consecutively: row b * num_samples + s
+        prompts = [requests[i].prompt_ids[-keep:] for i in chunk for _ in range(num_samples)]
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -65,13 +125,13 @@ def generate_texts(
             "max_new_tokens": max_new_tokens,
             "pad_token_id": pad_id,
             "eos_token_id": tokenizer.eos_token_id,
-            "num_return_sequences": num_samples,
+            "do_sample": False,  # sampled rows draw in _KeyedSampler, not torch's generator
         }
         if temperature > 0:
-            kwargs.update(do_sample=True, temperature=temperature, top_p=1.0, top_k=0)
-            torch.manual_seed(generator_seed + start)
-        else:
-            kwargs.update(do_sample=False)
+            keys = [k for i in chunk for k in sample_keys(seed, requests[i].index, num_samples)]
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_KeyedSampler(keys, temperature, width)]
+            )
         if stop_strings:
             kwargs["stopping_criteria"] = StoppingCriteriaList(
                 [_StopOnStrings(tokenizer, stop_strings, width)]

@@ -14,6 +14,7 @@ from foundry_eval.scoring import ContinuationScore
 
 __all__ = [
     "aggregate",
+    "metric_names",
     "generation_record",
     "loglikelihood_record",
     "normalize_answer",
@@ -90,8 +91,23 @@ def generation_record(
     return rec
 
 
+def metric_names(task_type: str, ks: list[int] | None = None) -> list[str]:
+    """The metrics a task of ``task_type`` reports (``ks``: a code task's pass@k values)."""
+    if task_type == "language_modeling":
+        return ["acc"]
+    if task_type == "multiple_choice":
+        return ["acc", "acc_foundry", "acc_norm"]
+    if task_type == "schema":
+        return ["acc", "acc_foundry"]
+    if task_type == "generation_task_with_answers":
+        return ["exact_match"]
+    return [f"pass@{k}" for k in ks or [1]]
+
+
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct (HumanEval's estimator)."""
+    """Unbiased pass@k from n samples with c correct (HumanEval's estimator); needs n >= k."""
+    if n < k:
+        raise ValueError(f"pass@{k} needs at least {k} samples per problem, got {n}")
     if n - c < k:
         return 1.0
     return 1.0 - float(np.prod(1.0 - k / np.arange(n - c + 1, n + 1)))

@@ -3,7 +3,9 @@
 No launcher is needed: ``torch.multiprocessing.spawn`` starts one worker per GPU; each loads the
 model on its own GPU, scores examples ``i % world == rank`` of every task and writes its
 per-example records to a temp directory; the parent merges them and computes the metrics, so the
-numbers are the same as a single-process run.
+numbers are the same as a single-process run. That holds for sampled code generations too: each
+sample's randomness is keyed by the seed, the example and the sample number
+(foundry_eval.generation.sample_keys), not by the batch or the rank that generates it.
 """
 
 from __future__ import annotations

@@ -144,6 +144,13 @@ class _PromptBuilder:
             if preceding:
                 text = f"{t.example_delimiter}{text}"
             return f"{t.question_prelimiter}{text}{t.continuation_delimiter}{row['continuation']}"
+        if t.icl_task_type == "code_evaluation":
+            # a code example is its prompt and then its solution, with nothing between them: the
+            # prompt ends where the function body starts (the test prompt gets no delimiter either)
+            text = f"{t.question_prelimiter}{row['prompt']}"
+            if preceding:
+                text = f"{t.example_delimiter}{text}"
+            return f"{text}{self.answer(row)}" if add_answer else text
         key = "query" if t.icl_task_type == "multiple_choice" else "context"
         text = f"{t.question_prelimiter}{row[key]}"
         if preceding:
@@ -266,7 +273,7 @@ def build_generation_requests(
         pre_text = b.preamble(idx)
         pre = b.preamble_ids(pre_text)
         if code:
-            text = f"{task.question_prelimiter}{row['prompt']}"
+            text = b.context(row, pre_text, add_answer=False)
             ids = pre + b.encode(text)
             answers: list[str] = []
         else:

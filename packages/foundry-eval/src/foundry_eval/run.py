@@ -9,6 +9,7 @@ import torch
 from foundry_eval.config import EvalConfig, TaskConfig
 from foundry_eval.errors import FoundryError
 from foundry_eval.evaluate import evaluate, gauntlet_for, missing_result
+from foundry_eval.gauntlet import check_gauntlet_metrics
 from foundry_eval.model_loading import (
     check_model_sources,
     load_model,
@@ -118,6 +119,8 @@ def run_eval(cfg: EvalConfig) -> EvalResults:
             f"{root}. Check --data-root (expected e.g. {tasks[0].data_path})."
         )
     gauntlet = load_gauntlet(cfg.gauntlet) if cfg.gauntlet else None
+    if gauntlet is not None:
+        check_gauntlet_metrics(gauntlet, runnable)
     results.tasks.update(_score(cfg, runnable))
     order = [t.name for t in tasks]
     results.tasks = {n: results.tasks[n] for n in order}
