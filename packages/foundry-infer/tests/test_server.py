@@ -393,6 +393,7 @@ def test_sampling_fields_are_honoured_over_http(server, client, engine, tokenize
     for extra, param in [
         ({"logit_bias": {"99999": 5}}, "logit_bias"),
         ({"logit_bias": {"1": 500}}, "logit_bias"),
+        ({"logit_bias": {"²": 5}}, "logit_bias"),  # "²".isdigit(), but no int: it was a 500
         ({"min_tokens": 50}, "min_tokens"),
         ({"repetition_penalty": 0}, "repetition_penalty"),
     ]:
@@ -495,6 +496,56 @@ def test_completion_logprobs_with_echo_as_lm_eval_asks(client, tokenizer, hf_log
     streamed = [c.choices[0].logprobs for c in client.completions.create(**kwargs, stream=True)]
     joined = [x for part in streamed if part for x in part.token_logprobs]
     assert joined == pytest.approx(whole.token_logprobs)
+    # each streamed chunk's text_offset continues where the previous chunk ended (they were 0)
+    offsets = [x for part in streamed if part for x in part.text_offset]
+    assert offsets == whole.text_offset and offsets[-1] > 0
+
+
+def test_a_stop_string_on_the_last_allowed_token_finishes_with_stop(client):
+    """The stop string completes on token k and max_tokens is k: the reason is "stop" (it was
+    "length", streamed or not), and the text ends before the stop string."""
+    base = dict(model=NAME, prompt="class Engine", temperature=0)
+    tokens = client.completions.create(**base, max_tokens=8, logprobs=0).choices[0].logprobs.tokens
+    k = next(
+        k
+        for k in range(3, len(tokens) + 1)
+        if tokens[k - 1].strip() and tokens[k - 1] not in "".join(tokens[: k - 1])
+    )
+    stop = tokens[k - 1]
+    done = client.completions.create(**base, max_tokens=k, stop=[stop]).choices[0]
+    assert (done.text, done.finish_reason) == ("".join(tokens[: k - 1]), "stop")
+    chunks = list(client.completions.create(**base, max_tokens=k, stop=[stop], stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == done.text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason] == ["stop"]
+
+
+def test_each_prompt_gets_its_own_budget_under_the_server_cap(engine, tokenizer, llama_onnx_dir):
+    """Without max_tokens, a prompt's budget is the room its own length leaves (not the largest
+    of the request's prompts, which ran a long prompt past the model's 256 positions), and never
+    above the server's --max-new-tokens (a chat without max_tokens was refused when it was)."""
+    running = ServerThread(
+        _service(engine, tokenizer, llama_onnx_dir, max_prompt_tokens=250, max_new_tokens=200)
+    )
+    try:
+        short, long = [5], [5] * 200
+        body = {
+            "model": NAME,
+            "prompt": [short, long],
+            "max_tokens": None,
+            "temperature": 0,
+            "ignore_eos": True,
+            "logprobs": 0,
+        }
+        r = _post(running, body)
+        assert r.status_code == 200, r.text
+        generated = [len(c["logprobs"]["tokens"]) for c in r.json()["choices"]]
+        assert generated == [200, 256 - 200]  # the cap; the room the long prompt leaves
+        chat = {"model": NAME, "messages": [{"role": "user", "content": "hi"}], "ignore_eos": True}
+        r = _post(running, chat)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["completion_tokens"] == 200
+    finally:
+        running.stop()
 
 
 def test_chat_logprobs_and_top_logprobs(client, server):

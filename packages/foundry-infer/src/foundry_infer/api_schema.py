@@ -77,7 +77,8 @@ class _Common(BaseModel):
         if len(value) > 1024:
             raise ValueError("at most 1024 entries")
         for key, bias in value.items():
-            if not key.strip().isdigit():
+            digits = key.strip()
+            if not (digits.isascii() and digits.isdigit()):  # "²".isdigit() is True
                 raise ValueError(f"keys must be token ids (as strings), got {key!r}")
             if not -100.0 <= bias <= 100.0:
                 raise ValueError(f"biases must be in [-100, 100], got {bias} for token {key}")

@@ -47,7 +47,8 @@ def _max_tokens(
     if asked is not None:
         return asked
     room = (service.max_positions or 1 << 30) - prompt_len
-    return max(1, min(service.settings.default_chat_max_tokens, room))
+    settings = service.settings
+    return max(1, min(settings.default_chat_max_tokens, settings.max_new_tokens, room))
 
 
 class _Reply:
@@ -87,9 +88,17 @@ class _Reply:
         return completion_logprobs(tokenizer, entries, offset)
 
     def choice(
-        self, index: int, text: str, reason: str | None, entries: list[TokenLogprob], delta: bool
+        self,
+        index: int,
+        text: str,
+        reason: str | None,
+        entries: list[TokenLogprob],
+        delta: bool,
+        offset: int = 0,
     ) -> dict[str, Any]:
-        logprobs = self.logprobs(entries)
+        """One choice; ``offset``: where ``entries``' first token starts in the choice's whole
+        text (a streamed chunk's `text_offset` continues from the chunks before it)."""
+        logprobs = self.logprobs(entries, offset)
         if not self.chat:
             return {"index": index, "text": text, "finish_reason": reason, "logprobs": logprobs}
         key = "delta" if delta else "message"
@@ -119,7 +128,7 @@ async def answer(
     for ids, budget in zip(prompts, budgets, strict=True):
         service.check_prompt(ids, budget, param)
     service.check_sampling(body, min(budgets))
-    events = service.submit(prompts, body, max(budgets))
+    events = service.submit(prompts, body, budgets)
     if body.stream:
         return StreamingResponse(_stream_chunks(reply, events), media_type="text/event-stream")
     texts = [""] * reply.choices
@@ -150,6 +159,7 @@ async def _stream_chunks(reply: _Reply, events: asyncio.Queue[StreamEvent]) -> A
         return _sse({**reply.meta, "object": obj, "choices": [choice]})
 
     completion_tokens = 0
+    offsets = [0] * reply.choices  # each choice's text length so far, for `text_offset`
     try:
         for index in range(reply.choices):
             if reply.chat:
@@ -161,9 +171,13 @@ async def _stream_chunks(reply: _Reply, events: asyncio.Queue[StreamEvent]) -> A
             completion_tokens += event.completion_tokens
             entries = [*event.prompt_logprobs, *event.logprobs]
             if event.text or event.finish_reason is not None or entries:
-                yield chunk(
-                    reply.choice(event.index, event.text, event.finish_reason, entries, delta=True)
+                i = event.index
+                choice = reply.choice(
+                    i, event.text, event.finish_reason, entries, delta=True, offset=offsets[i]
                 )
+                if not reply.chat and choice["logprobs"] is not None:
+                    offsets[i] += sum(len(t) for t in choice["logprobs"]["tokens"])
+                yield chunk(choice)
         usage = reply.usage(completion_tokens)
         if reply.body.stream_options is not None and reply.body.stream_options.include_usage:
             yield _sse({**reply.meta, "object": obj, "choices": [], "usage": usage})

@@ -166,8 +166,10 @@ class Scheduler:
     def _emit(self, ticket: Ticket, token: int) -> None:
         seq, stream = ticket.seq, ticket.stream
         piece = stream.push(token)
-        if stream.stopped and not seq.finished:
-            seq.finish_reason = "stop"  # a stop string; the row leaves at the next step
+        if stream.stopped and seq.finish_reason != "cancelled":
+            # a stop string, also when it completes on the last allowed token (accept() set
+            # "length" then); the row leaves at the next step
+            seq.finish_reason = "stop"
         if seq.finished:
             piece += stream.finish()
         if not (seq.finished or piece):

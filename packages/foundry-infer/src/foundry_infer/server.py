@@ -158,8 +158,10 @@ class InferenceService:
         self,
         prompts: list[list[int]],
         request: CompletionRequest | ChatCompletionRequest,
-        max_tokens: int,
+        max_tokens: list[int],
     ) -> asyncio.Queue[StreamEvent]:
+        """Queue each prompt's ``request.n`` sequences; prompt ``p`` generates at most
+        ``max_tokens[p]`` tokens (each prompt's own budget, checked against its own length)."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[StreamEvent] = asyncio.Queue()
         tickets = []
@@ -170,7 +172,7 @@ class InferenceService:
                 )
                 seq = SequenceState(
                     ids,
-                    max_tokens,
+                    max_tokens[p],
                     sampling,
                     frozenset(self.defaults.eos_token_ids),
                     logprobs=request.logprobs_count(),
