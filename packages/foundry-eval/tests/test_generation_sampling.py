@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 import torch
 from foundry_eval.generation import (
     _hash32,
@@ -86,3 +87,19 @@ def test_greedy_generation_is_unchanged_by_the_sampler(tiny_model) -> None:
             pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
         )  # fmt: skip
     assert out == [tok.decode(ref[0, len(ids) :].tolist(), skip_special_tokens=True)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_keyed_draws_are_the_same_on_the_gpu() -> None:
+    """The hash's int64 arithmetic and the draws agree between CUDA and the CPU, so a task
+    scored on GPUs samples what it samples on a CPU."""
+    values = torch.randint(0, 2**32, (10_000,), dtype=torch.int64, generator=torch.Generator())
+    assert torch.equal(_hash32_t(values.cuda()).cpu(), _hash32_t(values))
+    n = 4096
+    keys = [k for i in range(n // 4) for k in sample_keys(99, i, 4)]
+    scores = torch.randn(n, 300, generator=torch.Generator().manual_seed(0))
+    sampler = _KeyedSampler(keys, 0.8, prompt_width=3)
+    on_cpu = sampler(torch.zeros(n, 7), scores).argmax(dim=1)
+    on_gpu = sampler(torch.zeros(n, 7).cuda(), scores.cuda()).argmax(dim=1).cpu()
+    assert (on_cpu == on_gpu).float().mean() > 0.999  # a rounding tie may differ, no more
