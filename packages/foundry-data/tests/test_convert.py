@@ -243,3 +243,34 @@ def test_truncation_or_padding_saved_in_the_tokenizer_is_ignored(
         out = tmp_path / f"padded-{workers}"
         convert(cli, corpus_dir, out, padded, "--workers", workers)
         np.testing.assert_array_equal(mds.tokens(out), want)
+
+
+def test_byte_order_marks_and_crlf_line_ends_are_not_text(cli, mds, tokenizer_dir, tmp_path):
+    """A UTF-8 byte-order mark (Windows editors write one) is not part of the first document or
+    the first CSV column's name, and `--txt-unit line` drops the \\r of CRLF line ends: the
+    same tokens as the plain LF file without a mark."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    lines = ["hello world", "the quick fox", "naïve café"]
+    runs = {
+        "plain.txt": ("\n".join(lines) + "\n").encode(),
+        "marked.txt": b"\xef\xbb\xbf" + ("\r\n".join(lines) + "\r\n\r\n").encode(),
+        "plain.csv": ("text,id\n" + "".join(f"{x},{i}\n" for i, x in enumerate(lines))).encode(),
+        "marked.csv": b"\xef\xbb\xbf"
+        + ("text,id\r\n" + "".join(f"{x},{i}\r\n" for i, x in enumerate(lines))).encode(),
+    }
+    decoded = {}
+    for name, data in runs.items():
+        src = tmp_path / name
+        src.write_bytes(data)
+        out = tmp_path / f"mds-{name}"
+        code, _, stderr = cli("convert", src, out, "--tokenizer", tokenizer_dir,
+                              "--concat-tokens", "1", "--txt-unit", "line", "--workers", "1",
+                              "--no-progress")  # fmt: skip
+        assert code == 0, stderr
+        decoded[name] = tok.decode(mds.tokens(out).tolist())
+    assert decoded["marked.txt"] == decoded["plain.txt"] == decoded["plain.csv"]
+    assert decoded["marked.csv"] == decoded["plain.csv"]
+    assert "\ufeff" not in decoded["marked.txt"] and "\r" not in decoded["marked.txt"]
+    assert decoded["plain.txt"].startswith("hello world")

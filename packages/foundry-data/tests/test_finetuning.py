@@ -172,3 +172,48 @@ def test_bad_chat_records_are_reported(cli, tokenizer_dir, tmp_path):
     code, _, stderr = cli("convert-finetuning", path, tmp_path / "o", "--tokenizer", tokenizer_dir,
                           "--max-seq-len", "64", "--no-progress")  # fmt: skip
     assert code == 2 and "'question', 'answer'" in stderr and "--prompt-column" in stderr
+
+
+def test_chat_template_errors_are_one_paragraph(cli, tokenizer_dir, tmp_path):
+    """A template with a syntax error, or one that raises for a record (common for roles it does
+    not support), is reported with the record's place, not as a jinja traceback."""
+    path = tmp_path / "chat.jsonl"
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    path.write_text(json.dumps({"messages": chat}) + "\n")
+    broken = tmp_path / "broken.jinja"
+    broken.write_text("{% for m in messages %}{{ m['content'] }}{% endfor }")
+    raising = tmp_path / "raising.jinja"
+    raising.write_text("{{ raise_exception('this template takes no user role') }}")
+    for template, message in [(broken, "the chat template failed"),
+                              (raising, "this template takes no user role")]:  # fmt: skip
+        code, _, stderr = cli("convert-finetuning", path, tmp_path / "o", "--tokenizer",
+                              tokenizer_dir, "--max-seq-len", "64", "--chat-template", template,
+                              "--no-progress")  # fmt: skip
+        assert code == 2 and message in stderr and f"{path}:1" in stderr, stderr
+        assert "Traceback" not in stderr
+        assert not (tmp_path / "o").exists()
+
+
+def test_a_prompt_filling_max_seq_len_is_counted_as_too_long(cli, tokenizer_dir, tmp_path):
+    """With --overlong truncate, a record whose prompt alone fills --max-seq-len keeps no response:
+    it is counted as dropped (too long), not as empty."""
+    path = tmp_path / "long.jsonl"
+    rows = [
+        {"prompt": "word " * 40, "response": "yes"},  # the prompt alone is too long
+        {"prompt": "hi", "response": ""},  # empty
+        {"prompt": "hi", "response": "ok"},
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "o"
+    code, stdout, stderr = cli("convert-finetuning", path, out, "--tokenizer", tokenizer_dir,
+                               "--max-seq-len", "8", "--overlong", "truncate",
+                               "--no-progress")  # fmt: skip
+    assert code == 0, stderr
+    assert "1 dropped as too long" in stdout and "1 left out as empty" in stdout, stdout
+    only_long = tmp_path / "only.jsonl"
+    only_long.write_text(json.dumps(rows[0]) + "\n")
+    code, _, stderr = cli("convert-finetuning", only_long, tmp_path / "o2", "--tokenizer",
+                          tokenizer_dir, "--max-seq-len", "8", "--overlong", "truncate",
+                          "--no-progress")  # fmt: skip
+    assert code == 2 and "1 too long" in stderr and "0 empty" in stderr, stderr
+    assert "use --overlong truncate" not in stderr  # the option already in effect

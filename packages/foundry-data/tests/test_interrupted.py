@@ -219,3 +219,42 @@ def test_partial_shard_of_the_killed_run_is_dropped(
     assert code == 0, stderr
     assert f"{committed:,} shards" in stderr
     assert mds.tree(out) == mds.tree(clean)
+
+
+def test_ctrl_c_at_the_terminal_stops_every_worker_cleanly(documents, tokenizer_dir, tmp_path):
+    """Ctrl-C in a terminal goes to the whole process group, tokenizer workers included. Only
+    the parent handles it: the command exits with 130 and its one-line message, and no worker
+    prints a traceback (an interrupted worker also used to leave half a result in the pool's
+    pipe, and the command then hung)."""
+    import subprocess
+
+    corpus = tmp_path / "corpus.jsonl"
+    with open(corpus, "w", encoding="utf-8") as f:
+        for copy in range(40):  # about 8 MB: eight 1 MiB units, so the run is stopped mid-way
+            for doc in documents:
+                f.write(json.dumps({"text": f"[copy {copy}]\n{doc}"}, ensure_ascii=False) + "\n")
+    out = tmp_path / "out"
+    args = _args(corpus, out, tokenizer_dir, "--workers", "3")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "foundry_data", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, as a terminal gives a command
+    )
+    staging = out.with_name(f"{out.name}.tmp-{proc.pid}")
+    deadline = time.monotonic() + 120
+    while _position(staging).get("units_done", 0) < 2:
+        assert proc.poll() is None, "the conversion ended before it could be interrupted"
+        assert time.monotonic() < deadline, "the conversion wrote no shards"
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        _, stderr = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the conversion did not exit within 60 s of Ctrl-C")
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert staging.is_dir() and not out.exists()

@@ -86,13 +86,23 @@ class _Tokenizer:
     def plain(self, text: str) -> list[int]:
         return self.tok.encode_plain(text) if text else []
 
-    def render(self, messages: Sequence[dict[str, Any]], generation_prompt: bool) -> str:
-        rendered = self.tok.hf.apply_chat_template(
-            list(messages),
-            tokenize=False,
-            add_generation_prompt=generation_prompt,
-            chat_template=self.template,
-        )
+    def render(
+        self, messages: Sequence[dict[str, Any]], generation_prompt: bool, where: str
+    ) -> str:
+        from jinja2 import TemplateError
+
+        try:
+            rendered = self.tok.hf.apply_chat_template(
+                list(messages),
+                tokenize=False,
+                add_generation_prompt=generation_prompt,
+                chat_template=self.template,
+            )
+        except TemplateError as exc:  # a syntax error, or the template's raise_exception()
+            raise FoundryError(
+                f"{where}: the chat template failed on this conversation: {exc}. Fix the "
+                "conversation, or the template (--chat-template FILE, else the tokenizer's)."
+            ) from None
         assert isinstance(rendered, str)
         return rendered
 
@@ -136,8 +146,8 @@ def _chat_turns(tokenizer: _Tokenizer, messages: list[dict[str, Any]], where: st
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        prefix = tokenizer.render(messages[:i], generation_prompt=True)
-        full = tokenizer.render(messages[: i + 1], generation_prompt=False)
+        prefix = tokenizer.render(messages[:i], generation_prompt=True, where=where)
+        full = tokenizer.render(messages[: i + 1], generation_prompt=False, where=where)
         if not prefix.startswith(done) or not full.startswith(prefix):
             raise FoundryError(
                 f"{where}: the chat template does not render this conversation as a growing text "
@@ -233,8 +243,8 @@ def _fit(
         counts.dropped += 1
         return None
     turns = _truncate(turns, options.max_seq_len)
-    if not turns:
-        counts.empty += 1
+    if not turns:  # the first prompt alone fills --max-seq-len: nothing of a response is left
+        counts.dropped += 1
         return None
     counts.truncated += 1
     return turns
@@ -272,10 +282,15 @@ def convert_finetuning(options: FinetuningOptions) -> FinetuningReport:
         if progress.documents == 0:
             raise FoundryError(f"source {options.source!r} holds no records.")
         if counts.samples == 0:
+            advice = (
+                "Raise --max-seq-len (with --overlong truncate, a record whose first prompt "
+                "alone fills it keeps no response and is dropped)"
+                if options.overlong == "truncate"
+                else "Raise --max-seq-len or use --overlong truncate"
+            )
             raise FoundryError(
                 f"no record of {options.source!r} fits: {counts.dropped} too long for "
-                f"--max-seq-len {options.max_seq_len}, {counts.empty} empty. Raise --max-seq-len "
-                "or use --overlong truncate."
+                f"--max-seq-len {options.max_seq_len}, {counts.empty} empty. {advice}."
             )
         manifest = _manifest(
             options,

@@ -116,7 +116,7 @@ def _json_lines(block: JsonLinesBlock) -> list[tuple[int, dict[str, Any]]]:
 
 def _read_text_file(path: str) -> str:
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:  # a byte-order mark is not text
             return f.read()
     except UnicodeDecodeError as exc:
         raise FoundryError(
@@ -136,7 +136,10 @@ def _text_lines(block: TextLinesBlock) -> list[str]:
         raise FoundryError(
             f"{block.path}:{line}: not valid UTF-8. Re-encode the file as UTF-8."
         ) from None
-    return [line for line in text.split("\n") if line.strip()]
+    if block.first_line == 1:
+        text = text.removeprefix("\ufeff")  # a byte-order mark is not text
+    # one document a line, without the \r of CRLF files (file mode's universal newlines drop it)
+    return [line.removesuffix("\r") for line in text.split("\n") if line.strip()]
 
 
 def unit_texts(unit: Unit, text_column: str) -> list[str]:

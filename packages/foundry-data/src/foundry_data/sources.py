@@ -280,7 +280,7 @@ def _parquet_units(f: SourceFile, text_column: str | None) -> Iterator[tuple[Uni
 
 def _csv_units(f: SourceFile) -> Iterator[tuple[Unit, int]]:
     csv.field_size_limit(1 << 30)
-    with open(f.path, encoding="utf-8", newline="") as fh:
+    with open(f.path, encoding="utf-8-sig", newline="") as fh:  # a BOM is not a column name
         reader = csv.DictReader(fh)
         records: list[dict[str, Any]] = []
         origins: list[str] = []

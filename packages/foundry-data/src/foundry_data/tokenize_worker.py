@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import os
 import pickle
+import signal
 from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,6 +123,10 @@ def init_worker(spec_file: str) -> None:
     parent waiting until the child has started and read it, so workers would start one by one.
     """
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    # Ctrl-C reaches the whole process group; only the parent handles it (and stops the pool).
+    # A worker interrupted mid-send left half a result in the pipe, and the pool's result thread
+    # then waited for the rest forever.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     with open(spec_file, "rb") as f:
         spec = pickle.load(f)
     if not isinstance(spec, Tokenization):
