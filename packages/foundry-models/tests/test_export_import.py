@@ -287,3 +287,62 @@ def test_import_rejects_unknown_architectures_and_geglu(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps(geglu))
     with pytest.raises(ExportError, match=r"mptglu \+ silu"):
         import_hf(tmp_path)
+
+
+@pytest.mark.parametrize("variant", sorted(LLAMA_VARIANTS))
+def test_llama_round_trip_restores_the_weights(tmp_path, variant):
+    """export -> import_hf gives back the model's own weights, for every Llama variant: the
+    softmax_scale folded into q_proj on export is unfolded on import (it was applied twice)."""
+    model = _model(**LLAMA_VARIANTS[variant])
+    back = import_hf(export_hf(model, tmp_path / "e")).eval()
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), back.state_dict().items(), strict=True
+    ):
+        assert torch.allclose(a, b, atol=1e-6), name
+    x = _prompt()
+    with torch.no_grad():
+        assert torch.allclose(back(input_ids=x).logits, model(input_ids=x).logits, atol=1e-5)
+
+
+def test_native_dynamic_rope_llama_imports_with_its_scaled_length(tmp_path):
+    """A native Llama with dynamic RoPE (no foundry config beside it) imports with max_seq_len
+    factor x max_position_embeddings, and runs past its original length as transformers does."""
+    model = _model(**LLAMA_VARIANTS["dynamic"])  # original 12 positions, factor 4
+    out = export_hf(model, tmp_path / "e")
+    (out / "foundry_model_config.json").unlink()
+    back = import_hf(out).eval()
+    assert back.config.max_seq_len == 48
+    native = AutoModelForCausalLM.from_pretrained(out).eval()
+    x = _prompt(length=40)
+    with torch.no_grad():
+        diff = (back(input_ids=x).logits - native(input_ids=x).logits).abs().max().item()
+    assert diff <= 1e-4, diff
+
+
+@pytest.mark.parametrize("norm", ["low_precision_rmsnorm", "triton_rmsnorm", "fancy_norm"])
+def test_llm_foundry_rmsnorm_names_import_as_rmsnorm(tmp_path, norm):
+    """llm-foundry's low-precision and triton RMSNorms are RMSNorms (they imported as
+    LayerNorm, with the same weight shapes, so silently wrong); an unknown norm is refused."""
+    model = _model(norm_type="rmsnorm")
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.add_(torch.randn_like(p) * 0.3)
+    path = tmp_path / "llmf"
+    path.mkdir()
+    raw = {"model_type": "mpt", "d_model": 64, "n_heads": 4, "n_layers": 2, "max_seq_len": 128,
+           "vocab_size": 512, "no_bias": True, "norm_type": norm, "attn_config": {"alibi": True},
+           "ffn_config": {"ffn_type": "mptmlp"}}  # fmt: skip
+    (path / "config.json").write_text(json.dumps(raw))
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, path / "model.safetensors"
+    )
+    if norm == "fancy_norm":
+        with pytest.raises(ExportError, match="norm_type='fancy_norm'"):
+            import_hf(path)
+        return
+    back = import_hf(path).eval()
+    assert back.config.norm_type == "rmsnorm"
+    x = _prompt()
+    with torch.no_grad():
+        assert torch.allclose(back(input_ids=x).logits, model(input_ids=x).logits, atol=1e-5)

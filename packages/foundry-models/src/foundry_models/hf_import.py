@@ -39,7 +39,9 @@ def import_hf(path_or_model: Any, *, dtype: torch.dtype = torch.float32) -> MPTF
         if source.exists():
             # transformers leaves from_dict's **kwargs unannotated
             saved = MPTConfig.from_dict(json.loads(source.read_text()))  # pyright: ignore[reportUnknownMemberType]
-            config, weights = _restore_source_config(saved, config, weights)
+            config, weights = _restore_source_config(
+                saved, config, weights, llama=raw.get("model_type") == "llama"
+            )
     else:
         raw = path_or_model.config.to_dict()
         config = config_from_native(raw)
@@ -71,11 +73,13 @@ def _build(
 
 
 def _restore_source_config(
-    saved: MPTConfig, derived: MPTConfig, weights: dict[str, torch.Tensor]
+    saved: MPTConfig, derived: MPTConfig, weights: dict[str, torch.Tensor], *, llama: bool
 ) -> tuple[MPTConfig, dict[str, torch.Tensor]]:
     """Prefer the exported source config when its shape agrees with the native one.
 
-    Export folds an untied logit scale into lm_head; it is unfolded here.
+    Export folds an untied logit scale into lm_head, and for a Llama directory a custom
+    softmax_scale into the query rows of q_proj; both are unfolded here, since the restored
+    config applies them again.
     """
     for key in ("d_model", "n_heads", "n_layers", "vocab_size", "tie_word_embeddings"):
         if getattr(saved, key) != getattr(derived, key):
@@ -83,6 +87,13 @@ def _restore_source_config(
     scale = saved.resolved_logit_scale
     if scale is not None and "lm_head.weight" in weights:
         weights = {**weights, "lm_head.weight": weights["lm_head.weight"] / scale}
+    q_scale = hf_llama.query_scale(saved) if llama else 1.0
+    if q_scale != 1.0:
+        weights = dict(weights)
+        for key in [k for k in weights if k.endswith(("attn.Wqkv.weight", "attn.Wqkv.bias"))]:
+            unfolded = weights[key].clone()
+            unfolded[: saved.d_model] /= q_scale
+            weights[key] = unfolded
     return saved, weights
 
 

@@ -101,7 +101,7 @@ def weights_to_native(config: MPTConfig, sd: dict[str, torch.Tensor]) -> dict[st
     out["model.norm.weight"] = sd["transformer.norm_f.weight"]
     if not config.tie_word_embeddings:
         out["lm_head.weight"] = sd["lm_head.weight"]
-    q_scale = _query_scale(config)
+    q_scale = query_scale(config)
     for i in range(config.n_layers):
         src, dst = f"transformer.blocks.{i}.", f"model.layers.{i}."
         out[dst + "input_layernorm.weight"] = sd[src + "norm_1.weight"]
@@ -121,7 +121,7 @@ def weights_to_native(config: MPTConfig, sd: dict[str, torch.Tensor]) -> dict[st
     return out
 
 
-def _query_scale(config: MPTConfig) -> float:
+def query_scale(config: MPTConfig) -> float:
     """Llama scales scores by head_dim**-0.5; a custom softmax_scale is folded into q_proj."""
     scale = config.attn_options.softmax_scale
     if scale is None:
@@ -144,7 +144,10 @@ def config_from_native(raw: dict[str, Any]) -> MPTConfig:
         raise ExportError("this Llama checkpoint uses options foundry MPT does not have.", blockers)
     max_len = raw.get("max_position_embeddings", 2048)
     if scaling is not None and scaling["type"] == "dynamic":
+        # transformers' max_position_embeddings is the length before scaling here; the model is
+        # meant to run to factor times it (it was refused past the original length)
         scaling["original_max_seq_len"] = max_len
+        max_len = int(max_len * float(scaling["factor"]))
     return MPTConfig(
         d_model=hidden,
         n_heads=heads,

@@ -24,6 +24,16 @@ __all__ = [
 ]
 
 
+# import: llm-foundry's norm_type names -> ours (its low-precision and triton RMSNorms are RMSNorms)
+_NORMS = {
+    "layernorm": "layernorm",
+    "low_precision_layernorm": "low_precision_layernorm",
+    "rmsnorm": "rmsnorm",
+    "low_precision_rmsnorm": "rmsnorm",
+    "triton_rmsnorm": "rmsnorm",
+}
+
+
 # ---------------------------------------------------------------------- export
 def export_blockers(config: MPTConfig) -> list[str]:
     a, f = config.attn_options, config.ffn_options
@@ -113,10 +123,13 @@ def config_from_native(raw: dict[str, Any]) -> MPTConfig:
             attn["rope_scaling"] = {"type": hf_rope["type"], "factor": hf_rope["factor"]}
     elif attn.get("rope") and dail_rope.get("type", "original") != "original":
         blockers.append("attn_config.rope_dail_config.type (only 'original' rotary)")
+    # llm-foundry's norm registry: its low-precision and triton RMSNorms compute an RMSNorm
+    norm_source = raw.get("norm_type", "low_precision_layernorm")
+    norm = _NORMS.get(norm_source)
+    if norm is None:
+        blockers.append(f"norm_type={norm_source!r} (known: {', '.join(sorted(_NORMS))})")
     if blockers:
         raise ExportError("this MPT checkpoint uses options foundry MPT does not have.", blockers)
-    norm = raw.get("norm_type", "low_precision_layernorm")
-    norm = norm if norm in ("layernorm", "low_precision_layernorm", "rmsnorm") else "layernorm"
     attn_config = {
         "attn_pdrop": float(attn.get("attn_pdrop", 0.0)),
         "softmax_scale": attn.get("softmax_scale"),
