@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -123,8 +124,14 @@ def test_inverse_sqrt_schedule() -> None:
     def at(batch: int) -> float:
         return sched(SimpleNamespace(timestamp=SimpleNamespace(batch=batch)))  # type: ignore[arg-type]
 
-    assert at(0) == pytest.approx(0.25) and at(3) == pytest.approx(1.0)
-    assert at(10) == pytest.approx(1.0) and at(64) == pytest.approx(0.5)
+    # warmup as composer's: 0 at batch 0, t / t_warmup; then sqrt(16 / (t - 4 + 16)): 1 where
+    # warmup ends (it used to drop from 1 to sqrt(t_scale / t_warmup) there when t_warmup > t_scale)
+    assert [at(b) for b in range(5)] == pytest.approx([0.0, 0.25, 0.5, 0.75, 1.0])
+    assert at(16) == pytest.approx(math.sqrt(16 / 28)) and at(52) == pytest.approx(0.5)
+    long_warmup = InverseSqrtWithWarmupScheduler("1000ba", "100ba")
+    before = long_warmup(SimpleNamespace(timestamp=SimpleNamespace(batch=999)))  # type: ignore[arg-type]
+    after = long_warmup(SimpleNamespace(timestamp=SimpleNamespace(batch=1000)))  # type: ignore[arg-type]
+    assert before == pytest.approx(0.999) and after == pytest.approx(1.0)
 
 
 def test_configured_but_missing_logger_is_a_clear_error() -> None:

@@ -70,6 +70,9 @@ def test_issue_18_keys_reported_together(
         ("scheduler={name: inv_sqrt_with_warmup, t_warmup: 0.1dur}",
          "inv_sqrt_with_warmup counts batches: give t_warmup in 'ba'"),
         ("scheduler.t_warmup=-1ba", "must be 0 or more"),
+        # composer's warmup schedules need one unit: this passed validate, then crashed at batch 1
+        ("scheduler.t_warmup=16sp", "scheduler.t_warmup '16sp' and max_duration '10ba' are in "
+         "different units"),
         ("callbacks.hf_checkpointer={save_folder: x, save_interval: 5sec}",
          "unit 'sec' is not accepted here"),
         ("icl_eval={tasks: t, data_root: d, interval: 0dur}", "must be above 0"),
@@ -253,3 +256,19 @@ def test_overrides_after_an_option_are_applied(
     with pytest.raises(SystemExit):
         main(["validate", str(path), "--skip-files", "--bogus", "max_duration=7ba"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+def test_warmup_units_follow_max_duration_and_eval_keeps_its_last_batch(tmp_path: Path) -> None:
+    """An epoch warmup counts as batches; a zero warmup in another unit becomes '0dur' (composer
+    refused '0ba' against a token max_duration); an eval_loader keeps its last, partial batch
+    unless drop_last is set (it dropped it: part of the set unscored, or all of it, a NaN)."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(BASE)
+    cfg = load_config(path, ["scheduler.t_warmup=1ep"])
+    assert cfg.scheduler.t_warmup == "1ep"
+    cfg = load_config(path, ["max_duration=2000tok", "eval_loader={dataset: {local: data}}"])
+    assert cfg.scheduler.t_warmup == "0dur"
+    assert cfg.eval_loader is not None and cfg.eval_loader.drop_last is False
+    assert cfg.train_loader.drop_last is True
+    cfg = load_config(path, ["eval_loader={dataset: {local: data}, drop_last: true}"])
+    assert cfg.eval_loader is not None and cfg.eval_loader.drop_last is True

@@ -146,7 +146,8 @@ def _batches(value: str, what: str) -> int:
 
 
 class InverseSqrtWithWarmupScheduler(ComposerScheduler):
-    """Linear warmup, then lr multiplier sqrt(t_scale / max(t, t_scale)) (batches)."""
+    """Linear warmup from 0 (composer's: t / t_warmup), then the multiplier
+    sqrt(t_scale / (t - t_warmup + t_scale)): 1 where warmup ends, no jump (batches)."""
 
     def __init__(self, t_warmup: str, t_scale: str) -> None:
         self.warmup = _batches(t_warmup, "t_warmup")
@@ -155,8 +156,8 @@ class InverseSqrtWithWarmupScheduler(ComposerScheduler):
     def __call__(self, state: State, ssr: float = 1.0) -> float:
         step = int(state.timestamp.batch)
         if step < self.warmup:
-            return (step + 1) / self.warmup
-        return math.sqrt(self.scale / max(step, self.scale))
+            return step / self.warmup
+        return math.sqrt(self.scale / (step - self.warmup + self.scale))
 
 
 def build_scheduler(cfg: SchedulerConfig) -> ComposerScheduler:

@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from composer import Trainer
 from composer.algorithms import GradientClipping
-from composer.core import Algorithm, Callback
+from composer.core import Algorithm, Callback, DataSpec
 from composer.utils import dist, reproducibility
+from foundry_data import IGNORE_INDEX
 
 from foundry_train.callbacks.build import build_callbacks
 from foundry_train.callbacks.monitors import MetricsFileLogger
@@ -177,10 +178,17 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     _announce(plan, attention_summary(cfg.model, cfg.max_seq_len))  # once the data opened
     metrics_path = _metrics_path(cfg)
     _write_run_config(cfg)
+    finetuning = cfg.train_loader.name == "finetuning"
     return Trainer(
         run_name=cfg.run_name or "foundry-run",
         model=model,
-        train_dataloader=train_dl,
+        # fine-tuning micro-batches hold different numbers of scored (response) tokens: each
+        # one's mean loss is weighted by them, so the gradient does not depend on the
+        # micro-batch size (composer's default weights by samples)
+        train_dataloader=DataSpec(train_dl, get_num_tokens_in_batch=_token_counts)
+        if finetuning
+        else train_dl,
+        accumulate_train_batch_on_tokens=finetuning,
         eval_dataloader=eval_dl,
         optimizers=build_optimizer(cfg.optimizer, model.parameters()),
         schedulers=build_scheduler(cfg.scheduler),
@@ -252,6 +260,13 @@ def _build_dataloaders(
         vocab_size=vocab_size,
     )
     return train_dl, eval_dl
+
+
+def _token_counts(batch: dict[str, torch.Tensor]) -> dict[str, int]:
+    """A batch's tokens ("total", as composer counts them for throughput) and the tokens its loss
+    scores ("loss_generating": labels other than -100, after the shift)."""
+    scored = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return {"total": int(batch["input_ids"].numel()), "loss_generating": scored}
 
 
 def _metrics_path(cfg: TrainConfig) -> Path | None:

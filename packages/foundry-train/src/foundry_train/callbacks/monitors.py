@@ -136,7 +136,9 @@ class LossSpikeGuard(Callback):
         if not math.isfinite(loss):
             raise FoundryError(
                 f"the training loss became {loss} at batch {batch}. Lower optimizer.lr, enable "
-                "gradient_clipping, or resume from an earlier checkpoint."
+                "gradient_clipping, or resume from an earlier checkpoint. (Fine-tuning a "
+                "transformers model: a micro-batch whose responses max_seq_len cut off entirely "
+                "has no token to score and gives NaN; raise max_seq_len.)"
             )
         full = len(self.history) == self.history.maxlen
         mean = sum(self.history) / len(self.history) if self.history else loss

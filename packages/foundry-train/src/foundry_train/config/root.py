@@ -15,7 +15,7 @@ from foundry_train.config.sections import (
     Section,
     TokenizerConfig,
 )
-from foundry_train.config.times import INTERVAL_UNITS, LENGTH_UNITS, time_check
+from foundry_train.config.times import INTERVAL_UNITS, LENGTH_UNITS, parse_time, time_check
 
 _interval = time_check(INTERVAL_UNITS)
 
@@ -298,4 +298,32 @@ class TrainConfig(Section):
             )
         if self.callbacks.plot and not self.save_folder:
             self.callbacks.plot = False
+        self._warmup_in_the_units_of_max_duration()
+        if self.eval_loader is not None and "drop_last" not in self.eval_loader.model_fields_set:
+            # an eval set is scored whole: a dropped last batch left samples out (or, with a
+            # set smaller than one batch, every sample: a NaN eval loss)
+            self.eval_loader.drop_last = False
         return self
+
+    def _warmup_in_the_units_of_max_duration(self) -> None:
+        """composer's warmup schedules need t_warmup and max_duration in one unit (epochs count as
+        batches, 'dur' takes max_duration's); it only says so at the first batch, in a
+        traceback."""
+        if self.scheduler.name == "inv_sqrt_with_warmup":  # ours: batches, checked there
+            return
+        warmup, length = parse_time(self.scheduler.t_warmup), parse_time(self.max_duration)
+
+        def unit(u: str) -> str:
+            return "ba" if u == "ep" else u
+
+        if warmup.unit == "dur" or unit(warmup.unit) == unit(length.unit):
+            return
+        if warmup.value == 0:  # no warmup in any unit: the same as max_duration's
+            self.scheduler.t_warmup = "0dur"
+            return
+        raise ValueError(
+            f"scheduler.t_warmup '{self.scheduler.t_warmup}' and max_duration "
+            f"'{self.max_duration}' are in different units; composer's warmup schedules need one "
+            "(epochs count as batches). Give t_warmup in max_duration's unit, or as a fraction "
+            "of it ('0.05dur')"
+        )

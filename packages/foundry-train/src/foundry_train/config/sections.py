@@ -226,7 +226,8 @@ class SchedulerConfig(Section):
     )
     t_scale: str = Field(
         "100ba",
-        description="inv_sqrt only: lr = peak * sqrt(t_scale / max(t, t_scale)) after warmup.",
+        description="inv_sqrt only: lr = peak * sqrt(t_scale / (t - t_warmup + t_scale)) after "
+        "warmup.",
     )
 
     _warmup = field_validator("t_warmup")(time_check(INTERVAL_UNITS, allow_zero=True))
