@@ -113,6 +113,8 @@ def test_bench_reports_rows(llama_onnx_dir, tmp_path, capsys):
         (["generate", "/no/such/model", "--prompt", "x"], "does not exist"),
         (["generate", "{tmp}", "--prompt", "x"], "neither a Hugging Face"),
         (["export-onnx", "{hf}", "{onnx}"], "already exists"),
+        # --overwrite onto the source deleted the model being exported (it became the export)
+        (["export-onnx", "{hf}", "{hf}", "--overwrite"], "is the source model"),
         (["generate", "{onnx}", "--prompt", "x", "--top-p", "2"], "top_p"),
         (["generate", "{onnx}", "--prompt", "x", "--max-new-tokens", "100000"], "exceeds"),
         (["generate", "{onnx}", "--backend", "torch", "--prompt", "x"], "--backend torch"),
@@ -244,3 +246,21 @@ def test_serve_flags_name_context_and_dtype(trained_llama_dir, llama_onnx_dir):
         service(llama_onnx_dir, "--dtype", "float16")
     with pytest.raises(FoundryError, match="256 positions"):
         service(llama_onnx_dir, "--max-model-len", 1000)
+
+
+def test_sampling_options_without_temperature_sample(llama_onnx_dir, capsys):
+    """--top-p, --top-k or --seed without --temperature ask for sampling: the model's default
+    temperature, said on stderr (they were silently ignored: greedy decoding, the same text for
+    every seed); --temperature 0 stays greedy."""
+    base = ["generate", str(llama_onnx_dir), "--prompt", "class ", "--max-new-tokens", "12"]
+    texts = set()
+    for seed in ("1", "2", "3", "4"):
+        assert main([*base, "--top-k", "50", "--seed", seed]) == 0
+        captured = capsys.readouterr()
+        assert "sampling at temperature 1" in captured.err and "--top-k, --seed" in captured.err
+        texts.add(captured.out)
+    assert len(texts) > 1  # the seeds draw different texts
+    assert main([*base, "--top-k", "50", "--seed", "1", "--temperature", "0"]) == 0
+    greedy = capsys.readouterr()
+    assert main(base) == 0
+    assert capsys.readouterr().out == greedy.out and "sampling at" not in greedy.err

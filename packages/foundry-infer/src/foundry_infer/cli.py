@@ -121,14 +121,27 @@ def _sampling(args: argparse.Namespace, defaults: GenerationDefaults) -> Samplin
     from .sampling import SamplingParams
 
     temperature = args.temperature
+    note = ""
     if temperature is None:
-        temperature = defaults.temperature if defaults.do_sample else 0.0
-    return SamplingParams(
+        asked = [f"--{k.replace('_', '-')}" for k in ("top_p", "top_k", "seed")
+                 if getattr(args, k, None) is not None]  # fmt: skip
+        if defaults.do_sample or asked:
+            # sampling options without --temperature ask for sampling: the model's temperature
+            temperature = defaults.temperature
+            if asked and not defaults.do_sample:
+                note = (f"sampling at temperature {temperature:g} (the model's default), since "
+                        f"{', '.join(asked)} was given; --temperature 0 decodes greedily")  # fmt: skip
+        else:
+            temperature = 0.0
+    params = SamplingParams(
         temperature=temperature,
         top_p=args.top_p if args.top_p is not None else defaults.top_p,
         top_k=args.top_k if args.top_k is not None else defaults.top_k,
         seed=args.seed,
     )
+    if note:  # once the options are known to be valid
+        print(note, file=sys.stderr)
+    return params
 
 
 def _open(args: argparse.Namespace) -> tuple[Engine, Any, GenerationDefaults]:

@@ -37,7 +37,13 @@ def cache_layout(config: Any) -> CacheLayout:
     layers = _first_attr(text, "num_hidden_layers", "n_layer", "n_layers")
     heads = _first_attr(text, "num_attention_heads", "n_head", "n_heads")
     hidden = _first_attr(text, "hidden_size", "n_embd", "d_model")
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    kv_heads = getattr(text, "num_key_value_heads", None)
+    if kv_heads is None and getattr(text, "model_type", None) == "falcon":
+        # Falcon's multi-query attention (Falcon-7B's default) caches one key/value head
+        multi = getattr(text, "multi_query", False)
+        new_arch = getattr(text, "new_decoder_architecture", False)
+        kv_heads = getattr(text, "num_kv_heads", None) if new_arch or not multi else 1
+    kv_heads = kv_heads or heads
     head_dim = getattr(text, "head_dim", None) or hidden // heads
     max_positions = None
     for name in ("max_position_embeddings", "n_positions", "max_seq_len"):

@@ -129,6 +129,26 @@ class GenerationDefaults:
     max_new_tokens: int | None
 
 
+def _model_config_tokens(config_path: Path) -> dict[str, Any]:
+    """``eos_token_id`` and ``pad_token_id`` of a config.json (its text config's, for a
+    multimodal one), where set."""
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, ValueError):
+        return {}  # no readable config.json: the tokenizer's tokens
+    if not isinstance(config, dict):
+        return {}
+    text = config.get("text_config")
+    sources = [config, text] if isinstance(text, dict) else [config]
+    out: dict[str, Any] = {}
+    for key in ("eos_token_id", "pad_token_id"):
+        for source in sources:
+            if source.get(key) is not None:
+                out[key] = source[key]
+                break
+    return out
+
+
 def read_generation_defaults(path: str | Path, tokenizer: Any) -> GenerationDefaults:
     """Read generation_config.json (when present) and fill gaps from the tokenizer."""
     raw: dict[str, Any] = {}
@@ -138,6 +158,10 @@ def read_generation_defaults(path: str | Path, tokenizer: Any) -> GenerationDefa
             raw = json.loads(gen_path.read_text())
         except ValueError as exc:
             raise FoundryError(f"{gen_path} is not valid JSON ({exc}). Fix or delete it.") from exc
+    else:
+        # no generation_config.json: the stop and pad tokens of config.json, as transformers
+        # (and export-onnx, through GenerationConfig.from_model_config) use them
+        raw = _model_config_tokens(Path(path) / "config.json")
     eos_ids = _token_ids(raw.get("eos_token_id", tokenizer.eos_token_id))
     pad = raw.get("pad_token_id", tokenizer.pad_token_id)
     return GenerationDefaults(

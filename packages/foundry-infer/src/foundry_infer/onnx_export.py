@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -69,7 +70,7 @@ def export_onnx(
     dtype = _export_dtype(dtype, int8)
     if detect_model_kind(source) != "hf":
         raise FoundryError(f"{source} is already an ONNX directory; export-onnx needs an HF one.")
-    _check_output(out, overwrite)
+    _check_output(out, overwrite, source)
     stages = tqdm(total=5 if int8 else 4, desc="export-onnx", disable=not progress, unit="stage")
     stages.set_postfix_str("loading")
     work = _work_dir(out)
@@ -139,7 +140,14 @@ def _export_dtype(dtype: str, int8: bool) -> str:
     return dtype
 
 
-def _check_output(out: Path, overwrite: bool) -> None:
+def _check_output(out: Path, overwrite: bool, source: Path) -> None:
+    src, dst = source.resolve(), out.resolve()
+    if dst == src or dst in src.parents:
+        # --overwrite would delete the model being read (it replaced it with the export)
+        raise FoundryError(
+            f"output {out} is the source model {source} or a folder holding it; the export "
+            "would replace it. Write the export to another path."
+        )
     if out.exists() and not overwrite:
         raise FoundryError(f"output {out} already exists. Choose another path or pass --overwrite.")
     if not out.parent.exists():
@@ -189,8 +197,30 @@ def _example_inputs(
     return (ids, mask, positions, *cache)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+# RoPE variants whose frequencies depend on the sequence length at run time: transformers
+# branches on the data there, which torch.export cannot trace into one graph.
+_UNTRACEABLE_ROPE = ("dynamic", "longrope")
+
+
+def _refuse_untraceable(model: Any) -> None:
+    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
+    config = config or model.config
+    scaling = getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None)
+    scaling = scaling or {}
+    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
+    if kind in _UNTRACEABLE_ROPE:
+        raise ExportError(
+            f"this model's RoPE scaling is '{kind}', whose frequencies change with the sequence "
+            "length as it runs; torch.onnx cannot export that as one graph. Serve this model "
+            "from its Hugging Face directory (foundry-infer generate/serve read it directly)."
+        )
+
+
 def _trace(step: FlatCacheStep, path: Path, opset: int, external: bool) -> None:
     import torch
+
+    _refuse_untraceable(step.model)
 
     layers = step.layout.num_layers
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -221,9 +251,13 @@ def _trace(step: FlatCacheStep, path: Path, opset: int, external: bool) -> None:
                 verbose=False,
             )
         except Exception as exc:  # the exporter raises many types; name the model in the message
+            inner = exc
+            while inner.__cause__ is not None:  # the tracer's own reason, not the wrapper's
+                inner = inner.__cause__
+            text = _ANSI.sub("", str(inner)).strip()
             raise ExportError(
                 f"torch.onnx could not export {type(step.model).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}. Supported are "
+                f"{text.splitlines()[0] if text else type(inner).__name__}. Supported are "
                 "transformers causal LMs whose forward takes a Cache (GPT-2, Llama, MPT, ...)."
             ) from exc
 
@@ -381,7 +415,7 @@ def quantize_onnx(onnx_dir: str | Path, out_dir: str | Path, *, overwrite: bool 
     manifest = OnnxManifest.read(source)
     if manifest.quantization != "none":
         raise FoundryError(f"{source} is already quantised ({manifest.quantization}).")
-    _check_output(out, overwrite)
+    _check_output(out, overwrite, source)
     work = _work_dir(out)
     try:
         for item in source.iterdir():
