@@ -138,8 +138,9 @@ def _model_config_tokens(config_path: Path) -> dict[str, Any]:
         return {}  # no readable config.json: the tokenizer's tokens
     if not isinstance(config, dict):
         return {}
-    text = config.get("text_config")
-    sources = [config, text] if isinstance(text, dict) else [config]
+    top = cast("dict[str, Any]", config)
+    text: Any = top.get("text_config")
+    sources = [top, cast("dict[str, Any]", text)] if isinstance(text, dict) else [top]
     out: dict[str, Any] = {}
     for key in ("eos_token_id", "pad_token_id"):
         for source in sources:

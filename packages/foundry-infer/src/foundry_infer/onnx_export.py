@@ -20,7 +20,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import numpy as np
 
@@ -206,9 +206,9 @@ _UNTRACEABLE_ROPE = ("dynamic", "longrope")
 def _refuse_untraceable(model: Any) -> None:
     config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
     config = config or model.config
-    scaling = getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None)
-    scaling = scaling or {}
-    kind = scaling.get("rope_type", scaling.get("type")) if isinstance(scaling, dict) else None
+    found: Any = getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None)
+    scaling = cast("dict[str, Any]", found) if isinstance(found, dict) else {}
+    kind = scaling.get("rope_type", scaling.get("type"))
     if kind in _UNTRACEABLE_ROPE:
         raise ExportError(
             f"this model's RoPE scaling is '{kind}', whose frequencies change with the sequence "
