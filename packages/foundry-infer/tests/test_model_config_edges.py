@@ -10,7 +10,7 @@ import pytest
 from foundry_infer.errors import ExportError
 from foundry_infer.kv_graph import cache_layout
 from foundry_infer.model_dir import read_generation_defaults
-from foundry_infer.onnx_export import _refuse_untraceable
+from foundry_infer.onnx_checks import refuse_untraceable
 
 
 def test_stop_tokens_of_config_json_without_a_generation_config(tmp_path, tokenizer):
@@ -47,7 +47,7 @@ def test_rope_scalings_that_change_at_run_time_are_refused_before_tracing(kind):
                          vocab_size=99, rope_scaling=scaling)  # fmt: skip
     model = SimpleNamespace(config=config)
     if kind == "linear":  # fixed frequencies: exported as usual
-        _refuse_untraceable(model)
+        refuse_untraceable(model)
         return
     with pytest.raises(ExportError, match=f"RoPE scaling is '{kind}'"):
-        _refuse_untraceable(model)
+        refuse_untraceable(model)

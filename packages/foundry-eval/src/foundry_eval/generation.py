@@ -84,6 +84,17 @@ class _StopOnStrings:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+def _left_padded(prompts: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The prompts left-padded to one width (for generation), and their attention mask."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for b, p in enumerate(prompts):
+        ids[b, width - len(p) :] = torch.tensor(p)
+        mask[b, width - len(p) :] = 1
+    return ids, mask
+
+
 def generate_texts(
     model: Any,
     tokenizer: Tokenizer,
@@ -115,12 +126,8 @@ def generate_texts(
         chunk = order[start : start + batch_size]
         # each prompt once per sample, consecutively: row b * num_samples + s
         prompts = [requests[i].prompt_ids[-keep:] for i in chunk for _ in range(num_samples)]
-        width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for b, p in enumerate(prompts):  # left padding for generation
-            ids[b, width - len(p) :] = torch.tensor(p)
-            mask[b, width - len(p) :] = 1
+        ids, mask = _left_padded(prompts, pad_id)
+        width = ids.shape[1]
         kwargs: dict[str, Any] = {
             "max_new_tokens": max_new_tokens,
             "pad_token_id": pad_id,

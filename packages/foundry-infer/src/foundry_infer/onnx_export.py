@@ -20,13 +20,14 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
 from .errors import ExportError, FoundryError
 from .kv_graph import FlatCacheStep, input_names, output_names
 from .model_dir import ONNX_MODEL_NAME, OnnxManifest, detect_model_kind, load_tokenizer
+from .onnx_checks import check_output, export_dtype, refuse_untraceable
 from .ort_api import import_onnxruntime, import_quantization
 
 if TYPE_CHECKING:
@@ -67,10 +68,10 @@ def export_onnx(
     from tqdm import tqdm
 
     source, out = Path(model_dir), Path(out_dir)
-    dtype = _export_dtype(dtype, int8)
+    dtype = export_dtype(dtype, int8)
     if detect_model_kind(source) != "hf":
         raise FoundryError(f"{source} is already an ONNX directory; export-onnx needs an HF one.")
-    _check_output(out, overwrite, source)
+    check_output(out, overwrite, source)
     stages = tqdm(total=5 if int8 else 4, desc="export-onnx", disable=not progress, unit="stage")
     stages.set_postfix_str("loading")
     work = _work_dir(out)
@@ -128,32 +129,6 @@ def _replace_with_int8(
     return int8_diff, agreement
 
 
-def _export_dtype(dtype: str, int8: bool) -> str:
-    dtype = "float32" if dtype == "auto" else dtype
-    if dtype not in ("float32", "float16"):
-        raise FoundryError(
-            f"export-onnx --dtype {dtype}: an ONNX export is float32 or float16 (for ONNX "
-            "Runtime's CUDA provider). Use --dtype float32, float16 or auto."
-        )
-    if int8 and dtype != "float32":
-        raise FoundryError("--int8 quantises a float32 graph; drop --dtype float16 or --int8.")
-    return dtype
-
-
-def _check_output(out: Path, overwrite: bool, source: Path) -> None:
-    src, dst = source.resolve(), out.resolve()
-    if dst == src or dst in src.parents:
-        # --overwrite would delete the model being read (it replaced it with the export)
-        raise FoundryError(
-            f"output {out} is the source model {source} or a folder holding it; the export "
-            "would replace it. Write the export to another path."
-        )
-    if out.exists() and not overwrite:
-        raise FoundryError(f"output {out} already exists. Choose another path or pass --overwrite.")
-    if not out.parent.exists():
-        raise FoundryError(f"the parent directory of {out} does not exist. Create it first.")
-
-
 def _load(source: Path, dtype: str = "float32") -> tuple[Any, Any]:
     import pickle
 
@@ -198,29 +173,12 @@ def _example_inputs(
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
-# RoPE variants whose frequencies depend on the sequence length at run time: transformers
-# branches on the data there, which torch.export cannot trace into one graph.
-_UNTRACEABLE_ROPE = ("dynamic", "longrope")
-
-
-def _refuse_untraceable(model: Any) -> None:
-    config = model.config.get_text_config() if hasattr(model.config, "get_text_config") else None
-    config = config or model.config
-    found: Any = getattr(config, "rope_scaling", None) or getattr(config, "rope_parameters", None)
-    scaling = cast("dict[str, Any]", found) if isinstance(found, dict) else {}
-    kind = scaling.get("rope_type", scaling.get("type"))
-    if kind in _UNTRACEABLE_ROPE:
-        raise ExportError(
-            f"this model's RoPE scaling is '{kind}', whose frequencies change with the sequence "
-            "length as it runs; torch.onnx cannot export that as one graph. Serve this model "
-            "from its Hugging Face directory (foundry-infer generate/serve read it directly)."
-        )
 
 
 def _trace(step: FlatCacheStep, path: Path, opset: int, external: bool) -> None:
     import torch
 
-    _refuse_untraceable(step.model)
+    refuse_untraceable(step.model)
 
     layers = step.layout.num_layers
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -415,7 +373,7 @@ def quantize_onnx(onnx_dir: str | Path, out_dir: str | Path, *, overwrite: bool 
     manifest = OnnxManifest.read(source)
     if manifest.quantization != "none":
         raise FoundryError(f"{source} is already quantised ({manifest.quantization}).")
-    _check_output(out, overwrite, source)
+    check_output(out, overwrite, source)
     work = _work_dir(out)
     try:
         for item in source.iterdir():

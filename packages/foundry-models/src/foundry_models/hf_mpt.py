@@ -34,6 +34,16 @@ _NORMS = {
 }
 
 
+def _norm_type(raw: dict[str, Any], blockers: list[str]) -> str:
+    """Our norm_type for llm-foundry's; an unknown one goes to ``blockers``."""
+    source = raw.get("norm_type", "low_precision_layernorm")
+    norm = _NORMS.get(source)
+    if norm is None:
+        blockers.append(f"norm_type={source!r} (known: {', '.join(sorted(_NORMS))})")
+        return "layernorm"
+    return norm
+
+
 # ---------------------------------------------------------------------- export
 def export_blockers(config: MPTConfig) -> list[str]:
     a, f = config.attn_options, config.ffn_options
@@ -123,11 +133,7 @@ def config_from_native(raw: dict[str, Any]) -> MPTConfig:
             attn["rope_scaling"] = {"type": hf_rope["type"], "factor": hf_rope["factor"]}
     elif attn.get("rope") and dail_rope.get("type", "original") != "original":
         blockers.append("attn_config.rope_dail_config.type (only 'original' rotary)")
-    # llm-foundry's norm registry: its low-precision and triton RMSNorms compute an RMSNorm
-    norm_source = raw.get("norm_type", "low_precision_layernorm")
-    norm = _NORMS.get(norm_source)
-    if norm is None:
-        blockers.append(f"norm_type={norm_source!r} (known: {', '.join(sorted(_NORMS))})")
+    norm = _norm_type(raw, blockers)
     if blockers:
         raise ExportError("this MPT checkpoint uses options foundry MPT does not have.", blockers)
     attn_config = {

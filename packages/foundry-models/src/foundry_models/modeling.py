@@ -322,12 +322,8 @@ class MPTForCausalLM(MPTPreTrainedModel, GenerationMixin):
 def causal_lm_loss(
     logits: torch.Tensor, labels: torch.Tensor, num_items_in_batch: int | torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Next-token cross-entropy in fp32; labels are shifted here, -100 is ignored.
-
-    The mean is over the scored tokens, and 0 (not NaN) when there are none, as the chunked loss
-    gives: a fine-tuning micro-batch whose responses were all cut off by max_seq_len then adds
-    nothing instead of ending the run.
-    """
+    """Next-token cross-entropy in fp32; labels are shifted here, -100 is ignored. The mean is
+    over the scored tokens, 0 (not NaN) when there are none, as the chunked loss gives."""
     shift_logits = logits[:, :-1].float().reshape(-1, logits.shape[-1])
     shift_labels = labels[:, 1:].reshape(-1).to(logits.device)
     total = F.cross_entropy(shift_logits, shift_labels, ignore_index=-100, reduction="sum")
