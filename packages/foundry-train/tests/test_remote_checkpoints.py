@@ -40,6 +40,30 @@ def test_autoresume_from_an_object_store_continues_the_run(
     reference = h.losses(baseline)  # type: ignore[attr-defined]
     assert loss == {step: reference[step] for step in range(6)}
 
+    # load_weights_only from an object store: the weights only, training from batch 0 (the
+    # downloaded copy's path differs from the s3:// load_path, and the whole state was restored:
+    # at max_duration 2ba that stopped with "max_duration less than the elapsed duration").
+    # With the plot on: an s3:// save_folder puts it beside the metrics file (the run failed at
+    # its end writing to a local path named "s3:/...").
+    fresh = tmp_path / "weights-only-metrics.jsonl"
+    third = h.write_config(  # type: ignore[attr-defined]
+        tmp_path / "third.yaml",
+        {
+            **cfg,
+            "autoresume": False,
+            "save_folder": s3_server.url("runs/weights-only"),  # type: ignore[attr-defined]
+            "load_path": f"{url}/ep0-ba4-rank0.pt",
+            "load_weights_only": True,
+            "max_duration": "2ba",
+            "loggers": {"metrics_file": str(fresh)},
+            "callbacks": {"plot": True},
+        },
+    )
+    run = h.run_cli([str(third)], env=s3_server.env)  # type: ignore[attr-defined]
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(read_metrics(fresh, "loss/train/total")) == [0, 1]
+    assert (tmp_path / "loss_throughput.png").is_file()
+
 
 def test_missing_or_unreachable_remote_checkpoints_are_clear_errors(
     s3_server: object, tmp_path: Path, monkeypatch

@@ -272,3 +272,17 @@ def test_warmup_units_follow_max_duration_and_eval_keeps_its_last_batch(tmp_path
     assert cfg.train_loader.drop_last is True
     cfg = load_config(path, ["eval_loader={dataset: {local: data}, drop_last: true}"])
     assert cfg.eval_loader is not None and cfg.eval_loader.drop_last is True
+
+
+def test_run_name_in_save_folder_is_filled_in_where_foundry_reads_it(tmp_path: Path) -> None:
+    """llm-foundry's YAMLs write `save_folder: ./{run_name}/checkpoints`. composer fills it in;
+    autoresume, the saved run config and the metrics file used the literal text, so a resumed
+    run found no checkpoint, started over and overwrote them. Other placeholders are refused."""
+    path = tmp_path / "cfg.yaml"
+    path.write_text(BASE)
+    named = load_config(path, ["run_name=myrun", "save_folder=./{run_name}/checkpoints"])
+    assert named.save_folder == "./myrun/checkpoints"
+    unnamed = load_config(path, ["save_folder=s3://bucket/{run_name}"])
+    assert unnamed.save_folder == "s3://bucket/foundry-run"  # composer's name for it
+    with pytest.raises(ConfigError, match=r"only \{run_name\} is filled in"):
+        load_config(path, ["save_folder=./{rank}/checkpoints"])

@@ -28,7 +28,7 @@ from foundry_train.checkpointing.resume import (
 from foundry_train.checkpointing.safety import scan_checkpoint
 from foundry_train.checkpointing.save_errors import checkpoint_write_errors
 from foundry_train.config import TrainConfig, dump_config
-from foundry_train.config.root import LoggersConfig
+from foundry_train.config.root import DEFAULT_RUN_NAME, LoggersConfig
 from foundry_train.config.sections import GradientClippingConfig, LoaderConfig
 from foundry_train.data.loader import build_dataloader
 from foundry_train.data.tokenizer import load_tokenizer, pad_token_id
@@ -67,7 +67,14 @@ def _saves_remotely(cfg: TrainConfig) -> bool:
 
 
 def resolve_load_path(cfg: TrainConfig) -> str | None:
-    """The checkpoint this run starts from (autoresume first), scanned before composer sees it.
+    """The checkpoint this run starts from (autoresume first), scanned before composer sees it."""
+    return _resolve_load(cfg)[0]
+
+
+def _resolve_load(cfg: TrainConfig) -> tuple[str | None, bool]:
+    """`resolve_load_path`'s path, and whether it is ``cfg.load_path`` (not an autoresume pick):
+    only then does ``load_weights_only`` apply. A remote load_path comes back as its local copy,
+    so the two cannot be told apart by comparing paths.
 
     A checkpoint in an object store (autoresume from a remote ``save_folder``, or a remote
     ``load_path``) is downloaded to a local cache first by one process per node. A refused or
@@ -90,13 +97,14 @@ def resolve_load_path(cfg: TrainConfig) -> str | None:
             raise (CheckpointSecurityError if refused else FoundryError)(error)
         if chosen:
             log.info("autoresume: resuming from %s", chosen)
-    if chosen is None and cfg.load_path:
+    from_load_path = chosen is None and bool(cfg.load_path)
+    if from_load_path:
         chosen = cfg.load_path
     if chosen is not None and "://" in chosen:
         chosen = _fetch(chosen)
     if chosen is not None:
         scan_checkpoint(chosen)
-    return chosen
+    return chosen, from_load_path
 
 
 def _latest(save_folder: str, remote: bool) -> str | None:
@@ -168,7 +176,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     """A composer Trainer for ``cfg``: one named step per job, each given only what it needs."""
     _check_existing_checkpoints(cfg)  # before the rendezvous: no rank can have saved yet
     device_batch = _join_processes(cfg)
-    load_path = resolve_load_path(cfg)  # refuse a bad checkpoint before building anything
+    load_path, from_load_path = _resolve_load(cfg)  # a bad checkpoint: refused before building
     pad_id = pad_token_id(load_tokenizer(cfg.tokenizer))
     plan = plan_run(cfg, Machine.here(dist.get_world_size()))
     cfg = cfg.model_copy(update={"compile": plan.compile})  # the saved config says what ran
@@ -180,7 +188,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     _write_run_config(cfg)
     finetuning = cfg.train_loader.name == "finetuning"
     return Trainer(
-        run_name=cfg.run_name or "foundry-run",
+        run_name=cfg.run_name or DEFAULT_RUN_NAME,
         model=model,
         # fine-tuning micro-batches hold different numbers of scored (response) tokens: each
         # one's mean loss is weighted by them, so the gradient does not depend on the
@@ -197,7 +205,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         callbacks=[*build_callbacks(cfg, metrics_path), *(extra_callbacks or [])],
         loggers=_loggers(cfg.loggers, metrics_path),
         **_run_length_args(cfg, device_batch, has_eval=eval_dl is not None),
-        **_checkpoint_args(cfg, load_path),
+        **_checkpoint_args(cfg, load_path, from_load_path),
         **_runtime_args(cfg, plan),
     )
 
@@ -305,7 +313,9 @@ def _run_length_args(cfg: TrainConfig, device_batch: int, has_eval: bool) -> dic
     }
 
 
-def _checkpoint_args(cfg: TrainConfig, load_path: str | None) -> dict[str, Any]:
+def _checkpoint_args(
+    cfg: TrainConfig, load_path: str | None, from_load_path: bool
+) -> dict[str, Any]:
     """Where and how often checkpoints are saved, and the one this run starts from."""
     return {
         "save_folder": cfg.save_folder,
@@ -317,7 +327,7 @@ def _checkpoint_args(cfg: TrainConfig, load_path: str | None) -> dict[str, Any]:
         "save_num_checkpoints_to_keep": cfg.save_num_checkpoints_to_keep,
         "save_overwrite": cfg.save_overwrite or cfg.autoresume,
         "load_path": load_path,
-        "load_weights_only": cfg.load_weights_only and load_path == cfg.load_path,
+        "load_weights_only": cfg.load_weights_only and from_load_path,
     }
 
 

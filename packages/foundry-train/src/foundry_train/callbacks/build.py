@@ -42,8 +42,10 @@ def build_callbacks(cfg: TrainConfig, metrics_path: Path | None) -> list[Callbac
 
         out.append(StepProfiler(cb.profiler, _profile_folder(cfg)))
     if cb.plot and metrics_path is not None and cfg.save_folder:
-        plot = Path(cfg.save_folder) / "loss_throughput.png"
-        out.append(LossPlot(metrics_path, plot, model=_model_label(cfg)))
+        # in save_folder, or beside the metrics file when the checkpoints go to an object store
+        # (a local path cannot name an s3:// folder: the end of the run failed writing there)
+        folder = metrics_path.parent if "://" in cfg.save_folder else Path(cfg.save_folder)
+        out.append(LossPlot(metrics_path, folder / "loss_throughput.png", model=_model_label(cfg)))
     return out
 
 

@@ -20,6 +20,7 @@ from foundry_train.config.times import INTERVAL_UNITS, LENGTH_UNITS, parse_time,
 _interval = time_check(INTERVAL_UNITS)
 
 __all__ = [
+    "DEFAULT_RUN_NAME",
     "FP8Config",
     "FSDPSection",
     "SpeedMonitorConfig",
@@ -32,6 +33,10 @@ __all__ = [
     "ICLEvalConfig",
     "TrainConfig",
 ]
+
+
+# composer's run name when the config gives none (also what {run_name} in save_folder becomes)
+DEFAULT_RUN_NAME = "foundry-run"
 
 
 class FP8Config(Section):
@@ -284,6 +289,16 @@ class TrainConfig(Section):
                 f"device_train_microbatch_size ({mb}) is larger than global_train_batch_size "
                 f"({self.global_train_batch_size})"
             )
+        if self.save_folder and ("{" in self.save_folder or "}" in self.save_folder):
+            # composer fills {run_name} in save_folder, but autoresume, the saved run config and
+            # the metrics file used the literal text: a resumed run started over
+            filled = self.save_folder.replace("{run_name}", self.run_name or DEFAULT_RUN_NAME)
+            if "{" in filled or "}" in filled:
+                raise ValueError(
+                    f"save_folder '{self.save_folder}': only {{run_name}} is filled in there; "
+                    "write the rest of the path out"
+                )
+            self.save_folder = filled
         if self.autoresume and not self.save_folder:
             raise ValueError("autoresume needs save_folder (where the checkpoints are)")
         if self.train_loader.packing and self.model.name != "mpt":
