@@ -15,7 +15,6 @@ from composer import Trainer
 from composer.algorithms import GradientClipping
 from composer.core import Algorithm, Callback, DataSpec
 from composer.utils import dist, reproducibility
-from foundry_data import IGNORE_INDEX
 
 from foundry_train.callbacks.build import build_callbacks
 from foundry_train.callbacks.monitors import MetricsFileLogger
@@ -30,7 +29,7 @@ from foundry_train.checkpointing.save_errors import checkpoint_write_errors
 from foundry_train.config import TrainConfig, dump_config
 from foundry_train.config.root import DEFAULT_RUN_NAME, LoggersConfig
 from foundry_train.config.sections import GradientClippingConfig, LoaderConfig
-from foundry_train.data.loader import build_dataloader
+from foundry_train.data.loader import build_dataloader, token_counts
 from foundry_train.data.tokenizer import load_tokenizer, pad_token_id
 from foundry_train.errors import CheckpointSecurityError, FoundryError
 from foundry_train.fp8 import apply_fp8
@@ -193,7 +192,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         # fine-tuning micro-batches hold different numbers of scored (response) tokens: each
         # one's mean loss is weighted by them, so the gradient does not depend on the
         # micro-batch size (composer's default weights by samples)
-        train_dataloader=DataSpec(train_dl, get_num_tokens_in_batch=_token_counts)
+        train_dataloader=DataSpec(train_dl, get_num_tokens_in_batch=token_counts)
         if finetuning
         else train_dl,
         accumulate_train_batch_on_tokens=finetuning,
@@ -268,13 +267,6 @@ def _build_dataloaders(
         vocab_size=vocab_size,
     )
     return train_dl, eval_dl
-
-
-def _token_counts(batch: dict[str, torch.Tensor]) -> dict[str, int]:
-    """A batch's tokens ("total", as composer counts them for throughput) and the tokens its loss
-    scores ("loss_generating": labels other than -100, after the shift)."""
-    scored = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
-    return {"total": int(batch["input_ids"].numel()), "loss_generating": scored}
 
 
 def _metrics_path(cfg: TrainConfig) -> Path | None:

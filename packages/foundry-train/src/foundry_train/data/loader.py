@@ -21,6 +21,7 @@ __all__ = [
     "FinetuningCollator",
     "build_dataloader",
     "stream_locations",
+    "token_counts",
 ]
 
 
@@ -253,3 +254,10 @@ def build_dataloader(
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
     )
+
+
+def token_counts(batch: dict[str, torch.Tensor]) -> dict[str, int]:
+    """A batch's tokens ("total", as composer counts them for throughput) and the tokens its loss
+    scores ("loss_generating": labels other than -100, after the shift)."""
+    scored = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+    return {"total": int(batch["input_ids"].numel()), "loss_generating": scored}
