@@ -181,3 +181,36 @@ def test_finetuning_gradient_does_not_depend_on_the_micro_batch(
     for mb in (4, 1):
         for step, loss in runs[8].items():
             assert abs(runs[mb][step] - loss) < 1e-5 * loss, (mb, runs)
+
+
+def test_lora_export_merges_every_adapter_as_peft_computes_it(
+    assets: dict, h: object, tmp_path: Path
+) -> None:
+    """An adapted embedding (and q_proj) exports to a plain transformers model with the trained
+    model's logits (the embedding adapter was dropped: logits off by about 0.67)."""
+    from foundry_train.checkpointing.export import export_state_dict
+    from foundry_train.model import build_network
+    from transformers import AutoModelForCausalLM
+
+    cfg = h.base_config(assets, None)  # type: ignore[attr-defined]
+    cfg["model"] = {
+        "name": "hf_causal_lm",
+        "pretrained_model_name_or_path": str(assets["llama"]),
+        "pretrained": True,
+        "lora": {"r": 4, "lora_alpha": 8, "target_modules": ["embed_tokens", "q_proj"]},
+    }
+    config = parse_config(cfg)
+    torch.manual_seed(0)
+    network = build_network(config.model, config.max_seq_len)
+    with torch.no_grad():  # as if trained: adapters away from their zero start
+        for name, p in network.named_parameters():
+            if "lora_" in name:
+                p.normal_(0, 0.5)
+    ids = torch.randint(0, 512, (1, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = network(input_ids=ids).logits
+    state = {k: v.detach().clone() for k, v in network.state_dict().items()}
+    out = export_state_dict(config, state, tmp_path / "hf")
+    with torch.no_grad():
+        got = AutoModelForCausalLM.from_pretrained(out)(input_ids=ids).logits
+    assert (got - want).abs().max().item() < 1e-5

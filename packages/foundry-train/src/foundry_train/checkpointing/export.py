@@ -11,7 +11,6 @@ import torch
 
 from foundry_train.checkpointing.safety import load_dcp_metadata, scan_checkpoint
 from foundry_train.config import TrainConfig, dump_config, load_config
-from foundry_train.config.sections import LoraConfig
 from foundry_train.errors import FoundryError
 
 if TYPE_CHECKING:
@@ -84,22 +83,28 @@ def read_model_state_dict(checkpoint: str | Path) -> dict[str, torch.Tensor]:
     raise FoundryError(f"checkpoint '{checkpoint}' does not exist.")
 
 
-def merge_lora(state: dict[str, torch.Tensor], lora: LoraConfig) -> dict[str, torch.Tensor]:
-    """Fold peft LoRA weights into the base weights and drop peft's key prefixes."""
-    scale = lora.lora_alpha / lora.r
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if ".lora_" in key:
-            continue
-        name = key.removeprefix("base_model.model.").replace(".base_layer.", ".")
-        if key.endswith(".base_layer.weight"):
-            stem = key[: -len(".base_layer.weight")]
-            a = state.get(f"{stem}.lora_A.default.weight")
-            b = state.get(f"{stem}.lora_B.default.weight")
-            if a is not None and b is not None:
-                value = value + (b.float() @ a.float() * scale).to(value.dtype)
-        out[name] = value
-    return out
+def merge_lora(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The base model's weights with the trained LoRA adapters folded in.
+
+    peft does the folding (`merge_and_unload`) on the model rebuilt from ``cfg``, so every
+    adapter kind it trains merges as it computes: linear layers, transformers' transposed
+    `Conv1D` (GPT-2) and embeddings. (Summing B @ A into ``*.weight`` by hand dropped embedding
+    adapters and added a transposed update to GPT-2's layers.)
+    """
+    from foundry_train.model import build_network
+
+    network = build_network(cfg.model, cfg.max_seq_len)
+    keys = network.load_state_dict(state, strict=False)
+    missing, unexpected = cast("tuple[list[str], list[str]]", keys)
+    if missing or unexpected:
+        raise FoundryError(
+            "the checkpoint's weights do not fit the LoRA model of this config: missing "
+            f"{sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}. Pass the training "
+            "YAML of this checkpoint with --config."
+        )
+    merge: Any = getattr(network, "merge_and_unload")  # peft's PeftModel  # noqa: B009
+    merged = cast("torch.nn.Module", merge())
+    return {k: v.detach() for k, v in merged.state_dict().items()}
 
 
 def _native_model(cfg: TrainConfig, state: dict[str, torch.Tensor]) -> PreTrainedModel:
@@ -148,7 +153,7 @@ def export_state_dict(
     if out.exists() and not overwrite:
         raise FoundryError(f"'{out}' already exists. Choose another directory or pass --overwrite.")
     if cfg.model.lora is not None:
-        state = merge_lora(state, cfg.model.lora)
+        state = merge_lora(cfg, state)
     model = _native_model(cfg, state)
     tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
