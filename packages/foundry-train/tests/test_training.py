@@ -177,3 +177,19 @@ def test_the_run_ends_with_a_one_line_summary(
     )
     assert re.fullmatch(expected, last), last
     assert (hf / "ba3" / "config.json").is_file()
+
+
+def test_checkpoints_to_keep_counts_those_saved_before_a_resume(
+    assets: dict, h: object, tmp_path: Path
+) -> None:
+    """save_num_checkpoints_to_keep: 1 across an autoresume leaves one checkpoint (composer's
+    saver forgot the checkpoints of earlier processes, so every restart left one more)."""
+    folder = tmp_path / "ckpt"
+    for length in ("4ba", "8ba"):
+        cfg = h.base_config(  # type: ignore[attr-defined]
+            assets, folder, max_duration=length, autoresume=True, save_num_checkpoints_to_keep=1
+        )
+        run = h.run_cli([str(h.write_config(tmp_path / f"{length}.yaml", cfg))])  # type: ignore[attr-defined]
+        assert run.returncode == 0, run.stderr[-2000:]
+        kept = sorted(p.name for p in folder.glob("ep*"))
+        assert kept == [f"ep0-ba{length[:-2]}-rank0.pt"], kept

@@ -22,6 +22,7 @@ from foundry_train.checkpointing.export import CONFIG_NAME
 from foundry_train.checkpointing.resume import (
     checkpoint_batch,
     find_latest_checkpoint,
+    remember_earlier_checkpoints,
     set_aside_incomplete,
 )
 from foundry_train.checkpointing.safety import scan_checkpoint
@@ -186,7 +187,7 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
     metrics_path = _metrics_path(cfg)
     _write_run_config(cfg)
     finetuning = cfg.train_loader.name == "finetuning"
-    return Trainer(
+    trainer = Trainer(
         run_name=cfg.run_name or DEFAULT_RUN_NAME,
         model=model,
         # fine-tuning micro-batches hold different numbers of scored (response) tokens: each
@@ -207,6 +208,9 @@ def build_trainer(cfg: TrainConfig, extra_callbacks: list[Callback] | None = Non
         **_checkpoint_args(cfg, load_path, from_load_path),
         **_runtime_args(cfg, plan),
     )
+    if load_path and not from_load_path and cfg.save_folder and not _saves_remotely(cfg):
+        remember_earlier_checkpoints(trainer, cfg.save_folder, load_path)  # autoresumed
+    return trainer
 
 
 def _join_processes(cfg: TrainConfig) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "is_complete",
     "find_latest_checkpoint",
     "set_aside_incomplete",
+    "remember_earlier_checkpoints",
     "INCOMPLETE_DIR",
 ]
 
@@ -152,3 +153,25 @@ def set_aside_incomplete(save_folder: str | Path, batch: int) -> list[tuple[Path
         if b is not None and b > batch and not is_complete(candidate):
             moved.append((candidate, _move_aside(candidate)))
     return moved
+
+
+def remember_earlier_checkpoints(trainer: Any, save_folder: str, resumed_from: str) -> None:
+    """Hand a resumed run's checkpoint savers the checkpoints already in ``save_folder`` (those
+    up to the one resumed from, oldest first), so ``save_num_checkpoints_to_keep`` rotates them
+    out too. composer's saver starts each process with an empty list, so every restart left one
+    more checkpoint on disk. Rank 0 only: it is the rank that deletes them."""
+    from composer.callbacks import CheckpointSaver
+    from composer.utils import dist
+
+    resumed = checkpoint_batch(Path(resumed_from))
+    folder = Path(save_folder)
+    if dist.get_global_rank() != 0 or resumed is None or not folder.is_dir():
+        return
+    earlier = sorted(
+        (p for p in folder.iterdir() if (checkpoint_batch(p) or resumed + 1) <= resumed),
+        key=lambda p: checkpoint_batch(p) or 0,
+    )
+    # composer deletes a full checkpoint's file, and a sharded one's parent folder of the path
+    paths = [str(p / ".metadata") if p.is_dir() else str(p) for p in earlier]
+    for saver in (cb for cb in trainer.state.callbacks if isinstance(cb, CheckpointSaver)):
+        saver.saved_checkpoints = [*paths, *saver.saved_checkpoints]
