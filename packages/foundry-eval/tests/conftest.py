@@ -71,6 +71,27 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+@pytest.fixture
+def human_eval_task(data_root: Path):
+    """The synthetic human_eval file as a code task: two generations per problem, pass@1 and
+    pass@2. Keyword overrides (e.g. ``limit``) go through ``human_eval_task(limit=3)``."""
+    from foundry_eval.tasks import load_tasks
+
+    def make(**extra: object):
+        spec = {
+            "label": "human_eval",
+            "dataset_uri": "programming/human_eval.jsonl",
+            "icl_task_type": "code_evaluation",
+            "generations_per_sample": 2,
+            "pass_at_k": [1, 2],
+            **extra,
+        }
+        (task,) = load_tasks([spec], data_root)
+        return task
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def task_server(data_root: Path, tmp_path_factory: pytest.TempPathFactory):
     """The generated task files served as llm-foundry publishes them: ``<url>/<relative path>``

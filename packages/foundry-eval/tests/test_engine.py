@@ -90,22 +90,9 @@ class CannedCoder(torch.nn.Module):
         return torch.tensor([r + [pad] * (width - len(r)) for r in rows])
 
 
-def test_code_evaluation_pass_at_k(tiny_model, data_root):
+def test_code_evaluation_pass_at_k(tiny_model, human_eval_task):
     _, tok = tiny_model
-    (task,) = load_tasks(
-        [
-            {
-                "label": "human_eval",
-                "dataset_uri": "programming/human_eval.jsonl",
-                "icl_task_type": "code_evaluation",
-                "generations_per_sample": 2,
-                "pass_at_k": [1, 2],
-                "max_new_tokens": 4,
-                "limit": 3,
-            }
-        ],
-        data_root,
-    )
+    task = human_eval_task(max_new_tokens=4, limit=3)
     rows = read_task_rows(task.data_path, "code_evaluation")[:3]
     right_then_wrong = {r["prompt"]: [r["canonical_solution"], "    return None\n"] for r in rows}
     skipped = evaluate(CannedCoder(tok, right_then_wrong), tok, [task], progress=False)

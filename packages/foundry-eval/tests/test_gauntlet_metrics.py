@@ -175,25 +175,13 @@ def test_schema_tasks_use_acc_when_the_gauntlet_asks_for_acc_norm():
     assert res.benchmark_scores["mc/0-shot"] == pytest.approx((0.5 - 0.25) / 0.75)  # acc_norm
 
 
-def test_evaluate_checks_gauntlet_metrics_before_scoring(tiny_model, data_root):
+def test_evaluate_checks_gauntlet_metrics_before_scoring(tiny_model, human_eval_task):
     """The metric check runs before any example is scored: the model is never called."""
     from foundry_eval import evaluate
     from foundry_eval.errors import FoundryError
-    from foundry_eval.tasks import load_tasks
 
     _, tok = tiny_model
-    (task,) = load_tasks(
-        [
-            {
-                "label": "human_eval",
-                "dataset_uri": "programming/human_eval.jsonl",
-                "icl_task_type": "code_evaluation",
-                "generations_per_sample": 2,
-                "pass_at_k": [1, 2],
-            }
-        ],
-        data_root,
-    )
+    task = human_eval_task()
     gauntlet = GauntletConfig.model_validate(
         {
             "categories": [
